@@ -1,0 +1,44 @@
+# likeness: the two commands are `make serve` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export LIKENESS_PORT ?= 8000
+export LIKENESS_HOST ?= 127.0.0.1
+PYTEST_ARGS ?=
+
+.PHONY: serve test venv install-service install-all train export bench clean-venv
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "likeness needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(PY)
+
+# Stamp files record which extras are installed, and are redone when pyproject.toml changes.
+$(VENV)/.service: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[service]'
+	@touch $@
+
+$(VENV)/.all: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[train,service,dev]'
+	@touch $@ $(VENV)/.service
+
+install-service: $(VENV)/.service
+install-all: $(VENV)/.all
+
+## Start the API on $LIKENESS_PORT with the shipped model and demo gallery.
+serve: $(VENV)/.service
+	$(PY) -m service
+
+## Install everything and run the whole test suite.
+test: $(VENV)/.all
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Train the default recipe (about 30 minutes on 2 CPU cores), then export it.
+train: $(VENV)/.all
+	$(PY) -m training train --config default
+	$(PY) -m training export --checkpoint runs/fmnist-default/best.pt --output models/default.onnx
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,104 @@
+"""Image preprocessing: the one path from bytes or a file to the model's uint8 input.
+
+decode (Pillow) -> EXIF orientation -> model mode (L or RGB, transparency onto the background)
+-> resize to the model's size with the spec's fit mode and filter -> uint8 [H, W, C].
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from contract.spec import InputSpec
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image. ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:
+    """Decode bytes into a fully loaded, EXIF-oriented Pillow image.
+
+    The pixel limit is checked on the header, before any pixel is decoded, so a decompression
+    bomb costs nothing. Raises :class:`ImageError` for empty, unreadable, oversized or truncated input.
+    """
+    if not data:
+        raise ImageError("empty", f"{name}: the file is empty")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below is the one that applies; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not_an_image", f"{name}: not a recognised image format") from None
+    except Image.DecompressionBombError:
+        raise ImageError("too_many_pixels", f"{name}: image exceeds the pixel limit of {max_pixels}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError("not_an_image", f"{name}: image has no pixels")
+    if width * height > max_pixels:
+        raise ImageError(
+            "too_many_pixels",
+            f"{name}: image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError("corrupt_image", f"{name}: image data is truncated or corrupt ({exc})") from None
+    return image
+
+
+def prepare_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Convert to the model's mode and size; return uint8 [H, W, C] (C is 1 or 3)."""
+    image = _to_mode(image, spec.mode, spec.pad_value)
+    size = (spec.width, spec.height)
+    resample = _RESAMPLE[spec.resample]
+    if image.size != size:
+        if spec.fit == "stretch":
+            image = image.resize(size, resample)
+        elif spec.fit == "pad":
+            fill = spec.pad_value if spec.mode == "L" else (spec.pad_value,) * 3
+            image = ImageOps.pad(image, size, method=resample, color=fill)
+        else:
+            image = ImageOps.fit(image, size, method=resample)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return np.ascontiguousarray(array)
+
+
+def load_image_file(path: str | Path, spec: InputSpec, *, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Read an image file from disk through the same path the service uses for uploads."""
+    path = Path(path)
+    return prepare_image(decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path)), spec)
+
+
+def _to_mode(image: Image.Image, mode: str, background: int) -> Image.Image:
+    if image.mode == mode:
+        return image
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        # Transparent pixels become the model's background rather than whatever colour they hide.
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert(mode)

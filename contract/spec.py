@@ -1,0 +1,107 @@
+"""The self-describing model spec stored inside every exported ONNX file."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+IMAGES_INPUT = "images"
+EMBEDDING_OUTPUT = "embedding"
+ASPECTS_OUTPUT = "aspect_embeddings"
+SPEC_METADATA_KEY = "likeness.spec"
+SPEC_FORMAT_VERSION = 1
+
+
+class SpecError(ValueError):
+    """The model file carries no spec, or one that does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """How a decoded image becomes the model's uint8 [H, W, C] input."""
+
+    height: int = Field(ge=1, le=4096)
+    width: int = Field(ge=1, le=4096)
+    channels: Literal[1, 3]
+    # stretch: ignore aspect ratio; pad: keep it and fill with pad_value; crop: keep it, centre-crop.
+    fit: Literal["stretch", "pad", "crop"] = "pad"
+    resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
+    # Background grey level for padding and for compositing transparent pixels.
+    pad_value: int = Field(default=0, ge=0, le=255)
+
+    @property
+    def mode(self) -> Literal["L", "RGB"]:
+        return "L" if self.channels == 1 else "RGB"
+
+
+class Decision(_Strict):
+    """Cosine threshold at or above which two images are called the same."""
+
+    threshold: float = Field(ge=-1.0, le=1.0)
+    rule: str = Field(description="how the threshold was chosen, e.g. 'EER on validation pairs'")
+
+
+class Calibration(_Strict):
+    """Platt scaling of the cosine: probability = 1 / (1 + exp(-(a * cosine + b)))."""
+
+    method: Literal["platt"] = "platt"
+    a: float
+    b: float
+    fitted_on: str
+
+    def probability(self, cosine: float) -> float:
+        z = self.a * cosine + self.b
+        # Split by sign so exp never overflows.
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+
+class ModelSpec(_Strict):
+    format_version: Literal[1] = SPEC_FORMAT_VERSION
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    input: InputSpec
+    embedding_dim: int = Field(ge=1)
+    metric: Literal["cosine"] = "cosine"
+    aspects: list[str] = Field(default_factory=list)
+    decision: Decision
+    calibration: Calibration
+    # Per-aspect decision and calibration, fitted on validation pairs of that aspect.
+    aspect_decisions: dict[str, Decision] = Field(default_factory=dict)
+    aspect_calibrations: dict[str, Calibration] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict, description="data, objective, backbone, command")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="evaluation results, by split")
+
+    @model_validator(mode="after")
+    def _aspects_consistent(self) -> ModelSpec:
+        if len(set(self.aspects)) != len(self.aspects):
+            raise ValueError(f"aspect names must be unique, got {self.aspects}")
+        for table in (self.aspect_decisions, self.aspect_calibrations):
+            unknown = set(table) - set(self.aspects)
+            if unknown:
+                raise ValueError(f"per-aspect entries for unknown aspects {sorted(unknown)}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> ModelSpec:
+        """Parse the spec out of ONNX ``metadata_props``; raise :class:`SpecError` with one clear line."""
+        raw = metadata.get(SPEC_METADATA_KEY)
+        if raw is None:
+            raise SpecError(f"{source} has no '{SPEC_METADATA_KEY}' metadata; export it with `python -m training export`")
+        try:
+            return cls.model_validate(json.loads(raw))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            first = str(exc).splitlines()
+            detail = "; ".join(line.strip() for line in first[:3])
+            raise SpecError(f"{source} has an invalid '{SPEC_METADATA_KEY}': {detail}") from exc

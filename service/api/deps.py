@@ -1,0 +1,109 @@
+"""Shared request plumbing: the service state, upload reading, and parameter checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import Request, UploadFile
+
+from service.api.errors import ApiError, image_error
+from service.index_store import OVERALL, IndexStore
+from service.inference import ImagePreparationError, InferenceEngine, PreparedImage
+from service.model_runner import ModelRunner
+from service.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    runner: ModelRunner
+    store: IndexStore
+    engine: InferenceEngine
+
+    @property
+    def model_ref(self) -> dict[str, str]:
+        return {"name": self.runner.spec.name, "version": self.runner.spec.version}
+
+
+def get_state(request: Request) -> ServiceState:
+    state = getattr(request.app.state, "service", None)
+    if state is None:
+        raise ApiError(503, "not_ready", "the model and index are not loaded yet")
+    return state
+
+
+async def read_uploads(files: list[tuple[str, UploadFile]], state: ServiceState) -> list[tuple[str, bytes]]:
+    if len(files) > state.settings.max_images_per_request:
+        raise ApiError(413, "too_many_images",
+                       f"{len(files)} images in one request; the limit is {state.settings.max_images_per_request}",
+                       files[0][0])
+    out = []
+    for field, upload in files:
+        data = await upload.read()
+        if not data:
+            raise ApiError(422, "empty", f"{field}: the file is empty", field)
+        out.append((field, data))
+    return out
+
+
+async def prepare(state: ServiceState, files: list[tuple[str, UploadFile]], thumbnails: bool = False
+                  ) -> list[PreparedImage]:
+    try:
+        return await state.engine.prepare(await read_uploads(files, state), thumbnails)
+    except ImagePreparationError as exc:
+        raise image_error(exc.error, exc.field) from None
+
+
+def check_k(k: int, state: ServiceState) -> int:
+    if not 1 <= k <= state.settings.max_k:
+        raise ApiError(422, "k_out_of_range", f"k must be between 1 and {state.settings.max_k}, got {k}", "k")
+    return k
+
+
+def resolve_aspect(aspect: str | None, state: ServiceState) -> str | None:
+    """None or '' means overall; an unknown name is a 422 that lists the valid ones."""
+    if aspect in (None, ""):
+        return None
+    names = state.runner.spec.aspects
+    if aspect not in names:
+        valid = ", ".join(names) if names else "none (this model has no aspects)"
+        raise ApiError(422, "unknown_aspect", f"unknown aspect {aspect!r}; valid aspects: {valid}", "aspect")
+    return aspect
+
+
+def space_vectors(embedding: np.ndarray, aspects: np.ndarray | None) -> np.ndarray:
+    """Stack one image's overall and aspect embeddings as the index stores them: [1 + A, D]."""
+    if aspects is None:
+        return embedding[None, :]
+    return np.concatenate([embedding[None, :], aspects], axis=0)
+
+
+def parse_metadata(raw: str | None, field: str, limit: int) -> dict[str, Any]:
+    if raw in (None, ""):
+        return {}
+    if len(raw.encode()) > limit:
+        raise ApiError(413, "metadata_too_large", f"{field}: metadata is over the limit of {limit} bytes", field)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_metadata", f"{field}: not valid JSON ({exc.msg})", field) from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_metadata", f"{field}: metadata must be a JSON object, got {type(value).__name__}",
+                       field)
+    return value
+
+
+def check_id(item_id: str, field: str, limit: int) -> str:
+    if not item_id or item_id != item_id.strip():
+        raise ApiError(422, "invalid_id", f"{field}: ids must be non-empty with no leading or trailing spaces", field)
+    if len(item_id) > limit:
+        raise ApiError(422, "invalid_id", f"{field}: id is longer than the limit of {limit} characters", field)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in item_id):
+        raise ApiError(422, "invalid_id", f"{field}: ids may not contain control characters", field)
+    return item_id
+
+
+__all__ = ["OVERALL", "IndexStore", "ServiceState"]

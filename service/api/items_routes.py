@@ -1,0 +1,77 @@
+"""Index management: POST /items (upsert), GET and DELETE /items/{id}, GET /items/{id}/thumbnail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+
+from service.api.deps import (
+    ServiceState,
+    check_id,
+    get_state,
+    parse_metadata,
+    prepare,
+    space_vectors,
+)
+from service.api.errors import ApiError
+from service.api.schemas import Deleted, ErrorResponse, ItemResponse, ItemsAdded
+from service.index_store import NewItem
+
+router = APIRouter(tags=["items"])
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
+
+
+@router.post("/items", status_code=201, response_model=ItemsAdded, responses=ERRORS)
+async def add_items(
+    image: Annotated[list[UploadFile], File(description="one or more images")],
+    id: Annotated[list[str], Form(description="one id per image, in the same order")],
+    metadata: Annotated[list[str] | None, Form(description="optional JSON object per image, in the same order")] = None,
+    state: ServiceState = Depends(get_state),
+) -> ItemsAdded:
+    """Add or replace items. Answers 201 only once every item is durable on disk and searchable."""
+    settings = state.settings
+    if len(id) != len(image):
+        raise ApiError(422, "ids_images_mismatch", f"{len(image)} images but {len(id)} ids; send one id per image",
+                       "id")
+    metadata = metadata or []
+    if metadata and len(metadata) != len(image):
+        raise ApiError(422, "metadata_images_mismatch",
+                       f"{len(image)} images but {len(metadata)} metadata fields; send none or one per image", "metadata")
+    ids = [check_id(item_id, f"id[{i}]", settings.max_id_length) for i, item_id in enumerate(id)]
+    if len(set(ids)) != len(ids):
+        raise ApiError(422, "duplicate_id", "the same id appears twice in one request", "id")
+    metas = [parse_metadata(m, f"metadata[{i}]", settings.max_metadata_bytes) for i, m in enumerate(metadata)]
+    prepared = await prepare(state, [(f"image[{i}]", f) for i, f in enumerate(image)], thumbnails=True)
+    out = await state.engine.embed([p.array for p in prepared])
+    items = [
+        NewItem(item_id, space_vectors(out.embedding[i], None if out.aspects is None else out.aspects[i]),
+                metas[i] if metas else {}, prepared[i].thumbnail)
+        for i, item_id in enumerate(ids)
+    ]
+    stored = state.store.upsert(items)
+    return ItemsAdded(added=len(stored), ids=stored)
+
+
+@router.get("/items/{item_id:path}/thumbnail", responses=ERRORS, response_class=Response)
+async def item_thumbnail(item_id: str, state: ServiceState = Depends(get_state)) -> Response:
+    """A PNG thumbnail (longest side 128 px) of the image the item was added with."""
+    data = state.store.thumbnail(item_id)
+    if data is None:
+        raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/items/{item_id:path}", response_model=ItemResponse, responses=ERRORS)
+async def get_item(item_id: str, state: ServiceState = Depends(get_state)) -> ItemResponse:
+    item = state.store.get(item_id)
+    if item is None:
+        raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
+    return ItemResponse(id=item.id, metadata=item.metadata, created=item.created, updated=item.updated)
+
+
+@router.delete("/items/{item_id:path}", response_model=Deleted, responses=ERRORS)
+async def delete_item(item_id: str, state: ServiceState = Depends(get_state)) -> Deleted:
+    if not state.store.delete(item_id):
+        raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
+    return Deleted(deleted=item_id)

@@ -1,0 +1,155 @@
+"""Model cards: a Markdown page beside each exported model, written from its spec alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from contract import ModelSpec
+
+FASHION_MNIST_CREDIT = (
+    "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017, Zalando Research), MIT licence: "
+    "https://github.com/zalandoresearch/fashion-mnist"
+)
+
+_ROWS = [
+    ("precision_at_1", "Precision@1 (leave-one-out)"),
+    ("r_precision", "R-Precision"),
+    ("map_at_r", "MAP@R"),
+    ("roc_auc", "pair ROC-AUC"),
+    ("eer", "pair EER"),
+    ("tar_at_far_0.001", "TAR @ FAR=1e-3"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _metrics_table(metrics: dict[str, Any]) -> list[str]:
+    splits = [s for s in ("test", "test_unseen") if s in metrics]
+    header = "| metric | " + " | ".join(
+        "test (seen classes)" if s == "test" and "test_unseen" in metrics else
+        ("test (unseen classes: " + ", ".join(metrics[s].get("classes", [])) + ")" if s == "test_unseen" else s)
+        for s in splits) + " |"
+    lines = [header, "|---|" + "---|" * len(splits)]
+    for key, label in _ROWS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(metrics[s].get(key, "")) for s in splits) + " |")
+    lines.append("| images | " + " | ".join(_fmt(metrics[s].get("items", "")) for s in splits) + " |")
+    return lines
+
+
+def render_model_card(spec: ModelSpec, filename: str) -> str:
+    training = spec.training
+    metrics = spec.metrics
+    test = metrics.get("test", {})
+    out = [
+        f"# {spec.name} {spec.version}",
+        "",
+        f"`{filename}`: an image-embedding model for likeness. Input: uint8 images "
+        f"{spec.input.height}x{spec.input.width}, {spec.input.channels} channel(s) ({spec.input.mode}), "
+        f"fit `{spec.input.fit}`, filter `{spec.input.resample}`. Output: `embedding`, "
+        f"{spec.embedding_dim}-d, L2-normalised; similarity is the cosine."
+        + (f" Aspects (`aspect_embeddings`, in order): {', '.join(spec.aspects)}." if spec.aspects else ""),
+        "",
+        "## Numbers",
+        "",
+        "All numbers below were measured by the export command on the ONNX graph itself "
+        "(through ONNX Runtime), not on the PyTorch model. Pair metrics use "
+        f"{test.get('items', '?')} test images and seeded, balanced same/different pairs.",
+        "",
+        *_metrics_table(metrics),
+        "",
+    ]
+    calib = test.get("calibration")
+    out += [
+        "## Decision and calibration",
+        "",
+        f"- Decision: cosine >= {spec.decision.threshold:.4f} means *same* ({spec.decision.rule}).",
+        f"- Probability: Platt scaling, P(same) = 1 / (1 + exp(-({spec.calibration.a:.3f} * cosine + "
+        f"{spec.calibration.b:.3f}))), fitted on {spec.calibration.fitted_on}; it assumes equal priors.",
+    ]
+    if calib:
+        out.append(f"- On test pairs: accuracy at the threshold {calib['accuracy_at_threshold']:.4f}, "
+                   f"expected calibration error {calib['ece']:.4f}, Brier score {calib['brier']:.4f}.")
+    for name, decision in spec.aspect_decisions.items():
+        out.append(f"- Aspect `{name}`: threshold {decision.threshold:.4f} ({decision.rule}).")
+    out.append("")
+    extra = {k: v for k, v in metrics.items() if k not in ("test", "test_unseen", "export")}
+    if extra:
+        out += ["## Task-specific results", ""]
+        out += _nested(extra)
+        out.append("")
+    export = metrics.get("export", {})
+    out += [
+        "## How it was made",
+        "",
+        f"- Data: {training.get('data', '?')}.",
+        f"- Backbone: {_describe_backbone(training.get('backbone', {}))}.",
+        f"- Objective: {_describe(training.get('objective', {}))}.",
+        f"- Optimiser: {_describe(training.get('optim', {}))}; augmentation: {_describe(training.get('augment', {}))}.",
+        f"- Epochs trained: {training.get('epochs_trained')}; checkpoint kept: epoch {training.get('best_epoch')} "
+        f"(best {training.get('selected_on')} on validation); seed {training.get('seed')}; torch {training.get('torch')}.",
+        f"- ONNX vs PyTorch: max |difference| {export.get('onnx_max_abs_diff', float('nan')):.2e} at batch sizes "
+        f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
+        "",
+        "Train:",
+        "",
+        "```",
+        str(training.get("train_command")),
+        "```",
+        "",
+        "Export (calibrates on validation pairs, measures the test split, writes this card):",
+        "",
+        "```",
+        str(training.get("export_command")),
+        "```",
+        "",
+        "Re-measure the shipped file:",
+        "",
+        "```",
+        f"python -m training evaluate models/{filename}",
+        "```",
+        "",
+        "## Data and licence",
+        "",
+        f"Trained and evaluated on {FASHION_MNIST_CREDIT}.",
+        "",
+        "## Limitations",
+        "",
+        f"- It has seen {spec.input.height}x{spec.input.width} centred product images on a dark background. "
+        "Photos with other backgrounds, framing or scale are out of distribution, and its scores there are not calibrated.",
+        "- The probability is calibrated for balanced same/different pairs; with another prior, "
+        "shift the logit by log(prior odds).",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def write_model_card(onnx_path: str | Path, spec: ModelSpec) -> Path:
+    onnx_path = Path(onnx_path)
+    card = onnx_path.with_suffix(".md")
+    card.write_text(render_model_card(spec, onnx_path.name))
+    return card
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items() if v not in (None, [], ""))
+
+
+def _describe_backbone(backbone: dict[str, Any]) -> str:
+    return (f"layer `{backbone.get('layer')}` (predictor `{backbone.get('predictor')}`), widths {backbone.get('widths')}, "
+            f"{backbone.get('depth')} NS-convs per stage, {backbone.get('embedding_dim')}-d embedding, masks "
+            f"`{backbone.get('masks')}`")
+
+
+def _nested(values: dict[str, Any], indent: str = "") -> list[str]:
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines.append(f"{indent}- {key}:")
+            lines += _nested(value, indent + "  ")
+        else:
+            lines.append(f"{indent}- {key}: {_fmt(value)}")
+    return lines

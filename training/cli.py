@@ -1,0 +1,88 @@
+"""``python -m training``: the batch-job entry point.
+
+    python -m training train    --config default [--set optim.epochs=5 ...] [--resume]
+    python -m training export   --checkpoint runs/NAME/best.pt --output models/NAME.onnx
+    python -m training evaluate models/NAME.onnx [--split test] [--holdout-classes ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from training.config import load_config
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="default", help="TOML file, or the name of one in training/configs/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.epochs=3 (repeatable)")
+    parser.add_argument("--data-dir", help="shortcut for --set data.data_dir=DIR")
+    parser.add_argument("--holdout-classes", help="comma-separated classes kept out of training (open-set split)")
+    parser.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    if args.holdout_classes:
+        names = [n.strip() for n in args.holdout_classes.split(",") if n.strip()]
+        overrides.append(f"data.holdout_classes={json.dumps(names)}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_p = commands.add_parser("train", help="train an embedding model")
+    _config_args(train_p)
+    train_p.add_argument("--resume", action="store_true", help="continue from the run directory's last.pt")
+    train_p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs, CI)")
+
+    export_p = commands.add_parser("export", help="export a checkpoint to ONNX with its spec and model card")
+    export_p.add_argument("--checkpoint", required=True)
+    export_p.add_argument("--output", required=True, help="path of the .onnx file; the card is written beside it")
+    export_p.add_argument("--name", help="model name in the spec (default: the run's name)")
+    export_p.add_argument("--version", help="model version in the spec (default: the run's version)")
+    export_p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained")
+
+    eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
+    eval_p.add_argument("model", help=".onnx file or .pt checkpoint")
+    eval_p.add_argument("--dataset", default=None, help="dataset name (default: the one the model was trained on)")
+    eval_p.add_argument("--data-dir")
+    eval_p.add_argument("--split", choices=["test", "val"], default="test")
+    eval_p.add_argument("--holdout-classes", help="also report the open-set numbers on these unseen classes")
+    eval_p.add_argument("--pairs", type=int, default=100_000, help="same and different pairs each, for pair metrics")
+
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from training.trainer import train
+
+        config = load_config(args.config, _overrides(args))
+        run_dir = train(config, resume=args.resume, command=["python", "-m", "training", *argv],
+                        progress=not args.no_progress)
+        print(run_dir)
+        return 0
+    if args.command == "export":
+        from training.export import export_checkpoint
+
+        result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
+                                   data_dir=args.data_dir, command=["python", "-m", "training", *argv])
+        print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "evaluate":
+        from training.evaluate import evaluate_model
+
+        holdout = [n.strip() for n in args.holdout_classes.split(",")] if args.holdout_classes else None
+        metrics = evaluate_model(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                                 holdout_classes=holdout, pairs=args.pairs)
+        print(json.dumps(metrics, indent=2))
+        return 0
+    return 2

@@ -1,0 +1,171 @@
+"""Training configuration: a TOML file plus ``--set section.key=value`` overrides, validated once."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    # fashion-mnist | mnist | cifar10 | cifar100 | folder | aspects-csv | fashion-aspects
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    val_size: int = Field(default=5000, ge=0, description="images held out of train for validation/calibration")
+    train_limit: int = Field(default=0, ge=0, description="use only this many training images (0 = all)")
+    test_limit: int = Field(default=0, ge=0, description="use only this many test images (0 = all)")
+    holdout_classes: list[str] = Field(default_factory=list, description="classes kept out of train and val")
+    # For image folders: the size and channels images are prepared to (built-in datasets know theirs).
+    image_size: int = Field(default=0, ge=0)
+    channels: int = Field(default=0, ge=0, le=3)
+    # Conditional (CSN) data: aspect names and triplet counts.
+    aspects: list[str] = Field(default_factory=list)
+    train_triplets: int = Field(default=200_000, ge=0)
+    eval_triplets: int = Field(default=20_000, ge=0)
+
+
+class AugmentConfig(_Section):
+    crop_padding: int = Field(default=2, ge=0)
+    hflip: bool = True
+
+
+class ModelConfig(_Section):
+    layer: str = "plain"
+    predictor: str = "plain"  # for dynamic layers: plain | sphere (the full-SphereNet predictor)
+    sphere_activation: Literal["linear", "cosine", "sigmoid"] = "cosine"
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 128])
+    depth: int = Field(default=3, ge=1, description="NS-convs per stage")
+    embedding_dim: int = Field(default=64, ge=2)
+    # conditional similarity: none | fixed | learned (masks over the embedding, one per aspect)
+    masks: Literal["none", "fixed", "learned"] = "none"
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError("widths must be a non-empty list of positive ints")
+        return v
+
+
+class ObjectiveConfig(_Section):
+    # contrastive | triplet | multi-similarity | arcface | normalized-softmax | supcon | csn | classifier
+    name: str = "triplet"
+    margin: float | None = None
+    pos_margin: float | None = None
+    neg_margin: float | None = None
+    miner: str | None = None  # e.g. multi-similarity, batch-hard, triplet-semihard, pair-margin
+    # CSN regularisers (Veit et al. defaults).
+    embed_norm_weight: float = 5e-3
+    mask_l1_weight: float = 5e-4
+    # Weight of an extra class-level metric loss on the unmasked embedding (conditional models).
+    overall_weight: float = 0.0
+
+
+class OptimConfig(_Section):
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=256, ge=2)
+    m_per_class: int = Field(default=32, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_fraction: float = Field(default=0.15, ge=0, le=0.5)
+    threads: int = Field(default=0, ge=0, description="torch threads (0 = torch default)")
+    max_steps: int = Field(default=0, ge=0, description="stop after this many steps (0 = no limit)")
+
+
+class EvalConfig(_Section):
+    pairs: int = Field(default=100_000, ge=100, description="pairs per class balance for pair metrics")
+    batch_size: int = Field(default=1024, ge=1)
+
+
+class TrainConfig(_Section):
+    name: str = "likeness"
+    version: str = "0.1.0"
+    seed: int = 0
+    output_dir: str = "runs/{name}"
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name, seed=self.seed))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """Accept a file path or the bare name of a shipped config (``default`` -> configs/default.toml)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    shipped = CONFIG_DIR / f"{candidate.stem}.toml"
+    if shipped.is_file() and candidate.parent == Path("."):
+        return shipped
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+    raise FileNotFoundError(f"config {path!r} not found (shipped configs: {known})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        with resolve_config_path(path).open("rb") as handle:
+            raw = tomllib.load(handle)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return TrainConfig.model_validate(raw)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b=value`` where value is TOML (``3``, ``"x"``, ``[16, 32]``) or a bare string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {item!r} must look like section.key=value")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def config_to_toml(config: TrainConfig) -> str:
+    """Serialise a config back to TOML so every run directory records exactly what ran."""
+    lines: list[str] = []
+    data = config.model_dump()
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

@@ -1,0 +1,123 @@
+"""Evaluation of a model on its task: what `export` writes into the spec and `evaluate` prints.
+
+- retrieval on the test split, leave-one-out (P@1, R-Precision, MAP@R);
+- pair verification on seeded balanced test pairs (ROC-AUC, EER, TAR@FAR=1e-3);
+- the calibrated probability's quality on those test pairs (ECE, Brier, accuracy at the threshold);
+- open-set numbers on held-out classes, and per-aspect numbers for conditional models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contract import Calibration, Decision, ModelSpec
+from training.config import DataConfig, TrainConfig
+from training.evaluation import (
+    Embedder,
+    embed_all,
+    evaluate_embeddings,
+    expected_calibration_error,
+    fit_calibration,
+    fit_decision,
+    onnx_embedder,
+    pair_metrics,
+    torch_embedder,
+)
+from training.tasks import Task, load_task
+
+VALIDATION_PAIR_SEED = 101
+TEST_PAIR_SEED = 202
+
+
+def calibrate(embedder: Embedder, task: Task, config: TrainConfig
+              ) -> tuple[Decision, Calibration, dict[str, Decision], dict[str, Calibration]]:
+    """Fit the decision threshold and Platt calibration on validation pairs (overall and per aspect)."""
+    val = task.splits.val
+    embeddings, aspect_embeddings = embed_all(embedder, val.images, config.eval.batch_size)
+    pairs = min(config.eval.pairs, 50_000)
+    source = "validation pairs"
+    _, scores, same = pair_metrics(embeddings, val.labels, pairs, VALIDATION_PAIR_SEED)
+    decision, calibration = fit_decision(scores, same, source), fit_calibration(scores, same, source)
+    decisions: dict[str, Decision] = {}
+    calibrations: dict[str, Calibration] = {}
+    for a, (name, labels) in enumerate(task.aspect_labels("val").items()):
+        _, scores, same = pair_metrics(aspect_embeddings[:, a], labels, pairs, VALIDATION_PAIR_SEED + a + 1)
+        aspect_source = f"validation pairs of aspect '{name}'"
+        decisions[name] = fit_decision(scores, same, aspect_source)
+        calibrations[name] = fit_calibration(scores, same, aspect_source)
+    return decision, calibration, decisions, calibrations
+
+
+def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calibration,
+                        threshold: float) -> dict[str, float]:
+    probabilities = 1.0 / (1.0 + np.exp(-(calibration.a * scores + calibration.b)))
+    return {
+        "ece": round(expected_calibration_error(probabilities, same), 6),
+        "brier": round(float(np.mean((probabilities - same) ** 2)), 6),
+        "accuracy_at_threshold": round(float(np.mean((scores >= threshold) == same)), 6),
+    }
+
+
+def evaluate_split(embedder: Embedder, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+                   decision: Decision | None = None, calibration: Calibration | None = None) -> dict[str, Any]:
+    embeddings, _ = embed_all(embedder, images, config.eval.batch_size)
+    metrics: dict[str, Any] = evaluate_embeddings(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
+    if calibration is not None and decision is not None:
+        _, scores, same = pair_metrics(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
+        metrics["calibration"] = calibration_quality(scores, same, calibration, decision.threshold)
+    return metrics
+
+
+def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibration: Calibration | None = None,
+                  decision: Decision | None = None) -> dict[str, Any]:
+    """All test-side numbers for a model, keyed by split."""
+    splits = task.splits
+    if decision is None and calibration is not None:
+        raise ValueError("calibration quality needs the decision threshold too")
+    metrics: dict[str, Any] = {
+        "test": evaluate_split(embedder, splits.test.images, splits.test.labels, config, decision, calibration),
+    }
+    if splits.test_unseen is not None:
+        metrics["test_unseen"] = evaluate_split(embedder, splits.test_unseen.images, splits.test_unseen.labels, config)
+        metrics["test_unseen"]["classes"] = list(splits.holdout_classes)
+    metrics.update(task.test_metrics(embedder))
+    return metrics
+
+
+def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
+                   split: str = "test", holdout_classes: list[str] | None = None,
+                   pairs: int = 100_000) -> dict[str, Any]:
+    """Evaluate an exported ``.onnx`` (through ONNX Runtime) or a ``.pt`` checkpoint on its dataset."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props}, str(path))
+        data = DataConfig.model_validate(spec.training.get("data_config") or {})
+        embedder = onnx_embedder(path)
+        decision, calibration = spec.decision, spec.calibration
+        seed = int(spec.training.get("seed", 0))
+    else:
+        from training.trainer import load_trained_model
+
+        model, saved = load_trained_model(path)
+        config_saved = TrainConfig.model_validate(saved["config"])
+        data, seed = config_saved.data, config_saved.seed
+        embedder = torch_embedder(model)
+        decision = calibration = None
+    if dataset:
+        data.dataset = dataset
+    if data_dir:
+        data.data_dir = data_dir
+    if holdout_classes is not None:
+        data.holdout_classes = holdout_classes
+    config = TrainConfig(seed=seed, data=data)
+    config.eval.pairs = pairs
+    task = load_task(config)
+    if split == "val":
+        return {"val": evaluate_split(embedder, task.splits.val.images, task.splits.val.labels, config,
+                                      decision, calibration)}
+    return evaluate_task(embedder, task, config, calibration, decision)

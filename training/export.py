@@ -1,0 +1,170 @@
+"""Checkpoint -> ONNX file with its spec, checked against PyTorch, plus a model card.
+
+The exported graph is the contract: uint8 [N, H, W, C] ``images`` in, L2-normalised ``embedding``
+(and ``aspect_embeddings`` for conditional models) out, batch axis dynamic. Static NSL layers are
+folded first, so the graph holds plain convolutions. Threshold and calibration are fitted on
+validation pairs with the exported graph itself; the test split is only measured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from contract import (
+    ASPECTS_OUTPUT,
+    EMBEDDING_OUTPUT,
+    IMAGES_INPUT,
+    SPEC_METADATA_KEY,
+    InputSpec,
+    ModelSpec,
+)
+from training.cards import write_model_card
+from training.config import TrainConfig
+from training.evaluate import calibrate, evaluate_task
+from training.evaluation import onnx_embedder, torch_embedder
+from training.layers import fold_static_layers
+from training.tasks import load_task
+from training.trainer import load_trained_model
+
+PARITY_TOLERANCE = 1e-4
+PARITY_BATCHES = (1, 7, 64)
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with PyTorch, or cannot be written."""
+
+
+class _Graph(nn.Module):
+    """The exported callable: only the contract's input, only the contract's outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        return self.model(images)
+
+
+def export_onnx(model: nn.Module, spec: InputSpec, path: str | Path, aspects: bool) -> None:
+    """Write the bare graph (no spec yet) with a dynamic batch axis."""
+    example = torch.zeros(2, spec.height, spec.width, spec.channels, dtype=torch.uint8)
+    outputs = [EMBEDDING_OUTPUT, ASPECTS_OUTPUT] if aspects else [EMBEDDING_OUTPUT]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not actionable here
+        program = torch.onnx.export(
+            _Graph(model).eval(), (example,), input_names=[IMAGES_INPUT], output_names=outputs,
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=65536)}},
+            dynamo=True, verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray) -> float:
+    """Largest |ONNX Runtime - PyTorch| over the outputs, at batch sizes 1, 7 and 64."""
+    reference, candidate = torch_embedder(model), onnx_embedder(onnx_path)
+    worst = 0.0
+    for size in PARITY_BATCHES:
+        batch = images[:size]
+        for expected, got in zip(reference(batch), candidate(batch)):
+            if expected is not None:
+                worst = max(worst, float(np.abs(expected - got).max()))
+    return worst
+
+
+def attach_spec(onnx_path: str | Path, spec: ModelSpec, output: Path) -> None:
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_METADATA_KEY, spec.to_json()
+    model.doc_string = f"likeness model {spec.name} {spec.version}"
+    onnx.checker.check_model(model)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".onnx.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, output)
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str | None = None,
+                      version: str | None = None, data_dir: str | None = None,
+                      command: list[str] | None = None, pairs: int | None = None) -> dict[str, Any]:
+    """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary."""
+    output = Path(output)
+    model, saved = load_trained_model(checkpoint)
+    folded = fold_static_layers(model)
+    config = TrainConfig.model_validate(saved["config"])
+    if data_dir:
+        config.data.data_dir = data_dir
+    if pairs:
+        config.eval.pairs = pairs
+    input_spec = InputSpec.model_validate(saved["input"])
+    aspects: list[str] = list(saved.get("aspects") or [])
+    task = load_task(config)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = Path(tmp) / "bare.onnx"
+        export_onnx(model, input_spec, bare, aspects=bool(aspects))
+        difference = parity(model, bare, task.splits.test.images[: max(PARITY_BATCHES)])
+        if difference > PARITY_TOLERANCE:
+            raise ExportError(f"ONNX Runtime and PyTorch disagree by {difference:.2e} (> {PARITY_TOLERANCE:g})")
+        embedder = onnx_embedder(bare)
+        decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
+        metrics = evaluate_task(embedder, task, config, calibration, decision)
+        metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
+                             "static_layers_folded": folded}
+        spec = ModelSpec(
+            name=name or config.name,
+            version=version or config.version,
+            input=input_spec,
+            embedding_dim=model.embedding_dim,
+            aspects=aspects,
+            decision=decision,
+            calibration=calibration,
+            aspect_decisions=aspect_decisions,
+            aspect_calibrations=aspect_calibrations,
+            training=_training_record(config, saved, checkpoint, command),
+            metrics=metrics,
+        )
+        attach_spec(bare, spec, output)
+    card = write_model_card(output, spec)
+    return {"model": str(output), "card": str(card), "size_bytes": output.stat().st_size,
+            "onnx_max_abs_diff": difference, "metrics": metrics}
+
+
+def _training_record(config: TrainConfig, saved: dict[str, Any], checkpoint: str | Path,
+                     command: list[str] | None) -> dict[str, Any]:
+    best = saved["state"].get("best") or {}
+    data = config.data
+    described = f"{data.dataset} train split"
+    if data.train_limit:
+        described += f", {data.train_limit} images"
+    described += f", minus {data.val_size} validation images (stratified, seed {config.seed})"
+    if data.holdout_classes:
+        described += f"; classes never seen in training: {', '.join(data.holdout_classes)}"
+    return {
+        "data": described,
+        "data_config": config.data.model_dump(),
+        "classes": saved.get("classes"),
+        "objective": config.objective.model_dump(exclude_none=True),
+        "backbone": config.model.model_dump(),
+        "optim": config.optim.model_dump(),
+        "augment": config.augment.model_dump(),
+        "epochs_trained": saved["state"]["epoch"],
+        "best_epoch": best.get("epoch"),
+        "selected_on": best.get("metric"),
+        "seed": config.seed,
+        "train_command": saved.get("command"),
+        "export_command": shlex.join(command) if command else None,
+        "exported_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+    }

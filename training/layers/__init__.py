@@ -1,0 +1,19 @@
+from training.layers.nsl import (
+    LAYER_TYPES,
+    DynamicNSLConv2d,
+    PlainConv2d,
+    SphereConv2d,
+    StaticNSLConv2d,
+    fold_static_layers,
+    make_conv,
+)
+
+__all__ = [
+    "LAYER_TYPES",
+    "DynamicNSLConv2d",
+    "PlainConv2d",
+    "SphereConv2d",
+    "StaticNSLConv2d",
+    "fold_static_layers",
+    "make_conv",
+]

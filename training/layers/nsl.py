@@ -1,0 +1,216 @@
+"""Neural similarity layers (Liu et al., "Neural Similarity Learning", NeurIPS 2019).
+
+A 3x3 convolution scores the patch around p with wᵀx. Neural similarity scores it with wᵀMx,
+where M mixes the 9 kernel taps (k = 3·row + col, row-major over dy, dx in {-1, 0, 1}):
+
+    y(p) = Σ_{a,k} M_ak · w_aᵀ x(p + δ_k)
+
+- static: M is a learned 9x9 (``full``) or diagonal (``diag``) parameter, initialised to I.
+  It folds into the kernel (W_eff[:, :, k] = Σ_a M_ak W[:, :, a]), so export is a plain conv.
+- dynamic: a small *neural similarity predictor* reads the input and predicts M per sample and per
+  position, as I + residual, the residual starting tiny so training starts from a plain conv.
+- sphere: SphereConv (Liu et al. 2017), an angular similarity g(θ) between w and the patch,
+  usable as a layer of its own and as the dynamic predictor ("full SphereNet").
+
+Every layer shares one signature: ``make_conv(name, in_channels, out_channels, **options)`` returns
+a stride-1, 'same'-padded 3x3 layer without bias (a BatchNorm follows it in the backbone).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TAPS = 9
+# Tap k sits at (dy, dx) = (k // 3 - 1, k % 3 - 1).
+TAP_OFFSETS = [(k // 3 - 1, k % 3 - 1) for k in range(TAPS)]
+PATCH_EPS = 1e-4  # inside the sqrt of the patch norm, as in the original code
+
+SphereActivation = Literal["linear", "cosine", "sigmoid"]
+
+
+class PlainConv2d(nn.Conv2d):
+    """The baseline: a standard 3x3 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=False)
+
+
+class StaticNSLConv2d(nn.Module):
+    """3x3 conv whose kernel taps are mixed by a learned M (diagonal or full 9x9), initialised to I."""
+
+    def __init__(self, in_channels: int, out_channels: int, mode: Literal["diag", "full"]) -> None:
+        super().__init__()
+        self.mode = mode
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.similarity = nn.Parameter(torch.ones(TAPS) if mode == "diag" else torch.eye(TAPS))
+
+    def effective_weight(self) -> torch.Tensor:
+        out_c, in_c = self.weight.shape[:2]
+        taps = self.weight.reshape(out_c, in_c, TAPS)
+        mixed = taps * self.similarity if self.mode == "diag" else taps @ self.similarity
+        return mixed.reshape(out_c, in_c, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.effective_weight(), padding=1)
+
+    @torch.no_grad()
+    def fold(self) -> nn.Conv2d:
+        """The equivalent plain convolution: what gets exported."""
+        out_c, in_c = self.weight.shape[:2]
+        conv = nn.Conv2d(in_c, out_c, 3, padding=1, bias=False).to(self.weight.device)
+        conv.weight.copy_(self.effective_weight())
+        return conv
+
+
+class SphereConv2d(nn.Module):
+    """SphereConv: g(θ) with cos θ = wᵀx / (‖w‖·‖x_patch‖); output in [-1, 1] for every activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, activation: SphereActivation = "cosine",
+                 kernel_size: int = 3, sigmoid_k: float = 0.3) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.activation = activation
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        # Constants of the sigmoid activation, precomputed once.
+        e = math.exp(-math.pi / (2 * sigmoid_k))
+        self._sig_scale = (1 + e) / (1 - e)
+        self._sig_k = sigmoid_k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel_size // 2
+        w_norm = self.weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(1, -1, 1, 1)
+        cos = F.conv2d(x, self.weight, padding=pad) / (w_norm * patch_norm(x, self.kernel_size))
+        if self.activation == "cosine":
+            return cos
+        theta = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+        if self.activation == "linear":
+            return 1 - 2 * theta / math.pi
+        t = torch.exp(theta / self._sig_k - math.pi / (2 * self._sig_k))
+        return self._sig_scale * (1 - t) / (1 + t)
+
+
+def patch_norm(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+    """sqrt(Σ x² over each k x k x C patch + eps), [N, 1, H, W], zero padding as in the conv."""
+    energy = F.avg_pool2d(x.pow(2).sum(1, keepdim=True), kernel_size, stride=1,
+                          padding=kernel_size // 2, count_include_pad=True)
+    return torch.sqrt(energy * kernel_size * kernel_size + PATCH_EPS)
+
+
+class SimilarityPredictor(nn.Module):
+    """Predicts the residual of M per sample and position: [N, 9] (diag) or [N, 81] (full) x H x W.
+
+    Two 3x3 convs. The first is divided by the patch norm (plain) or is a SphereConv (sphere), so
+    the predictor sees the patch's direction rather than its energy. The last is followed by a
+    BatchNorm whose scale starts at 1e-3: M starts within ~1e-3 of the identity.
+    """
+
+    def __init__(self, in_channels: int, outputs: int, hidden: int, kind: Literal["plain", "sphere"],
+                 activation: SphereActivation) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "sphere":
+            self.first: nn.Module = SphereConv2d(in_channels, hidden, activation)
+            self.second: nn.Module = SphereConv2d(hidden, outputs, activation)
+        else:
+            self.first = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
+            self.second = nn.Conv2d(hidden, outputs, 3, padding=1, bias=False)
+        self.bn_hidden = nn.BatchNorm2d(hidden)
+        self.bn_out = nn.BatchNorm2d(outputs)
+        nn.init.constant_(self.bn_out.weight, 1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.first(x)
+        if self.kind == "plain":
+            hidden = hidden / patch_norm(x)
+        hidden = F.relu(self.bn_hidden(hidden))
+        return self.bn_out(self.second(hidden))
+
+
+class DynamicNSLConv2d(nn.Module):
+    """3x3 conv with a per-sample, per-position similarity M = I + predictor(x).
+
+    Computed on the input side, which is exact and cheaper than expanding the output:
+
+        S_k(p)  = x(p + δ_k)                       9 shifted copies (Pad + Slice), 9·Cin channels
+        S̃_a(p)  = Σ_k M_ak(p) S_k(p)               diag: one multiply; full: a 9x9 mix per position
+        y(p)    = Σ_a w_aᵀ S̃_a(p)                  one 1x1 conv over 9·Cin channels
+
+    The expansion the NSL notes describe (a 1x1 conv to 9·Cout channels, then shift, weight, sum)
+    has the same MACs but holds 9·Cout channels; our backbones never shrink width, so Cin ≤ Cout
+    and the input side holds less. It is also the only side on which a full M stays 9x9 per
+    position. Only Conv, Pad, Slice, Mul, Add, Einsum: it exports to ONNX as is.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mode: Literal["diag", "full"],
+                 predictor: Literal["plain", "sphere"] = "plain", predictor_width: int | None = None,
+                 sphere_activation: SphereActivation = "cosine") -> None:
+        super().__init__()
+        self.mode = mode
+        self.in_channels = in_channels
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        hidden = predictor_width or min(64, max(16, out_channels // 2))
+        outputs = TAPS if mode == "diag" else TAPS * TAPS
+        self.predictor = SimilarityPredictor(in_channels, outputs, hidden, predictor, sphere_activation)
+
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """M per position: [N, 9, H, W] (diagonal) or [N, 9, 9, H, W] (full, M[a, k])."""
+        residual = self.predictor(x)
+        n, _, h, w = residual.shape
+        if self.mode == "diag":
+            return residual + 1.0
+        eye = torch.eye(TAPS, dtype=x.dtype, device=x.device).view(1, TAPS, TAPS, 1, 1)
+        return residual.view(n, TAPS, TAPS, h, w) + eye
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        m = self.similarity(x)
+        padded = F.pad(x, (1, 1, 1, 1))
+        shifted = torch.stack([padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in TAP_OFFSETS], 1)
+        if self.mode == "diag":
+            mixed = shifted * m.unsqueeze(2)  # [N, 9, C, H, W]
+        else:
+            mixed = torch.einsum("nakhw,nkchw->nachw", m, shifted)
+        # Weight laid out tap-major to match the [N, 9·C] channel order of ``mixed``.
+        weight = self.weight.reshape(self.weight.shape[0], c, TAPS).transpose(1, 2).reshape(-1, TAPS * c, 1, 1)
+        return F.conv2d(mixed.reshape(n, TAPS * c, h, w), weight)
+
+
+LAYER_TYPES: dict[str, Callable[..., nn.Module]] = {
+    "plain": lambda cin, cout, **_: PlainConv2d(cin, cout),
+    "static-diag": lambda cin, cout, **_: StaticNSLConv2d(cin, cout, "diag"),
+    "static-full": lambda cin, cout, **_: StaticNSLConv2d(cin, cout, "full"),
+    "dynamic-diag": lambda cin, cout, predictor="plain", predictor_width=None, sphere_activation="cosine", **_:
+        DynamicNSLConv2d(cin, cout, "diag", predictor, predictor_width, sphere_activation),
+    "dynamic-full": lambda cin, cout, predictor="plain", predictor_width=None, sphere_activation="cosine", **_:
+        DynamicNSLConv2d(cin, cout, "full", predictor, predictor_width, sphere_activation),
+    "sphere": lambda cin, cout, sphere_activation="cosine", **_: SphereConv2d(cin, cout, sphere_activation),
+}
+
+
+def make_conv(name: str, in_channels: int, out_channels: int, **options: object) -> nn.Module:
+    """Build a 3x3 'same' layer by name; ``options``: predictor, predictor_width, sphere_activation."""
+    try:
+        factory = LAYER_TYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown layer type {name!r}; choose one of {', '.join(LAYER_TYPES)}") from None
+    return factory(in_channels, out_channels, **options)
+
+
+def fold_static_layers(module: nn.Module) -> int:
+    """Replace every StaticNSLConv2d under ``module`` by its folded plain conv; return how many."""
+    folded = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, StaticNSLConv2d):
+            setattr(module, name, child.fold())
+            folded += 1
+        else:
+            folded += fold_static_layers(child)
+    return folded

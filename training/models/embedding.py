@@ -1,0 +1,88 @@
+"""The exported model: uint8 images in, L2-normalised embeddings out (the contract's graph)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig
+from training.models.backbone import Backbone
+
+
+class ConditionalMasks(nn.Module):
+    """One mask over the embedding per aspect of similarity (Veit et al., CSN).
+
+    fixed: disjoint blocks of ones, frozen. learned: a table initialised N(0.9, 0.7), ReLU'd in
+    the forward pass so masks stay non-negative.
+    """
+
+    def __init__(self, aspects: int, dim: int, learned: bool) -> None:
+        super().__init__()
+        self.learned = learned
+        if learned:
+            self.table = nn.Parameter(torch.randn(aspects, dim) * 0.7 + 0.9)
+        else:
+            fixed = torch.zeros(aspects, dim)
+            bounds = torch.linspace(0, dim, aspects + 1).round().long()
+            for a in range(aspects):
+                fixed[a, bounds[a]:bounds[a + 1]] = 1.0
+            self.register_buffer("table", fixed)
+
+    def forward(self) -> torch.Tensor:
+        """[A, D] non-negative masks."""
+        return F.relu(self.table) if self.learned else self.table
+
+
+class EmbeddingModel(nn.Module):
+    """Normalises the contract's uint8 NHWC input inside the graph, so no consumer can drift."""
+
+    def __init__(self, backbone: Backbone, embedding_dim: int, mean: list[float], std: list[float],
+                 masks: ConditionalMasks | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_channels, embedding_dim)
+        self.masks = masks
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.out_features
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, C] -> raw (unnormalised) embedding [N, D]."""
+        x = images.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+        return self.head(self.backbone((x - self.mean) * self.inv_std))
+
+    def aspect_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw embedding [N, D] -> masked, unnormalised [N, A, D]."""
+        assert self.masks is not None, "model has no aspects"
+        return features.unsqueeze(1) * self.masks().unsqueeze(0)
+
+    def forward(self, images: torch.Tensor, raw: bool = False):
+        """Export path (``raw=False``): L2-normalised ``embedding`` [N, D], plus ``aspect_embeddings``
+        [N, A, D] for conditional models.
+
+        Training path (``raw=True``): the unnormalised embedding [N, D], plus the masks [A, D] for
+        conditional models. Losses go through forward, so DistributedDataParallel sees every use.
+        """
+        features = self.features(images)
+        if raw:
+            return features if self.masks is None else (features, self.masks())
+        embedding = F.normalize(features, dim=-1)
+        if self.masks is None:
+            return embedding
+        return embedding, F.normalize(self.aspect_features(features), dim=-1)
+
+
+def build_model(config: ModelConfig, in_channels: int, mean: list[float], std: list[float],
+                aspects: int = 0) -> EmbeddingModel:
+    backbone = Backbone(in_channels, config.widths, config.depth, config.layer, predictor=config.predictor,
+                        sphere_activation=config.sphere_activation)
+    masks = None
+    if config.masks != "none":
+        if aspects < 1:
+            raise ValueError("masks need at least one aspect (data.aspects)")
+        masks = ConditionalMasks(aspects, config.embedding_dim, learned=config.masks == "learned")
+    return EmbeddingModel(backbone, config.embedding_dim, mean, std, masks)

@@ -1,0 +1,77 @@
+"""What a run learns from: the data, how batches are drawn, and what validation selects on.
+
+``ClassTask``: images with one class label (Siamese, triplet, proxy losses).
+``AspectTask`` (training.data.aspects): images with several labels, one per aspect, and CSN triplets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from training.config import TrainConfig
+from training.data.sources import Splits, load_splits
+from training.data.torch_data import ImageDataset, make_augment, make_loader
+from training.evaluation import Embedder
+
+
+class Task(Protocol):
+    splits: Splits
+    aspects: list[str]
+    selection_metric: str
+
+    def train_loader(self, batch_kind: str, epoch: int, rank: int, world_size: int) -> DataLoader: ...
+
+    def steps_per_epoch(self, batch_kind: str) -> int: ...
+
+    def validation_metrics(self, embeddings: np.ndarray, aspect_embeddings: np.ndarray | None) -> dict[str, float]: ...
+
+    def aspect_labels(self, split: str) -> dict[str, np.ndarray]: ...
+
+    def test_metrics(self, embedder: Embedder) -> dict[str, Any]: ...
+
+
+class ClassTask:
+    """One label per image; model selection on validation MAP@R."""
+
+    aspects: list[str] = []
+    selection_metric = "val_map_at_r"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        data = config.data
+        self.splits = load_splits(data.dataset, data.data_dir, val_size=data.val_size, seed=config.seed,
+                                  holdout_classes=data.holdout_classes, train_limit=data.train_limit,
+                                  test_limit=data.test_limit, download=data.download,
+                                  image_size=data.image_size, channels=data.channels)
+        _, height, width, _ = self.splits.train.images.shape
+        self.dataset = ImageDataset(self.splits.train, make_augment(config.augment, height, width))
+
+    def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+        optim = self.config.optim
+        return make_loader(self.dataset, self.splits.train.labels, batch_kind, optim.batch_size, optim.m_per_class,
+                           seed=self.config.seed * 1000 + epoch, rank=rank, world_size=world_size)
+
+    def steps_per_epoch(self, batch_kind: str) -> int:
+        return max(1, len(self.dataset) // self.config.optim.batch_size)
+
+    def validation_metrics(self, embeddings: np.ndarray, aspect_embeddings: np.ndarray | None) -> dict[str, float]:
+        return {}
+
+    def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
+        """Per-aspect labels of a split, for conditional models; a class task has none."""
+        return {}
+
+    def test_metrics(self, embedder: Embedder) -> dict[str, Any]:
+        """Task-specific test numbers beyond the standard ones; a class task has none."""
+        return {}
+
+
+def load_task(config: TrainConfig) -> Task:
+    if config.data.aspects:
+        from training.data.aspects import AspectTask
+
+        return AspectTask(config)
+    return ClassTask(config)
