@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvicorn
@@ -10,19 +9,22 @@ import uvicorn
 from service.app import create_app, load_state
 from service.index_store import IndexMismatch
 from service.model_runner import ModelLoadError
+from service.observability import configure_logging
 from service.settings import get_settings
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    configure_logging(settings.log_json, settings.log_level)
     try:
         # Load before serving: an unusable model or index ends the process here, with one line.
         state = load_state(settings)
     except (ModelLoadError, IndexMismatch) as exc:
         print(f"likeness: cannot start: {exc}", file=sys.stderr)
         return 1
-    uvicorn.run(create_app(settings, preloaded=state), host=settings.host, port=settings.port, log_level="info")
+    # Our middleware writes the access log (with request ids); uvicorn's would repeat it.
+    uvicorn.run(create_app(settings, preloaded=state), host=settings.host, port=settings.port,
+                log_config=None, access_log=False)
     return 0
 
 

@@ -5,29 +5,45 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import faiss
+from fastapi import Depends, FastAPI
 
-from service.api import health_routes, inference_routes, items_routes
+from service.api import health_routes, index_routes, inference_routes, items_routes
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
+from service.batching import DynamicBatcher
 from service.gallery import seed_gallery
-from service.index_store import IndexStore
+from service.index_store import IndexStore, StoreOptions
 from service.inference import InferenceEngine
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_runner import ModelRunner
+from service.observability import RequestContextMiddleware
+from service.security import require_read_key
 from service.settings import Settings, get_settings
+from service.vector_index import IndexOptions
 
 log = logging.getLogger("likeness")
 
 
+def store_options(settings: Settings) -> StoreOptions:
+    index = IndexOptions(type=settings.index_type, hnsw_m=settings.hnsw_m,
+                         hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
+                         ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe,
+                         ivf_min_train=settings.ivf_min_train)
+    return StoreOptions(index=index, snapshot_every=settings.snapshot_every)
+
+
 def load_state(settings: Settings) -> ServiceState:
     """Load the model and open the index; raises ModelLoadError / IndexMismatch with one clear line."""
+    if settings.faiss_threads:
+        # Many searches run at once; one OpenMP thread each keeps them from fighting over the cores.
+        faiss.omp_set_num_threads(settings.faiss_threads)
     runner = ModelRunner(settings.model_path, settings.device, settings.allow_cpu_fallback, settings.intra_op_threads)
     runner.warm_up()
     spec = runner.spec
     store = IndexStore(settings.data_dir, spec.embedding_dim, spec.aspects,
-                       {"name": spec.name, "version": spec.version})
+                       {"name": spec.name, "version": spec.version}, store_options(settings))
     store.open()
     if settings.seed_gallery and len(store) == 0:
         seed_gallery(store, runner, settings.gallery_dir)
@@ -43,16 +59,25 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = preloaded or load_state(settings)
+        batcher = None
+        if settings.batching:
+            batcher = DynamicBatcher(state.runner.embed, settings.batch_max_size,
+                                     settings.batch_max_wait_ms / 1000.0, metrics)
+            await batcher.start()
+        state.engine.batcher = batcher
         provider = state.runner.provider
         metrics.model_info.labels(state.runner.spec.name, state.runner.spec.version, provider.active).set(1)
         metrics.index_load_seconds.set(state.store.load_seconds)
-        log.info("ready: provider %s (%s), %d items in %s", provider.active, provider.reason, len(state.store),
-                 settings.data_dir)
+        metrics.index_replayed.set(state.store.replayed_changes)
+        log.info("ready: provider %s (%s), %d items in %s, batching %s", provider.active, provider.reason,
+                 len(state.store), settings.data_dir, "on" if batcher else "off")
         app.state.service = state
         try:
             yield
         finally:
             app.state.service = None
+            if batcher is not None:
+                await batcher.stop()
             state.store.close()
 
     app = FastAPI(
@@ -62,10 +87,16 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.settings = settings
     app.state.service = None
     install_error_handlers(app)
-    for module in (inference_routes, items_routes, health_routes):
-        app.include_router(module.router)
+    app.include_router(health_routes.router)
+    app.include_router(health_routes.protected_router, dependencies=[Depends(require_read_key)])
+    for module in (inference_routes, items_routes, index_routes):
+        app.include_router(module.router, dependencies=[Depends(require_read_key)])
+    # Added innermost first: request context (id, timeout, access log) wraps the body limit,
+    # which wraps the metrics.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware, timeout_s=settings.request_timeout_s)
     return app

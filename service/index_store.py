@@ -1,41 +1,62 @@
-"""The index store: SQLite is the source of truth, FAISS a derived index rebuilt from it.
+"""The index store: SQLite is the source of truth and the log; FAISS indexes are derived from it.
 
-Every write commits to SQLite (WAL, ``synchronous=FULL``) before it is applied to FAISS and
-acknowledged, so an acknowledged item survives a crash; on start the FAISS indexes are rebuilt
-from the table. Items get a stable int64 ``label`` (the FAISS id); string ids map to labels.
+Durability. Every write is one SQLite transaction (WAL journal, ``synchronous=FULL``: fsynced
+before COMMIT returns) that updates ``items`` and appends to ``changes``, the store's append-only
+log. Only then is it applied to FAISS and acknowledged. SQLite detects a torn WAL frame by its
+checksum and drops it on open, so a crash at any moment leaves either the whole transaction or
+none of it. FAISS is snapshotted now and then into one file (written to a temp file, fsynced,
+renamed over the old one, directory fsynced) that records the last change it includes; on start
+the snapshot is loaded, verified (SHA-256), and the log after it is replayed. A snapshot that is
+missing, torn or stale is reported in one log line and the indexes are rebuilt from the table.
 
-One FAISS index per *space*: the overall embedding and, for conditional models, one per aspect,
-all kept in step under one write lock. Searches share a read lock, so they run in parallel and
-never see a half-applied upsert.
+Labels. An item's FAISS label is the sequence number of the change that wrote it, so every
+upsert gets a fresh label: an HNSW tombstone of the old version can never hide the new one, and a
+search can never return a replaced vector.
+
+Spaces. One vector index per space: the overall embedding and, for conditional models, one per
+aspect, all written under one write lock. Searches share a read lock: they run in parallel and
+never see half an upsert.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import faiss
 import numpy as np
+
+from service.vector_index import IndexOptions, VectorIndex
 
 log = logging.getLogger("likeness.index")
 
 OVERALL = "overall"
+SNAPSHOT = "snapshot.npz"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
-    label INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT PRIMARY KEY,
+    label INTEGER NOT NULL UNIQUE,  -- seq of the change that wrote this version
     vectors BLOB NOT NULL,          -- float32 [1 + aspects, dim]: overall, then each aspect
     metadata TEXT NOT NULL,         -- JSON object
-    thumbnail BLOB,                 -- PNG of the prepared image, for the web page
+    thumbnail BLOB,                 -- PNG thumbnail of the image as uploaded
     created REAL NOT NULL,
     updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+    id TEXT NOT NULL,
+    old_label INTEGER               -- the label this change retired, if any
 );
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -43,6 +64,10 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 
 class IndexMismatch(RuntimeError):
     """The index on disk was built by a model whose embeddings are not comparable with this one."""
+
+
+class FilterError(ValueError):
+    """A metadata filter that is not a flat JSON object of scalar values."""
 
 
 @dataclass
@@ -67,6 +92,15 @@ class Hit:
     id: str
     score: float
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    index: IndexOptions = IndexOptions()
+    snapshot_every: int = 5_000  # changes between automatic snapshots (0 = only on close)
+    # A filter matching at most this many items (or this fraction) is searched exactly.
+    exact_filter_max: int = 20_000
+    exact_filter_fraction: float = 0.1
 
 
 class ReadWriteLock:
@@ -108,17 +142,30 @@ class ReadWriteLock:
                 self._cond.notify_all()
 
 
+def _filter_key(value: Any) -> str:
+    """Filters match on the JSON text of a scalar, so {"label": 3} and {"label": "3"} differ as in JSON."""
+    return json.dumps(value, sort_keys=True)
+
+
 class IndexStore:
-    def __init__(self, directory: str | Path, dim: int, aspects: list[str], model_identity: dict[str, Any]) -> None:
+    def __init__(self, directory: str | Path, dim: int, aspects: list[str], model_identity: dict[str, Any],
+                 options: StoreOptions | None = None) -> None:
         self.directory = Path(directory)
         self.dim = dim
         self.spaces = [OVERALL, *aspects]
         self.model_identity = model_identity
+        self.options = options or StoreOptions()
         self._lock = ReadWriteLock()
         self._items: dict[str, StoredItem] = {}
         self._ids_by_label: dict[int, str] = {}
-        self._indexes: dict[str, faiss.Index] = {}
+        self._postings: dict[tuple[str, str], set[int]] = defaultdict(set)  # (field, json value) -> labels
+        self._indexes: dict[str, VectorIndex] = {}
         self._db: sqlite3.Connection | None = None
+        self._applied_seq = 0
+        self._snapshot_seq = 0
+        self._snapshot_lock = threading.Lock()
+        self.load_seconds = 0.0
+        self.replayed_changes = 0
 
     # lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -130,33 +177,39 @@ class IndexStore:
         db.executescript(SCHEMA)
         self._db = db
         self._check_identity()
-        self._indexes = {space: self._new_index() for space in self.spaces}
-        rows = db.execute("SELECT label, id, vectors, metadata, created, updated FROM items ORDER BY label").fetchall()
-        if rows:
-            labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            stacked = np.stack([self._decode_vectors(r[2]) for r in rows])  # [N, spaces, dim]
-            for s, space in enumerate(self.spaces):
-                self._indexes[space].add_with_ids(np.ascontiguousarray(stacked[:, s]), labels)
-        for label, item_id, _, metadata, created, updated in rows:
-            self._remember(StoredItem(item_id, label, json.loads(metadata), created, updated))
+        for row in db.execute("SELECT id, label, metadata, created, updated FROM items"):
+            self._remember(StoredItem(row[0], row[1], json.loads(row[2]), row[3], row[4]))
+        # The last sequence number ever handed out, even if the log before it has been trimmed.
+        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        self._applied_seq = int(last[0]) if last else 0
+        self._indexes = {space: VectorIndex(self.dim, self.options.index) for space in self.spaces}
+        if not self._load_snapshot():
+            self._rebuild_from_table()
         self.load_seconds = time.perf_counter() - started
-        log.info("index %s: %d items in %d space(s), loaded in %.2fs", self.directory, len(rows),
-                 len(self.spaces), self.load_seconds)
+        log.info("index %s: %d items, %s index, %d space(s), %d change(s) replayed, loaded in %.2fs",
+                 self.directory, len(self._items), self.options.index.type, len(self.spaces),
+                 self.replayed_changes, self.load_seconds)
 
     def close(self) -> None:
-        with self._lock.write():
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        """Snapshot (so the next start replays nothing) and close."""
+        if self._db is None:
+            return
+        try:
+            self.snapshot()
+        finally:
+            with self._lock.write():
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
 
     def _check_identity(self) -> None:
         """Refuse an index whose vectors came from an incompatible model (other dim or aspects)."""
-        assert self._db is not None
+        db = self._require_db()
         identity = {"dim": self.dim, "spaces": self.spaces}
-        row = self._db.execute("SELECT value FROM store_meta WHERE key = 'identity'").fetchone()
+        row = db.execute("SELECT value FROM store_meta WHERE key = 'identity'").fetchone()
         if row is None:
-            self._db.execute("INSERT INTO store_meta VALUES ('identity', ?)", (json.dumps(identity),))
-            self._db.execute("INSERT OR REPLACE INTO store_meta VALUES ('model', ?)", (json.dumps(self.model_identity),))
+            db.execute("INSERT INTO store_meta VALUES ('identity', ?)", (json.dumps(identity),))
+            db.execute("INSERT OR REPLACE INTO store_meta VALUES ('model', ?)", (json.dumps(self.model_identity),))
             return
         stored = json.loads(row[0])
         if stored != identity:
@@ -164,19 +217,105 @@ class IndexStore:
                 f"index in {self.directory} holds {stored['dim']}-d vectors for spaces {stored['spaces']}, "
                 f"but the model gives {self.dim}-d vectors for {self.spaces}; use another LIKENESS_DATA_DIR "
                 "or re-index your images")
-        model_row = self._db.execute("SELECT value FROM store_meta WHERE key = 'model'").fetchone()
+        model_row = db.execute("SELECT value FROM store_meta WHERE key = 'model'").fetchone()
         if model_row and json.loads(model_row[0]) != self.model_identity:
             log.warning("index %s was built with model %s; serving %s: scores mix two models until re-indexed",
                         self.directory, model_row[0], json.dumps(self.model_identity))
 
-    def _new_index(self) -> faiss.Index:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+    # snapshots and recovery ------------------------------------------------------------------
+    def _snapshot_identity(self) -> dict[str, Any]:
+        return {"dim": self.dim, "spaces": self.spaces, "index": self.options.index.type}
+
+    def snapshot(self) -> bool:
+        """Write all FAISS indexes atomically with the sequence number they include; trim the log."""
+        with self._snapshot_lock:
+            with self._lock.read():
+                if self._db is None or self._applied_seq == self._snapshot_seq:
+                    return False
+                seq = self._applied_seq
+                arrays = {}
+                for s, space in enumerate(self.spaces):
+                    index = self._indexes[space]
+                    arrays[f"index_{s}"] = index.serialize()
+                    arrays[f"dead_{s}"] = np.fromiter(index.dead, dtype=np.int64, count=len(index.dead))
+            manifest = {**self._snapshot_identity(), "seq": seq,
+                        "sha256": {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()}}
+            buffer = io.BytesIO()
+            np.savez(buffer, manifest=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8), **arrays)
+            _atomic_write(self.directory / SNAPSHOT, buffer.getvalue())
+            with self._lock.write():
+                if self._db is not None:
+                    # The log before the snapshot is no longer needed for recovery.
+                    self._db.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
+                self._snapshot_seq = seq
+            log.info("index snapshot at change %d (%d bytes)", seq, buffer.tell())
+            return True
+
+    def _load_snapshot(self) -> bool:
+        path = self.directory / SNAPSHOT
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path) as archive:
+                manifest = json.loads(archive["manifest"].tobytes())
+                if {k: manifest.get(k) for k in ("dim", "spaces", "index")} != self._snapshot_identity():
+                    log.warning("index snapshot %s is for another configuration; rebuilding from the table", path)
+                    return False
+                arrays = {k: archive[k] for k in manifest["sha256"]}
+        except Exception as exc:  # noqa: BLE001 - any unreadable snapshot means the same: rebuild
+            log.warning("index snapshot %s is torn or unreadable (%s); dropped, rebuilding from the table", path, exc)
+            return False
+        for name, array in arrays.items():
+            if hashlib.sha256(array.tobytes()).hexdigest() != manifest["sha256"][name]:
+                log.warning("index snapshot %s fails its checksum (%s); dropped, rebuilding from the table", path, name)
+                return False
+        seq = int(manifest["seq"])
+        db = self._require_db()
+        oldest = db.execute("SELECT MIN(seq) FROM changes").fetchone()[0]
+        if seq > self._applied_seq or (oldest is not None and oldest > seq + 1):
+            log.warning("index snapshot %s (change %d) does not line up with the log; rebuilding from the table",
+                        path, seq)
+            return False
+        for s, space in enumerate(self.spaces):
+            self._indexes[space].restore(arrays[f"index_{s}"], arrays[f"dead_{s}"])
+        self.replayed_changes = self._replay_after(seq)
+        self._snapshot_seq = seq
+        return True
+
+    def _replay_after(self, seq: int) -> int:
+        """Apply the log after ``seq`` to the indexes: retire old labels, add current versions."""
+        db = self._require_db()
+        changes = db.execute("SELECT seq, op, id, old_label FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+        for change_seq, op, item_id, old_label in changes:
+            if old_label is not None:
+                for index in self._indexes.values():
+                    index.remove(np.array([old_label], dtype=np.int64))
+            current = self._items.get(item_id)
+            if op == "upsert" and current is not None and current.label == change_seq:
+                row = db.execute("SELECT vectors FROM items WHERE label = ?", (change_seq,)).fetchone()
+                self._add_to_indexes(np.array([change_seq], dtype=np.int64), self._decode_vectors(row[0])[None])
+        return len(changes)
+
+    def _rebuild_from_table(self) -> None:
+        db = self._require_db()
+        batch_labels, batch_vectors = [], []
+        for label, blob in db.execute("SELECT label, vectors FROM items ORDER BY label"):
+            batch_labels.append(label)
+            batch_vectors.append(self._decode_vectors(blob))
+            if len(batch_labels) == 50_000:
+                self._add_to_indexes(np.array(batch_labels, dtype=np.int64), np.stack(batch_vectors))
+                batch_labels, batch_vectors = [], []
+        if batch_labels:
+            self._add_to_indexes(np.array(batch_labels, dtype=np.int64), np.stack(batch_vectors))
+        self._snapshot_seq = 0
 
     # writes ----------------------------------------------------------------------------------
     def upsert(self, items: list[NewItem]) -> list[str]:
         """Insert or replace items; returns their ids once they are durable on disk and searchable."""
         if not items:
             return []
+        if len({item.id for item in items}) != len(items):
+            raise ValueError("the same id appears twice in one upsert")
         for item in items:
             if item.vectors.shape != (len(self.spaces), self.dim):
                 raise ValueError(f"item {item.id!r}: vectors {item.vectors.shape}, "
@@ -184,38 +323,35 @@ class IndexStore:
         now = time.time()
         with self._lock.write():
             db = self._require_db()
+            written: list[tuple[StoredItem, StoredItem | None]] = []
             db.execute("BEGIN IMMEDIATE")
             try:
-                stored: list[tuple[StoredItem, np.ndarray, int | None]] = []
                 for item in items:
                     previous = self._items.get(item.id)
-                    metadata = json.dumps(item.metadata, sort_keys=True)
-                    blob = np.ascontiguousarray(item.vectors, dtype=np.float32).tobytes()
-                    if previous is None:
-                        cursor = db.execute(
-                            "INSERT INTO items (id, vectors, metadata, thumbnail, created, updated) VALUES (?,?,?,?,?,?)",
-                            (item.id, blob, metadata, item.thumbnail, now, now))
-                        entry = StoredItem(item.id, int(cursor.lastrowid), item.metadata, now, now)
-                    else:
-                        db.execute("UPDATE items SET vectors=?, metadata=?, thumbnail=?, updated=? WHERE id=?",
-                                   (blob, metadata, item.thumbnail, now, item.id))
-                        entry = StoredItem(item.id, previous.label, item.metadata, previous.created, now)
-                    stored.append((entry, item.vectors, previous.label if previous else None))
+                    seq = db.execute("INSERT INTO changes (op, id, old_label) VALUES ('upsert', ?, ?)",
+                                     (item.id, previous.label if previous else None)).lastrowid
+                    created = previous.created if previous else now
+                    db.execute("INSERT OR REPLACE INTO items (id, label, vectors, metadata, thumbnail, created, updated) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (item.id, seq, np.ascontiguousarray(item.vectors, dtype=np.float32).tobytes(),
+                                json.dumps(item.metadata, sort_keys=True), item.thumbnail, created, now))
+                    written.append((StoredItem(item.id, int(seq), item.metadata, created, now), previous))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             # Durable now; apply to the derived indexes under the same lock.
-            replaced = np.array([old for _, _, old in stored if old is not None], dtype=np.int64)
-            labels = np.array([entry.label for entry, _, _ in stored], dtype=np.int64)
-            vectors = np.stack([v for _, v, _ in stored]).astype(np.float32)
-            for s, space in enumerate(self.spaces):
-                index = self._indexes[space]
-                if len(replaced):
-                    index.remove_ids(replaced)
-                index.add_with_ids(np.ascontiguousarray(vectors[:, s]), labels)
-            for entry, _, _ in stored:
+            retired = np.array([prev.label for _, prev in written if prev is not None], dtype=np.int64)
+            for index in self._indexes.values():
+                index.remove(retired)
+            self._add_to_indexes(np.array([entry.label for entry, _ in written], dtype=np.int64),
+                                 np.stack([item.vectors for item in items]))
+            for entry, previous in written:
+                if previous is not None:
+                    self._forget(previous)
                 self._remember(entry)
+            self._applied_seq = max(entry.label for entry, _ in written)
+        self._maybe_maintain()
         return [item.id for item in items]
 
     def delete(self, item_id: str) -> bool:
@@ -223,12 +359,48 @@ class IndexStore:
             previous = self._items.get(item_id)
             if previous is None:
                 return False
-            self._require_db().execute("DELETE FROM items WHERE id = ?", (item_id,))
+            db = self._require_db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = db.execute("INSERT INTO changes (op, id, old_label) VALUES ('delete', ?, ?)",
+                                 (item_id, previous.label)).lastrowid
+                db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             for index in self._indexes.values():
-                index.remove_ids(np.array([previous.label], dtype=np.int64))
-            del self._items[item_id]
-            del self._ids_by_label[previous.label]
-            return True
+                index.remove(np.array([previous.label], dtype=np.int64))
+            self._forget(previous)
+            self._applied_seq = int(seq)
+        self._maybe_maintain()
+        return True
+
+    def _maybe_maintain(self) -> None:
+        """Compact HNSW tombstones and snapshot when due; cheap to call after every write."""
+        if any(index.needs_compaction() for index in self._indexes.values()):
+            self.compact()
+        every = self.options.snapshot_every
+        if every and self._applied_seq - self._snapshot_seq >= every:
+            self.snapshot()
+
+    def compact(self) -> int:
+        """Rebuild indexes that hold tombstones from the live items; returns how many were rebuilt."""
+        with self._lock.write():
+            stale = [space for space, index in self._indexes.items() if index.dead]
+            if not stale:
+                return 0
+            db = self._require_db()
+            rows = db.execute("SELECT label, vectors FROM items ORDER BY label").fetchall()
+            labels = np.array([r[0] for r in rows], dtype=np.int64)
+            vectors = np.stack([self._decode_vectors(r[1]) for r in rows]) if rows else \
+                np.zeros((0, len(self.spaces), self.dim), np.float32)
+            for space in stale:
+                fresh = VectorIndex(self.dim, self.options.index)
+                fresh.add(labels, vectors[:, self.spaces.index(space)])
+                self._indexes[space] = fresh
+            log.info("compacted %d index space(s): %d live items", len(stale), len(labels))
+            return len(stale)
 
     # reads -----------------------------------------------------------------------------------
     def get(self, item_id: str) -> StoredItem | None:
@@ -242,23 +414,48 @@ class IndexStore:
             row = self._require_db().execute("SELECT thumbnail FROM items WHERE id = ?", (item_id,)).fetchone()
         return row[0] if row else None
 
-    def search(self, query: np.ndarray, k: int, space: str = OVERALL) -> list[Hit]:
-        """The k nearest items by cosine (inner product of normalised vectors), best first."""
-        if space not in self._indexes:
+    def search(self, query: np.ndarray, k: int, space: str = OVERALL,
+               where: dict[str, Any] | None = None) -> list[Hit]:
+        """The k nearest live items by cosine, best first, optionally only those whose metadata
+        equals every field of ``where``. Selective filters are searched exactly."""
+        if space not in self.spaces:
             raise KeyError(space)
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
         with self._lock.read():
             index = self._indexes[space]
-            k = min(k, index.ntotal)
-            if k == 0:
-                return []
-            scores, labels = index.search(query, k)
+            allowed = None
+            if where:
+                allowed = self._matching(where)
+                if len(allowed) == 0:
+                    return []
+            exact = allowed is not None and index.options.type != "flat" and (
+                len(allowed) <= self.options.exact_filter_max
+                or len(allowed) <= self.options.exact_filter_fraction * max(1, index.ntotal))
+            if exact:
+                vectors = index.reconstruct(allowed)
+                scores = vectors @ query
+                top = np.argsort(-scores, kind="stable")[:k]
+                scores, labels = scores[top], allowed[top]
+            else:
+                scores, labels = index.search(query, k, allowed)
             hits = []
-            for score, label in zip(scores[0], labels[0]):
+            for score, label in zip(scores, labels):
                 item_id = self._ids_by_label.get(int(label))
-                if label >= 0 and item_id is not None:
+                if item_id is not None:  # a live label: replaced and deleted versions have none
                     hits.append(Hit(item_id, float(score), self._items[item_id].metadata))
-            return hits
+            return hits[:k]
+
+    def _matching(self, where: dict[str, Any]) -> np.ndarray:
+        sets = []
+        for key, value in where.items():
+            if isinstance(value, (dict, list)):
+                raise FilterError(f"filter field {key!r}: only equality on scalar values is supported")
+            sets.append(self._postings.get((key, _filter_key(value)), set()))
+        sets.sort(key=len)
+        result = set(sets[0])
+        for other in sets[1:]:
+            result &= other
+        return np.array(sorted(result), dtype=np.int64)
 
     def __len__(self) -> int:
         with self._lock.read():
@@ -266,13 +463,39 @@ class IndexStore:
 
     def stats(self) -> dict[str, Any]:
         with self._lock.read():
-            return {"items": len(self._items), "type": "flat", "dim": self.dim,
-                    "spaces": {space: int(index.ntotal) for space, index in self._indexes.items()}}
+            return {
+                "items": len(self._items),
+                "type": self.options.index.type,
+                "dim": self.dim,
+                "spaces": {space: index.ntotal for space, index in self._indexes.items()},
+                "kind": {space: index.kind for space, index in self._indexes.items()},
+                "tombstones": sum(len(index.dead) for index in self._indexes.values()),
+                "applied_change": self._applied_seq,
+                "snapshot_change": self._snapshot_seq,
+            }
 
     # helpers ---------------------------------------------------------------------------------
+    def _add_to_indexes(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        for s, space in enumerate(self.spaces):
+            self._indexes[space].add(labels, np.ascontiguousarray(vectors[:, s]))
+
     def _remember(self, item: StoredItem) -> None:
         self._items[item.id] = item
         self._ids_by_label[item.label] = item.id
+        for key, value in item.metadata.items():
+            if not isinstance(value, (dict, list)):
+                self._postings[(key, _filter_key(value))].add(item.label)
+
+    def _forget(self, item: StoredItem) -> None:
+        self._items.pop(item.id, None)
+        self._ids_by_label.pop(item.label, None)
+        for key, value in item.metadata.items():
+            if not isinstance(value, (dict, list)):
+                postings = self._postings.get((key, _filter_key(value)))
+                if postings is not None:
+                    postings.discard(item.label)
+                    if not postings:
+                        del self._postings[(key, _filter_key(value))]
 
     def _decode_vectors(self, blob: bytes) -> np.ndarray:
         return np.frombuffer(blob, dtype=np.float32).reshape(len(self.spaces), self.dim)
@@ -281,3 +504,18 @@ class IndexStore:
         if self._db is None:
             raise RuntimeError("index store is closed")
         return self._db
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename over the target, fsync the directory: all of it or none of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -10,6 +10,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from contract import ImageError, decode_image, prepare_image
+from service.batching import DynamicBatcher
 from service.model_runner import Embeddings, ModelRunner
 
 THUMBNAIL_SIDE = 128
@@ -28,9 +29,10 @@ class ImagePreparationError(Exception):
 
 
 class InferenceEngine:
-    def __init__(self, runner: ModelRunner, max_pixels: int) -> None:
+    def __init__(self, runner: ModelRunner, max_pixels: int, batcher: DynamicBatcher | None = None) -> None:
         self.runner = runner
         self.max_pixels = max_pixels
+        self.batcher = batcher  # set by the app's lifespan when batching is on
 
     def _prepare(self, uploads: list[tuple[str, bytes]], thumbnails: bool) -> list[PreparedImage]:
         prepared = []
@@ -48,7 +50,11 @@ class InferenceEngine:
         return await run_in_threadpool(self._prepare, uploads, thumbnails)
 
     async def embed(self, images: list[np.ndarray]) -> Embeddings:
-        return await run_in_threadpool(self.runner.embed, np.stack(images))
+        """Embed prepared images: through the dynamic batcher, or one ONNX Runtime call per request."""
+        stacked = np.stack(images)
+        if self.batcher is not None:
+            return await self.batcher.embed(stacked)
+        return await run_in_threadpool(self.runner.embed, stacked)
 
 
 def make_thumbnail(image: Image.Image) -> bytes:

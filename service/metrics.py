@@ -18,8 +18,15 @@ class ServiceMetrics:
         self.latency = Histogram("likeness_request_seconds", "HTTP request latency", ["route", "method"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.index_items = Gauge("likeness_index_items", "items per index space", ["space"], registry=self.registry)
-        self.index_load_seconds = Gauge("likeness_index_load_seconds", "time to load the index at startup",
+        self.index_load_seconds = Gauge("likeness_index_load_seconds",
+                                        "time to load the index at startup (snapshot and log replay)",
                                         registry=self.registry)
+        self.index_replayed = Gauge("likeness_index_replayed_changes", "log records replayed at startup",
+                                    registry=self.registry)
+        self.batch_size = Histogram("likeness_inference_batch_size", "images per inference call",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.queue_wait = Histogram("likeness_inference_queue_seconds", "time a request waited for its batch",
+                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.model_info = Gauge("likeness_model_info", "the served model", ["name", "version", "provider"],
                                 registry=self.registry)
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -22,10 +22,32 @@ class Settings(BaseSettings):
     allow_cpu_fallback: bool = Field(default=False, description="with device=cuda, start on CPU if CUDA fails")
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per inference (0 = cores)")
 
+    # Inference batching: concurrent requests share one ONNX Runtime call.
+    batching: bool = Field(default=True, description="group concurrent requests into one inference call")
+    batch_max_size: int = Field(default=64, ge=1, description="images per inference call at most")
+    batch_max_wait_ms: float = Field(default=2.0, ge=0, description="how long a request waits for company")
+
     # Index
     data_dir: Path = Field(default=Path("./data"), description="where the index lives")
     seed_gallery: bool = Field(default=True, description="index the shipped demo gallery into an empty index")
     gallery_dir: Path = Field(default=REPO_ROOT / "service" / "gallery")
+    index_type: Literal["flat", "hnsw", "ivf"] = Field(default="flat", description="flat is exact; see docs/index.md")
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=128, ge=8)
+    ivf_nlist: int = Field(default=0, ge=0, description="0 = about 4*sqrt(n) when trained")
+    ivf_nprobe: int = Field(default=32, ge=1)
+    ivf_min_train: int = Field(default=10_000, ge=100, description="IVF answers exactly until this many items")
+    snapshot_every: int = Field(default=5000, ge=0, description="changes between FAISS snapshots (0 = at shutdown)")
+    faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads per FAISS search (0 = FAISS default)")
+
+    # Security
+    api_key: SecretStr | None = Field(default=None, description="required on writes (and reads, see below) when set")
+    api_key_for_reads: bool = Field(default=False, description="require the API key on every endpoint but health")
+
+    # Logs
+    log_json: bool = Field(default=False, description="one JSON object per log line")
+    log_level: str = "INFO"
 
     # HTTP
     host: str = "127.0.0.1"
@@ -38,6 +60,7 @@ class Settings(BaseSettings):
     max_k: int = Field(default=1000, ge=1)
     max_metadata_bytes: int = Field(default=4096, ge=2)
     max_id_length: int = Field(default=256, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0, description="whole request, upload included")
 
 
 @lru_cache

@@ -42,8 +42,11 @@ class ModelConfig(_Section):
     layer: str = "plain"
     predictor: str = "plain"  # for dynamic layers: plain | sphere (the full-SphereNet predictor)
     sphere_activation: Literal["linear", "cosine", "sigmoid"] = "cosine"
+    predictor_width: int = Field(default=0, ge=0, description="hidden width of the NS predictor (0 = width / 4)")
+    rank: int = Field(default=2, ge=1, description="basis size of dynamic-lowrank layers")
     widths: list[int] = Field(default_factory=lambda: [32, 64, 128])
     depth: int = Field(default=3, ge=1, description="NS-convs per stage")
+    ns_per_stage: int = Field(default=0, ge=0, description="only the last N convs of a stage use `layer` (0 = all)")
     embedding_dim: int = Field(default=64, ge=2)
     # conditional similarity: none | fixed | learned (masks over the embedding, one per aspect)
     masks: Literal["none", "fixed", "learned"] = "none"

@@ -70,6 +70,11 @@ class MetricsLog:
             except ImportError:  # TensorBoard is optional; the JSONL log is the record.
                 self.writer = None
 
+    def restart_from(self, history: list[dict[str, Any]]) -> None:
+        """After a resume, make the log say exactly what the checkpoint holds (no epoch twice)."""
+        if self.enabled:
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in history))
+
     def write(self, epoch: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
@@ -170,6 +175,8 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         train_model = nn.parallel.DistributedDataParallel(model)
 
     log = MetricsLog(run_dir, enabled=ddp.is_main)
+    if resume:
+        log.restart_from(state["history"])
     meta = {
         "config": config.model_dump(),
         "command": shlex.join(command) if command else None,

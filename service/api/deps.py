@@ -81,19 +81,32 @@ def space_vectors(embedding: np.ndarray, aspects: np.ndarray | None) -> np.ndarr
     return np.concatenate([embedding[None, :], aspects], axis=0)
 
 
-def parse_metadata(raw: str | None, field: str, limit: int) -> dict[str, Any]:
+def parse_metadata(raw: str | None, field: str, limit: int, code: str = "invalid_metadata") -> dict[str, Any]:
     if raw in (None, ""):
         return {}
     if len(raw.encode()) > limit:
-        raise ApiError(413, "metadata_too_large", f"{field}: metadata is over the limit of {limit} bytes", field)
+        too_large = "filter_too_large" if code == "invalid_filter" else "metadata_too_large"
+        raise ApiError(413, too_large, f"{field}: over the limit of {limit} bytes "
+                       "(LIKENESS_MAX_METADATA_BYTES)", field)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ApiError(422, "invalid_metadata", f"{field}: not valid JSON ({exc.msg})", field) from None
+        raise ApiError(422, code, f"{field}: not valid JSON ({exc.msg})", field) from None
     if not isinstance(value, dict):
-        raise ApiError(422, "invalid_metadata", f"{field}: metadata must be a JSON object, got {type(value).__name__}",
-                       field)
+        raise ApiError(422, code, f"{field}: must be a JSON object, got {type(value).__name__}", field)
     return value
+
+
+def parse_filter(raw: str | None, state: ServiceState) -> dict[str, Any] | None:
+    """A metadata filter: a JSON object of scalar values, each matched by equality."""
+    if raw in (None, ""):
+        return None
+    where = parse_metadata(raw, "filter", state.settings.max_metadata_bytes, code="invalid_filter")
+    for key, value in where.items():
+        if isinstance(value, (dict, list)):
+            raise ApiError(422, "invalid_filter", f"filter: field {key!r} must be a string, number, boolean or null",
+                           "filter")
+    return where or None
 
 
 def check_id(item_id: str, field: str, limit: int) -> str:

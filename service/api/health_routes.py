@@ -9,7 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api.errors import error_body
 from service.api.schemas import ModelResponse, ReadyResponse
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"])  # open: probes never need the API key
+protected_router = APIRouter(tags=["health"])  # behind the key when LIKENESS_API_KEY_FOR_READS is set
 
 
 @router.get("/healthz")
@@ -29,7 +30,7 @@ async def readyz(request: Request):
                          index_items=len(state.store))
 
 
-@router.get("/model", response_model=ModelResponse)
+@protected_router.get("/model", response_model=ModelResponse)
 async def model(request: Request):
     """The served model's spec, the execution provider it really runs on, and the index."""
     state = getattr(request.app.state, "service", None)
@@ -42,7 +43,7 @@ async def model(request: Request):
                          index=state.store.stats())
 
 
-@router.get("/metrics", response_class=Response)
+@protected_router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     registry = request.app.state.metrics

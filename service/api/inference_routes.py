@@ -7,7 +7,9 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from service.api.deps import ServiceState, check_k, get_state, prepare, resolve_aspect
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import ServiceState, check_k, get_state, parse_filter, prepare, resolve_aspect
 from service.api.schemas import EmbedResponse, ErrorResponse, SearchResponse, SimilarityResponse
 from service.index_store import OVERALL
 
@@ -48,18 +50,21 @@ async def search(
     image: Annotated[UploadFile, File(description="query image")],
     k: Annotated[int, Form(description="number of results (1..max_k)")] = 10,
     aspect: Annotated[str | None, Form(description="search this aspect's subspace")] = None,
+    filter: Annotated[str | None, Form(description='JSON object: only items whose metadata equals each field, '
+                                                   'e.g. {"label": "3"}')] = None,
     state: ServiceState = Depends(get_state),
 ) -> SearchResponse:
-    """The k most similar indexed items, best first."""
+    """The k most similar indexed items, best first, optionally filtered by metadata equality."""
     k = check_k(k, state)
     aspect = resolve_aspect(aspect, state)
+    where = parse_filter(filter, state)
     prepared = await prepare(state, [("image", image)])
     out = await state.engine.embed([prepared[0].array])
     if aspect is None:
         query, space = out.embedding[0], OVERALL
     else:
         query, space = out.aspects[0, state.runner.spec.aspects.index(aspect)], aspect
-    hits = state.store.search(query, k, space)
+    hits = await run_in_threadpool(state.store.search, query, k, space, where)
     return SearchResponse(results=[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata} for h in hits],
                           aspect=aspect, model=state.model_ref)
 

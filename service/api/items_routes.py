@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
     ServiceState,
@@ -17,12 +18,14 @@ from service.api.deps import (
 from service.api.errors import ApiError
 from service.api.schemas import Deleted, ErrorResponse, ItemResponse, ItemsAdded
 from service.index_store import NewItem
+from service.security import require_write_key
 
 router = APIRouter(tags=["items"])
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
 
 
-@router.post("/items", status_code=201, response_model=ItemsAdded, responses=ERRORS)
+@router.post("/items", status_code=201, response_model=ItemsAdded, responses=ERRORS,
+             dependencies=[Depends(require_write_key)])
 async def add_items(
     image: Annotated[list[UploadFile], File(description="one or more images")],
     id: Annotated[list[str], Form(description="one id per image, in the same order")],
@@ -49,7 +52,8 @@ async def add_items(
                 metas[i] if metas else {}, prepared[i].thumbnail)
         for i, item_id in enumerate(ids)
     ]
-    stored = state.store.upsert(items)
+    # SQLite's fsync blocks; keep it off the event loop.
+    stored = await run_in_threadpool(state.store.upsert, items)
     return ItemsAdded(added=len(stored), ids=stored)
 
 
@@ -70,8 +74,9 @@ async def get_item(item_id: str, state: ServiceState = Depends(get_state)) -> It
     return ItemResponse(id=item.id, metadata=item.metadata, created=item.created, updated=item.updated)
 
 
-@router.delete("/items/{item_id:path}", response_model=Deleted, responses=ERRORS)
+@router.delete("/items/{item_id:path}", response_model=Deleted, responses=ERRORS,
+               dependencies=[Depends(require_write_key)])
 async def delete_item(item_id: str, state: ServiceState = Depends(get_state)) -> Deleted:
-    if not state.store.delete(item_id):
+    if not await run_in_threadpool(state.store.delete, item_id):
         raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
     return Deleted(deleted=item_id)

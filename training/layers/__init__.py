@@ -1,6 +1,7 @@
 from training.layers.nsl import (
     LAYER_TYPES,
     DynamicNSLConv2d,
+    LowRankDynamicNSLConv2d,
     PlainConv2d,
     SphereConv2d,
     StaticNSLConv2d,
@@ -11,6 +12,7 @@ from training.layers.nsl import (
 __all__ = [
     "LAYER_TYPES",
     "DynamicNSLConv2d",
+    "LowRankDynamicNSLConv2d",
     "PlainConv2d",
     "SphereConv2d",
     "StaticNSLConv2d",

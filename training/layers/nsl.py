@@ -133,19 +133,24 @@ class SimilarityPredictor(nn.Module):
         return self.bn_out(self.second(hidden))
 
 
+def _predictor_width(out_channels: int, requested: int | None) -> int:
+    # A quarter of the layer's width: the predictor then costs about a quarter of the layer's conv.
+    return requested or max(8, out_channels // 4)
+
+
 class DynamicNSLConv2d(nn.Module):
-    """3x3 conv with a per-sample, per-position similarity M = I + predictor(x).
+    """Exact dynamic NSL (the paper's DNS / UNS): M = I + predictor(x), per sample and position.
 
-    Computed on the input side, which is exact and cheaper than expanding the output:
+    diag (DNS), y(p) = Σ_k m_k(p) · w_kᵀ x(p + δ_k): nine single-tap 1x1 convolutions of the shifted
+    input, each weighted by its m_k and summed. Same MACs as one 3x3 conv, and of the exact
+    formulations we measured it is the fastest on CPU (docs/nsl.md): the 1x1-conv-to-9·Cout
+    expansion and the stacked-input (im2col) form move 9x the activations through memory at once.
 
-        S_k(p)  = x(p + δ_k)                       9 shifted copies (Pad + Slice), 9·Cin channels
-        S̃_a(p)  = Σ_k M_ak(p) S_k(p)               diag: one multiply; full: a 9x9 mix per position
-        y(p)    = Σ_a w_aᵀ S̃_a(p)                  one 1x1 conv over 9·Cin channels
+    full (UNS), y(p) = Σ_a w_aᵀ Σ_k M_ak(p) x(p + δ_k): the nine shifted inputs are mixed by the
+    9x9 M of each position (one Einsum), then one 1x1 conv over the 9·Cin mixed channels.
 
-    The expansion the NSL notes describe (a 1x1 conv to 9·Cout channels, then shift, weight, sum)
-    has the same MACs but holds 9·Cout channels; our backbones never shrink width, so Cin ≤ Cout
-    and the input side holds less. It is also the only side on which a full M stays 9x9 per
-    position. Only Conv, Pad, Slice, Mul, Add, Einsum: it exports to ONNX as is.
+    Only Conv, Pad, Slice, Mul, Add and Einsum: it exports to ONNX as is. Costly on CPU all the
+    same; :class:`LowRankDynamicNSLConv2d` is the affordable form.
     """
 
     def __init__(self, in_channels: int, out_channels: int, mode: Literal["diag", "full"],
@@ -153,12 +158,11 @@ class DynamicNSLConv2d(nn.Module):
                  sphere_activation: SphereActivation = "cosine") -> None:
         super().__init__()
         self.mode = mode
-        self.in_channels = in_channels
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
-        hidden = predictor_width or min(64, max(16, out_channels // 2))
         outputs = TAPS if mode == "diag" else TAPS * TAPS
-        self.predictor = SimilarityPredictor(in_channels, outputs, hidden, predictor, sphere_activation)
+        self.predictor = SimilarityPredictor(in_channels, outputs, _predictor_width(out_channels, predictor_width),
+                                             predictor, sphere_activation)
 
     def similarity(self, x: torch.Tensor) -> torch.Tensor:
         """M per position: [N, 9, H, W] (diagonal) or [N, 9, 9, H, W] (full, M[a, k])."""
@@ -173,14 +177,61 @@ class DynamicNSLConv2d(nn.Module):
         n, c, h, w = x.shape
         m = self.similarity(x)
         padded = F.pad(x, (1, 1, 1, 1))
-        shifted = torch.stack([padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in TAP_OFFSETS], 1)
+        shifted = [padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in TAP_OFFSETS]
         if self.mode == "diag":
-            mixed = shifted * m.unsqueeze(2)  # [N, 9, C, H, W]
-        else:
-            mixed = torch.einsum("nakhw,nkchw->nachw", m, shifted)
+            out = None
+            for k, tap_input in enumerate(shifted):
+                term = F.conv2d(tap_input, self.weight[:, :, k // 3, k % 3, None, None]) * m[:, k:k + 1]
+                out = term if out is None else out + term
+            return out
+        mixed = torch.einsum("nakhw,nkchw->nachw", m, torch.stack(shifted, 1))
         # Weight laid out tap-major to match the [N, 9·C] channel order of ``mixed``.
         weight = self.weight.reshape(self.weight.shape[0], c, TAPS).transpose(1, 2).reshape(-1, TAPS * c, 1, 1)
         return F.conv2d(mixed.reshape(n, TAPS * c, h, w), weight)
+
+
+class LowRankDynamicNSLConv2d(nn.Module):
+    """Dynamic NSL with the residual of M in a learned rank-r basis: M(p) = I + Σ_j α_j(p) B_j.
+
+    The predictor gives r coefficients α_j per sample and position; the B_j are learned 9x9
+    matrices shared by all positions. Because M is linear in the α_j,
+
+        y(p) = w ∗ x (p) + Σ_j α_j(p) · (W B_j) ∗ x (p)
+
+    i.e. one 3x3 conv with (1 + r)·Cout outputs (each W B_j folded like a static M) and r
+    per-position scalings: about (1 + r)x a plain conv, with nothing 9x wide in memory. With r = 9
+    and B_j the unit diagonal matrices it is exactly dynamic-diag; with r = 81 and all unit
+    matrices, dynamic-full. It starts at M = I (tiny α), like the exact forms.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, rank: int = 2, predictor: Literal["plain", "sphere"] = "plain",
+                 predictor_width: int | None = None, sphere_activation: SphereActivation = "cosine") -> None:
+        super().__init__()
+        self.rank = rank
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        basis = torch.randn(rank, TAPS, TAPS)
+        self.basis = nn.Parameter(basis / basis.flatten(1).norm(dim=1).view(rank, 1, 1))
+        self.predictor = SimilarityPredictor(in_channels, rank, _predictor_width(out_channels, predictor_width),
+                                             predictor, sphere_activation)
+
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """M per position, [N, 9, 9, H, W] (for inspection and tests; forward never builds it)."""
+        alpha = self.predictor(x)
+        eye = torch.eye(TAPS, dtype=x.dtype, device=x.device).view(1, TAPS, TAPS, 1, 1)
+        return eye + torch.einsum("njhw,jak->nakhw", alpha, self.basis)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_c, in_c = self.weight.shape[:2]
+        alpha = self.predictor(x)
+        taps = self.weight.reshape(out_c, in_c, TAPS)
+        folded = torch.einsum("oca,jak->jock", taps, self.basis)  # W B_j, [r, Cout, Cin, 9]
+        kernels = torch.cat([self.weight, folded.reshape(self.rank * out_c, in_c, 3, 3)], 0)
+        z = F.conv2d(x, kernels, padding=1)
+        out = z[:, :out_c]
+        for j in range(self.rank):
+            out = out + z[:, (j + 1) * out_c:(j + 2) * out_c] * alpha[:, j:j + 1]
+        return out
 
 
 LAYER_TYPES: dict[str, Callable[..., nn.Module]] = {
@@ -191,12 +242,14 @@ LAYER_TYPES: dict[str, Callable[..., nn.Module]] = {
         DynamicNSLConv2d(cin, cout, "diag", predictor, predictor_width, sphere_activation),
     "dynamic-full": lambda cin, cout, predictor="plain", predictor_width=None, sphere_activation="cosine", **_:
         DynamicNSLConv2d(cin, cout, "full", predictor, predictor_width, sphere_activation),
+    "dynamic-lowrank": lambda cin, cout, rank=2, predictor="plain", predictor_width=None, sphere_activation="cosine",
+        **_: LowRankDynamicNSLConv2d(cin, cout, rank, predictor, predictor_width, sphere_activation),
     "sphere": lambda cin, cout, sphere_activation="cosine", **_: SphereConv2d(cin, cout, sphere_activation),
 }
 
 
 def make_conv(name: str, in_channels: int, out_channels: int, **options: object) -> nn.Module:
-    """Build a 3x3 'same' layer by name; ``options``: predictor, predictor_width, sphere_activation."""
+    """Build a 3x3 'same' layer by name; ``options``: predictor, predictor_width, rank, sphere_activation."""
     try:
         factory = LAYER_TYPES[name]
     except KeyError:

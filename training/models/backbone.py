@@ -1,6 +1,7 @@
 """A configurable CNN in the spirit of the NSL paper's 9-layer network.
 
 stem (plain 3x3) -> for each stage: ``depth`` x (NS-conv, BN, ReLU), 2x2 max-pool between stages
+(``ns_per_stage`` > 0 keeps the first convs of each stage plain and makes only the last ones NS)
 -> global average pool. The layer type is a name from :data:`training.layers.LAYER_TYPES`, so
 "plain vs NSL" is a config switch.
 """
@@ -15,7 +16,7 @@ from training.layers import make_conv
 
 class Backbone(nn.Module):
     def __init__(self, in_channels: int, widths: list[int], depth: int, layer: str = "plain",
-                 **layer_options: object) -> None:
+                 ns_per_stage: int = 0, **layer_options: object) -> None:
         super().__init__()
         # The stem stays a plain conv, as in the paper: with 1 or 3 input channels a similarity
         # over taps has little to work with, and it keeps every variant's first features alike.
@@ -25,8 +26,10 @@ class Backbone(nn.Module):
         for stage, width in enumerate(widths):
             if stage > 0:
                 modules.append(nn.MaxPool2d(2))
-            for _ in range(depth):
-                modules += [make_conv(layer, channels, width, **layer_options), nn.BatchNorm2d(width),
+            for index in range(depth):
+                # ns_per_stage > 0 puts the NS layer only in the last convs of each stage (a cheaper hybrid).
+                kind = layer if ns_per_stage == 0 or index >= depth - ns_per_stage else "plain"
+                modules += [make_conv(kind, channels, width, **layer_options), nn.BatchNorm2d(width),
                             nn.ReLU(inplace=True)]
                 channels = width
         self.body = nn.Sequential(*modules)

@@ -1,0 +1,81 @@
+"""What every benchmark shares: the machine description, timing, and writing results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+RESULTS = DOCS / "results"
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def machine_line() -> str:
+    m = machine()
+    return f"{m['cores']} cores, {m['cpu']}, Python {m['python']}, measured {m['date']}"
+
+
+def command_line() -> str:
+    return "python -m bench " + shlex.join(sys.argv[1:])
+
+
+def median_rate(fn: Callable[[], int], repeats: int, min_seconds: float = 0.3) -> float:
+    """Items per second: the median over ``repeats`` timed rounds of ``fn`` (which returns items done)."""
+    rates = []
+    for _ in range(repeats):
+        items, started = 0, time.perf_counter()
+        while True:
+            items += fn()
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_seconds:
+                break
+        rates.append(items / elapsed)
+    return statistics.median(rates)
+
+
+def interleaved_rates(fns: dict[str, Callable[[], int]], repeats: int, min_seconds: float = 0.3) -> dict[str, float]:
+    """Like :func:`median_rate` for several candidates, alternating them round by round, so a noisy
+    neighbour on a shared machine hits all of them alike and their ratios stay meaningful."""
+    rates: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            rates[name].append(median_rate(fn, 1, min_seconds))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

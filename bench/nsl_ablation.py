@@ -1,0 +1,194 @@
+"""NSL ablation: every layer type trained with the same budget, seeds and schedule on Fashion-MNIST.
+
+    python -m bench nsl-ablation [--epochs 5] [--train-limit 20000] [--seeds 0 1]
+
+For each variant and seed: train, fold, export to ONNX, evaluate the ONNX graph on the full test
+split (P@1, MAP@R, pair ROC-AUC). Then, side by side in this one run: parameters, MACs per image,
+training images/s (measured during training) and ONNX Runtime CPU inference images/s (interleaved
+rounds, median). Writes docs/nsl-ablation.md and docs/results/nsl-ablation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import DOCS, command_line, interleaved_rates, machine_line, markdown_table, write_json
+from training.config import load_config
+from training.evaluation import embed_all, evaluate_embeddings, onnx_embedder
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    layer: str
+    predictor: str = "plain"
+
+
+VARIANTS = [
+    Variant("plain", "plain"),
+    Variant("static-diag", "static-diag"),
+    Variant("static-full", "static-full"),
+    Variant("dynamic-diag", "dynamic-diag"),
+    Variant("dynamic-full", "dynamic-full"),
+    Variant("dynamic-diag, sphere predictor", "dynamic-diag", "sphere"),
+    Variant("sphere (cosine SphereConv layer)", "sphere"),
+]
+
+
+def count_macs(model: torch.nn.Module, spec) -> int:
+    """Multiply-accumulates per image of convolutions, matmuls and einsums (elementwise ops not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = torch.zeros(1, spec.height, spec.width, spec.channels, dtype=torch.uint8)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(images)
+    return counter.get_total_flops() // 2
+
+
+def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Path) -> dict:
+    from training.export import export_onnx
+    from training.layers import fold_static_layers
+    from training.tasks import load_task
+    from training.trainer import load_trained_model, train
+
+    overrides = [f'model.layer="{variant.layer}"', f'model.predictor="{variant.predictor}"',
+                 f"optim.epochs={args.epochs}", f"data.train_limit={args.train_limit}", f"seed={seed}",
+                 f'output_dir="{work}/{variant.layer}-{variant.predictor}-{seed}"', 'name="ablation"']
+    overrides += args.set
+    config = load_config(args.config, overrides)
+    run_dir = train(config, progress=False)
+    model, saved = load_trained_model(run_dir / "best.pt")
+    params = sum(p.numel() for p in model.parameters())
+    history = saved["state"]["history"]
+    train_rate = statistics.mean(h["train_images_per_s"] for h in history)
+    fold_static_layers(model)
+    from contract import InputSpec
+
+    spec = InputSpec.model_validate(saved["input"])
+    onnx_path = run_dir / "model.onnx"
+    export_onnx(model, spec, onnx_path, aspects=False)
+    task = load_task(config)
+    embeddings, _ = embed_all(onnx_embedder(onnx_path), task.splits.test.images)
+    metrics = evaluate_embeddings(embeddings, task.splits.test.labels, pairs=50_000, seed=202)
+    return {"variant": variant.name, "seed": seed, "params": params, "macs": count_macs(model, spec),
+            "train_images_per_s": train_rate, "onnx": str(onnx_path), **metrics}
+
+
+def measure_inference(onnx_paths: dict[str, str], batch: int, repeats: int) -> dict[str, float]:
+    import onnxruntime as ort
+
+    images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8)
+    calls = {}
+    for name, path in onnx_paths.items():
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        calls[name] = (lambda s: (lambda: (s.run(None, {"images": images}), batch)[1]))(session)
+    return interleaved_rates(calls, repeats)
+
+
+def _mean_spread(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return f"{mean:.4f} ± {spread:.4f}"
+
+
+def render(results: list[dict], inference: dict[str, float], args: argparse.Namespace) -> str:
+    by_variant: dict[str, list[dict]] = {}
+    for row in results:
+        by_variant.setdefault(row["variant"], []).append(row)
+    plain_rate = inference.get("plain")
+    rows = []
+    for name, runs in by_variant.items():
+        first = runs[0]
+        rate = inference.get(name, float("nan"))
+        rows.append([
+            name,
+            _mean_spread([r["precision_at_1"] for r in runs]),
+            _mean_spread([r["map_at_r"] for r in runs]),
+            _mean_spread([r["roc_auc"] for r in runs]),
+            f"{first['params']:,}",
+            f"{first['macs'] / 1e6:.1f} M",
+            f"{statistics.mean(r['train_images_per_s'] for r in runs):.0f}",
+            f"{rate:.0f}" + (f" ({plain_rate / rate:.2f}x plain's cost)" if plain_rate else ""),
+        ])
+    table = markdown_table(["variant", "P@1", "MAP@R", "pair ROC-AUC", "params (trained)", "MACs/image",
+                            "train img/s", "ORT CPU img/s (batch 64)"], rows)
+    plain = by_variant["plain"]
+    plain_p1 = statistics.mean(r["precision_at_1"] for r in plain)
+    verdicts = []
+    for name, runs in by_variant.items():
+        if name == "plain":
+            continue
+        p1 = [r["precision_at_1"] for r in runs]
+        delta = statistics.mean(p1) - plain_p1
+        noise = max(max(p1) - min(p1), max(r["precision_at_1"] for r in plain) - min(r["precision_at_1"] for r in plain))
+        word = "better than" if delta > noise else ("worse than" if delta < -noise else "indistinguishable from")
+        verdicts.append(f"- **{name}**: P@1 {delta * 100:+.2f} points vs plain; seed spread {noise * 100:.2f} "
+                        f"points, so {word} plain at this budget.")
+    seeds = ", ".join(str(s) for s in args.seeds)
+    return "\n".join([
+        "# NSL ablation on Fashion-MNIST",
+        "",
+        "Generated by:",
+        "",
+        "```",
+        command_line(),
+        "```",
+        "",
+        f"Machine: {machine_line()}.",
+        "",
+        f"Budget, the same for every variant: config `{args.config}` with {args.epochs} epochs on "
+        f"{args.train_limit or 'all'} training images, seeds {seeds}, identical schedule and augmentation. "
+        "Metrics are on the full 10,000-image test split, measured on the exported ONNX graph (static layers "
+        "folded): mean ± half the range over seeds. Parameters count what is trained (static M included; "
+        "folding removes it). MACs count convolutions, matmuls and einsums per image. Training images/s is "
+        "measured during each run; inference images/s in interleaved rounds after all runs (median of "
+        f"{args.repeats}), so the ratios are side by side.",
+        "",
+        table,
+        "",
+        "## Verdict, computed from the table",
+        "",
+        *verdicts,
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench nsl-ablation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train-limit", type=int, default=20000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--variants", nargs="+", help="subset of variant names (default: all)")
+    parser.add_argument("--set", action="append", default=[], help="extra config overrides for every run")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--work-dir", type=Path, help="where runs go (default: a temporary directory)")
+    parser.add_argument("--output", type=Path, default=DOCS / "nsl-ablation.md")
+    args = parser.parse_args(argv)
+    variants = [v for v in VARIANTS if not args.variants or v.name in args.variants or v.layer in args.variants]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work_dir or Path(tmp)
+        results = []
+        for variant in variants:
+            for seed in args.seeds:
+                row = run_variant(variant, seed, args, work)
+                print(f"{variant.name:38s} seed {seed}: P@1 {row['precision_at_1']:.4f} MAP@R {row['map_at_r']:.4f} "
+                      f"AUC {row['roc_auc']:.4f} train {row['train_images_per_s']:.0f} img/s", flush=True)
+                results.append(row)
+        first_seed = {r["variant"]: r["onnx"] for r in results if r["seed"] == args.seeds[0]}
+        inference = measure_inference(first_seed, batch=64, repeats=args.repeats)
+        for name, rate in inference.items():
+            print(f"ONNX Runtime CPU, batch 64: {name:38s} {rate:8.0f} img/s", flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(results, inference, args))
+    write_json("nsl-ablation", {"command": command_line(), "machine": machine_line(), "results": results,
+                                "inference_images_per_s": inference})
+    print(f"wrote {args.output}")

@@ -1,0 +1,195 @@
+"""The index store on real FAISS indexes and a real SQLite file in a temp dir."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from service.index_store import SNAPSHOT, IndexMismatch, IndexStore, NewItem, StoreOptions
+from service.vector_index import IndexOptions
+
+DIM = 16
+TYPES = ["flat", "hnsw", "ivf"]
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def options(kind: str, **extra) -> StoreOptions:
+    return StoreOptions(index=IndexOptions(type=kind, ivf_min_train=200, hnsw_ef_search=64), **extra)
+
+
+def make_store(path, kind: str = "flat", aspects: list[str] | None = None, **extra) -> IndexStore:
+    store = IndexStore(path, DIM, aspects or [], {"name": "test", "version": "1"}, options(kind, **extra))
+    store.open()
+    return store
+
+
+def items(vectors: np.ndarray, prefix: str = "item", labels: list[str] | None = None) -> list[NewItem]:
+    return [NewItem(f"{prefix}-{i}", v[None, :], {"label": labels[i] if labels else str(i % 5)})
+            for i, v in enumerate(vectors)]
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_search_never_returns_deleted_or_replaced_items(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    vectors = unit(rng, 400)
+    store = make_store(tmp_path, kind)
+    store.upsert(items(vectors))
+    assert store.stats()["kind"]["overall"] == kind  # ivf trained itself past 200 items
+    for i in range(0, 400, 7):
+        assert store.search(vectors[i], 1)[0].id == f"item-{i}"
+    # Delete every third item and replace every fifth with a far-away vector.
+    deleted = {f"item-{i}" for i in range(0, 400, 3)}
+    for item_id in deleted:
+        assert store.delete(item_id)
+    replaced = [i for i in range(1, 400, 5) if f"item-{i}" not in deleted]
+    store.upsert([NewItem(f"item-{i}", -vectors[i][None, :], {"label": "moved"}) for i in replaced])
+    for i in range(400):
+        hits = store.search(vectors[i], 10)
+        ids = [h.id for h in hits]
+        assert not deleted & set(ids)
+        if i in replaced:
+            # The old vector is gone: the item can only come back with its new (opposite) vector.
+            assert all(h.score < 0.5 for h in hits if h.id == f"item-{i}")
+        elif f"item-{i}" not in deleted:
+            assert ids[0] == f"item-{i}"
+    assert len(store) == 400 - len(deleted)
+    store.close()
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_reopen_after_clean_close_and_after_a_crash(tmp_path, kind, caplog):
+    rng = np.random.default_rng(1)
+    vectors = unit(rng, 300)
+    store = make_store(tmp_path, kind, snapshot_every=0)
+    store.upsert(items(vectors[:250]))
+    store.close()  # snapshot at change 250
+    assert (tmp_path / SNAPSHOT).is_file()
+    store = make_store(tmp_path, kind, snapshot_every=0)
+    assert store.replayed_changes == 0 and len(store) == 250
+    store.upsert(items(vectors[250:], prefix="late"))
+    store.delete("item-3")
+    # "Crash": no close, no snapshot. The next open replays the 51 changes after the snapshot.
+    del store
+    caplog.set_level(logging.INFO)
+    store = make_store(tmp_path, kind, snapshot_every=0)
+    assert store.replayed_changes == 51 and len(store) == 299
+    assert store.search(vectors[260], 1)[0].id == "late-10"
+    assert all(h.id != "item-3" for h in store.search(vectors[3], 5))
+    store.close()
+
+
+def test_a_torn_snapshot_is_dropped_with_a_log_line_and_nothing_is_lost(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    vectors = unit(rng, 120)
+    store = make_store(tmp_path, "hnsw", snapshot_every=0)
+    store.upsert(items(vectors))
+    store.close()
+    snapshot = tmp_path / SNAPSHOT
+    snapshot.write_bytes(snapshot.read_bytes()[: snapshot.stat().st_size // 2])
+    caplog.set_level(logging.WARNING)
+    store = make_store(tmp_path, "hnsw", snapshot_every=0)
+    assert "torn or unreadable" in caplog.text
+    assert len(store) == 120 and store.search(vectors[5], 1)[0].id == "item-5"
+    store.close()
+
+
+def test_automatic_snapshots_trim_the_log(tmp_path):
+    rng = np.random.default_rng(3)
+    store = make_store(tmp_path, "flat", snapshot_every=50)
+    for chunk in np.array_split(unit(rng, 120), 12):
+        store.upsert(items(chunk, prefix=f"c{len(store)}"))
+    stats = store.stats()
+    assert stats["snapshot_change"] == 100 and stats["applied_change"] == 120
+    remaining = store._require_db().execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+    assert remaining == 20
+    store.close()
+
+
+def test_hnsw_tombstones_are_compacted(tmp_path):
+    rng = np.random.default_rng(4)
+    vectors = unit(rng, 200)
+    store = make_store(tmp_path, "hnsw")
+    store.upsert(items(vectors))
+    for i in range(30):
+        store.delete(f"item-{i}")
+    assert store.stats()["tombstones"] == 30
+    for i in range(30, 40):  # reaching 20% of the 200 stored vectors triggers a rebuild
+        store.delete(f"item-{i}")
+    assert store.stats()["tombstones"] == 0 and len(store) == 160
+    assert store.search(vectors[100], 1)[0].id == "item-100"
+    store.close()
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_filters_keep_recall_when_selective(tmp_path, kind):
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 3000)
+    labels = ["rare" if i % 300 == 0 else f"common-{i % 3}" for i in range(3000)]
+    store = make_store(tmp_path, kind)
+    store.upsert(items(vectors, labels=labels))
+    rare = np.array([i for i, label in enumerate(labels) if label == "rare"])
+    for q in unit(rng, 20):
+        hits = store.search(q, 5, where={"label": "rare"})
+        expected = rare[np.argsort(-(vectors[rare] @ q))][:5]
+        assert [h.id for h in hits] == [f"item-{i}" for i in expected]
+        assert all(h.metadata == {"label": "rare"} for h in hits)
+    assert store.search(vectors[0], 5, where={"label": "nothing"}) == []
+    assert store.search(vectors[0], 5, where={"label": "rare", "other": 1}) == []
+    store.close()
+
+
+def test_aspect_spaces_stay_in_step(tmp_path):
+    rng = np.random.default_rng(6)
+    store = make_store(tmp_path, "flat", aspects=["colour", "shape"])
+    stacked = np.stack([unit(rng, 50) for _ in range(3)], axis=1)  # [50, 3 spaces, dim]
+    store.upsert([NewItem(f"i{n}", stacked[n]) for n in range(50)])
+    store.delete("i7")
+    for space_index, space in enumerate(["overall", "colour", "shape"]):
+        assert store.search(stacked[9, space_index], 1, space=space)[0].id == "i9"
+        assert all(h.id != "i7" for h in store.search(stacked[7, space_index], 3, space=space))
+    assert set(store.stats()["spaces"].values()) == {49}
+    store.close()
+
+
+def test_an_index_from_another_model_is_refused(tmp_path):
+    make_store(tmp_path).close()
+    with pytest.raises(IndexMismatch, match="16-d"):
+        IndexStore(tmp_path, 32, [], {"name": "other"}, options("flat")).open()
+
+
+def test_concurrent_searches_never_see_half_an_upsert(tmp_path):
+    rng = np.random.default_rng(7)
+    store = make_store(tmp_path, "hnsw", snapshot_every=0)
+    background = unit(rng, 500)
+    store.upsert(items(background))
+    a = unit(rng, 1)[0]
+    b = (a + 0.3 * unit(rng, 1)[0]).astype(np.float32)
+    b /= np.linalg.norm(b)
+    store.upsert([NewItem("x", a[None, :])])
+    stop, failures = threading.Event(), []
+
+    def writer():
+        for n in range(300):
+            store.upsert([NewItem("x", (a if n % 2 else b)[None, :])])
+        stop.set()
+
+    def reader():
+        while not stop.is_set():
+            hits = store.search(a, 1)
+            if not hits or hits[0].id != "x":
+                failures.append(hits)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=writer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    store.close()

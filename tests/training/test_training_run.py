@@ -1,0 +1,126 @@
+"""A real, tiny training run on real Fashion-MNIST images, then export, evaluation and resume.
+
+One run is shared by the tests in this module (it costs about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from contract import SPEC_METADATA_KEY, ModelSpec
+from tests.conftest import REPO
+from training.config import load_config
+from training.data.sources import load_splits
+from training.evaluation import retrieval_metrics
+
+TINY = [
+    "data.train_limit=12000", "data.val_size=2000", "data.test_limit=2000", "optim.epochs=3",
+    "optim.batch_size=64", "optim.m_per_class=8", "model.widths=[16, 32, 64]", "model.depth=1",
+    "eval.pairs=5000", "optim.threads=2",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    overrides = [*TINY, f'output_dir="{out}"', 'name="tiny"']
+    command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress"]
+    for item in overrides:
+        command += ["--set", item]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, overrides
+
+
+def raw_pixel_precision_at_1(images: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out 1-NN on raw pixels: cosine and Euclidean, whichever is better."""
+    pixels = images.reshape(len(images), -1).astype(np.float32)
+    cosine = retrieval_metrics(pixels / np.linalg.norm(pixels, axis=1, keepdims=True), labels)["precision_at_1"]
+    # Euclidean neighbours of raw pixels: the same calculator on unnormalised vectors.
+    euclid = retrieval_metrics(pixels / 255.0, labels)["precision_at_1"]
+    return max(cosine, euclid)
+
+
+def test_training_beats_raw_pixels_on_the_same_split(tiny_run):
+    run_dir, overrides = tiny_run
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    from training.evaluate import evaluate_model
+
+    metrics = evaluate_model(run_dir / "best.pt", pairs=5000)
+    config = load_config("default", overrides)
+    splits = load_splits("fashion-mnist", val_size=config.data.val_size, seed=0,
+                         train_limit=config.data.train_limit, test_limit=config.data.test_limit)
+    baseline = raw_pixel_precision_at_1(splits.test.images, splits.test.labels)
+    assert metrics["test"]["items"] == 2000
+    print(f"tiny run P@1 {metrics['test']['precision_at_1']:.4f} vs raw pixels {baseline:.4f}")
+    assert metrics["test"]["precision_at_1"] > baseline
+
+
+def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    from training.export import export_checkpoint
+
+    result = export_checkpoint(run_dir / "best.pt", tmp_path / "tiny.onnx", name="tiny", version="9.9")
+    assert result["onnx_max_abs_diff"] < 1e-4
+    model = onnx.load(str(tmp_path / "tiny.onnx"))
+    spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
+    assert (spec.name, spec.version, spec.embedding_dim) == ("tiny", "9.9", 64)
+    assert spec.input.height == 28 and spec.input.channels == 1
+    assert -1 <= spec.decision.threshold <= 1 and "validation" in spec.decision.rule
+    assert "validation" in spec.calibration.fitted_on and spec.calibration.a > 0
+    assert spec.metrics["test"]["precision_at_1"] == pytest.approx(
+        result["metrics"]["test"]["precision_at_1"])
+    assert SPEC_METADATA_KEY in {p.key for p in model.metadata_props}
+    card = (tmp_path / "tiny.md").read_text()
+    assert "python -m training train" in card and "python -m training export" in card
+    assert f"{spec.metrics['test']['precision_at_1']:.4f}" in card
+    # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
+    from training.evaluate import evaluate_model
+
+    again = evaluate_model(tmp_path / "tiny.onnx", pairs=5000)
+    assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
+
+
+def _train_command(out, extra: list[str]) -> list[str]:
+    command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress"]
+    for item in ["data.train_limit=3000", "data.val_size=600", "optim.epochs=3", "model.widths=[8, 16]",
+                 "model.depth=1", "optim.threads=2", f'output_dir="{out}"', *extra]:
+        command += ["--set", item]
+    return command
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    """Kill a run after its first checkpoint, resume it: it ends where an uninterrupted run ends."""
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    done = subprocess.run(_train_command(straight, []), cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    process = subprocess.Popen(_train_command(interrupted, []), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    log = interrupted / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (log.is_file() and log.read_text().count("\n") >= 1 and (interrupted / "last.pt").is_file()):
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    lines = log.read_text().splitlines()
+    assert 1 <= len(lines) < 3, "the kill came too late to test a resume"
+    resumed = subprocess.run([*_train_command(interrupted, []), "--resume"], cwd=REPO, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    a = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [row["epoch"] for row in b] == [1, 2, 3]
+    for key in ("train_loss", "val_precision_at_1", "val_map_at_r"):
+        assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-6), key
