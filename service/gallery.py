@@ -6,35 +6,24 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from contract import decode_image, prepare_image
-from service.index_store import IndexStore, NewItem
-from service.inference import make_thumbnail
+from service.index_store import IndexStore
+from service.ingest import ingest_files
 from service.model_runner import ModelRunner
 
 log = logging.getLogger("likeness.gallery")
 MANIFEST = "manifest.json"
 
 
-def seed_gallery(store: IndexStore, runner: ModelRunner, gallery_dir: Path, batch_size: int = 64) -> int:
+def seed_gallery(store: IndexStore, runner: ModelRunner, gallery_dir: Path) -> int:
     """Index every image listed in ``gallery_dir/manifest.json``; return how many were added."""
     manifest_path = gallery_dir / MANIFEST
     if not manifest_path.is_file():
         log.warning("no demo gallery at %s; starting with an empty index", manifest_path)
         return 0
-    entries = json.loads(manifest_path.read_text())["items"]
-    added = 0
-    for start in range(0, len(entries), batch_size):
-        chunk = entries[start:start + batch_size]
-        images = [decode_image((gallery_dir / e["file"]).read_bytes(), max_pixels=10_000_000, name=e["file"])
-                  for e in chunk]
-        out = runner.embed(np.stack([prepare_image(img, runner.spec.input) for img in images]))
-        items = []
-        for i, (entry, image) in enumerate(zip(chunk, images)):
-            vectors = out.embedding[i][None, :] if out.aspects is None else \
-                np.concatenate([out.embedding[i][None, :], out.aspects[i]])
-            items.append(NewItem(entry["id"], vectors, entry.get("metadata", {}), make_thumbnail(image)))
-        added += len(store.upsert(items))
+    entries = [(e["id"], gallery_dir / e["file"], e.get("metadata", {}))
+               for e in json.loads(manifest_path.read_text())["items"]]
+    added, skipped = ingest_files(store, runner, entries, max_pixels=10_000_000)
+    for line in skipped:
+        log.warning("demo gallery: skipped %s", line)
     log.info("indexed %d demo gallery images from %s", added, gallery_dir)
     return added

@@ -20,6 +20,7 @@ never see half an upsert.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -64,6 +65,10 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 
 class IndexMismatch(RuntimeError):
     """The index on disk was built by a model whose embeddings are not comparable with this one."""
+
+
+class IndexLocked(RuntimeError):
+    """Another process has this index open; two writers would each keep their own FAISS copy."""
 
 
 class FilterError(ValueError):
@@ -170,6 +175,13 @@ class IndexStore:
     # lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.directory / "index.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise IndexLocked(f"another process (a running service?) has the index in {self.directory} open; "
+                              "stop it, or load images through its API (python -m service.index load --url ...)") from None
         started = time.perf_counter()
         db = sqlite3.connect(self.directory / "index.sqlite3", check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -201,6 +213,7 @@ class IndexStore:
                 if self._db is not None:
                     self._db.close()
                     self._db = None
+                    self._lock_file.close()  # releases the flock
 
     def _check_identity(self) -> None:
         """Refuse an index whose vectors came from an incompatible model (other dim or aspects)."""
@@ -296,18 +309,30 @@ class IndexStore:
                 self._add_to_indexes(np.array([change_seq], dtype=np.int64), self._decode_vectors(row[0])[None])
         return len(changes)
 
-    def _rebuild_from_table(self) -> None:
+    def _rebuild_from_table(self, progress: Callable[[int], None] | None = None, chunk: int = 50_000) -> None:
         db = self._require_db()
         batch_labels, batch_vectors = [], []
         for label, blob in db.execute("SELECT label, vectors FROM items ORDER BY label"):
             batch_labels.append(label)
             batch_vectors.append(self._decode_vectors(blob))
-            if len(batch_labels) == 50_000:
+            if len(batch_labels) == chunk:
                 self._add_to_indexes(np.array(batch_labels, dtype=np.int64), np.stack(batch_vectors))
+                if progress:
+                    progress(len(batch_labels))
                 batch_labels, batch_vectors = [], []
         if batch_labels:
             self._add_to_indexes(np.array(batch_labels, dtype=np.int64), np.stack(batch_vectors))
+            if progress:
+                progress(len(batch_labels))
         self._snapshot_seq = 0
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> None:
+        """Throw the FAISS indexes away, rebuild them from the table, and snapshot them."""
+        with self._lock.write():
+            self._indexes = {space: VectorIndex(self.dim, self.options.index) for space in self.spaces}
+            self._rebuild_from_table(progress, chunk=5_000)
+            self._snapshot_seq = -1  # whatever is on disk is older than this
+        self.snapshot()
 
     # writes ----------------------------------------------------------------------------------
     def upsert(self, items: list[NewItem]) -> list[str]:

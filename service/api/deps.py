@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from fastapi import Request, UploadFile
 
 from service.api.errors import ApiError, image_error
@@ -72,13 +71,6 @@ def resolve_aspect(aspect: str | None, state: ServiceState) -> str | None:
         valid = ", ".join(names) if names else "none (this model has no aspects)"
         raise ApiError(422, "unknown_aspect", f"unknown aspect {aspect!r}; valid aspects: {valid}", "aspect")
     return aspect
-
-
-def space_vectors(embedding: np.ndarray, aspects: np.ndarray | None) -> np.ndarray:
-    """Stack one image's overall and aspect embeddings as the index stores them: [1 + A, D]."""
-    if aspects is None:
-        return embedding[None, :]
-    return np.concatenate([embedding[None, :], aspects], axis=0)
 
 
 def parse_metadata(raw: str | None, field: str, limit: int, code: str = "invalid_metadata") -> dict[str, Any]:

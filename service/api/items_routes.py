@@ -13,11 +13,11 @@ from service.api.deps import (
     get_state,
     parse_metadata,
     prepare,
-    space_vectors,
 )
 from service.api.errors import ApiError
 from service.api.schemas import Deleted, ErrorResponse, ItemResponse, ItemsAdded
 from service.index_store import NewItem
+from service.ingest import item_vectors
 from service.security import require_write_key
 
 router = APIRouter(tags=["items"])
@@ -48,8 +48,7 @@ async def add_items(
     prepared = await prepare(state, [(f"image[{i}]", f) for i, f in enumerate(image)], thumbnails=True)
     out = await state.engine.embed([p.array for p in prepared])
     items = [
-        NewItem(item_id, space_vectors(out.embedding[i], None if out.aspects is None else out.aspects[i]),
-                metas[i] if metas else {}, prepared[i].thumbnail)
+        NewItem(item_id, item_vectors(out, i), metas[i] if metas else {}, prepared[i].thumbnail)
         for i, item_id in enumerate(ids)
     ]
     # SQLite's fsync blocks; keep it off the event loop.

@@ -1,0 +1,135 @@
+"""Index batch jobs: ``python -m service.index COMMAND``.
+
+    rebuild     rebuild the FAISS indexes from the SQLite table (the log), and snapshot them
+    add-folder  embed every image under a folder and upsert it (offline: the service must be stopped)
+    load        send every image under a folder to a running service's POST /items
+    stats       print the index statistics
+
+Folder layout: ``DIR/**/NAME.ext``. The id is the path relative to DIR without its extension; an
+image in a sub-folder gets ``{"label": "<sub-folder>"}`` as metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def iter_images(folder: Path) -> Iterator[tuple[str, Path, dict]]:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            relative = path.relative_to(folder)
+            metadata = {"label": relative.parts[0]} if len(relative.parts) > 1 else {}
+            yield relative.with_suffix("").as_posix(), path, metadata
+
+
+def _open_store(settings):
+    from service.app import load_state
+
+    settings.seed_gallery = False
+    return load_state(settings)
+
+
+def rebuild(settings) -> dict:
+    state = _open_store(settings)
+    store = state.store
+    try:
+        with tqdm(total=len(store), desc="rebuild", unit="item") as bar:
+            store.rebuild(progress=bar.update)
+        return store.stats()
+    finally:
+        store.close()
+
+
+def add_folder(settings, folder: Path, batch_size: int) -> dict:
+    from service.ingest import ingest_files
+
+    state = _open_store(settings)
+    entries = list(iter_images(folder))
+    try:
+        with tqdm(total=len(entries), desc="add-folder", unit="image") as bar:
+            added, skipped = ingest_files(state.store, state.runner, entries, settings.max_pixels, batch_size,
+                                          progress=bar.update)
+        for line in skipped:
+            print(f"skipped {line}", file=sys.stderr)
+        return {**state.store.stats(), "added": added, "skipped": len(skipped)}
+    finally:
+        state.store.close()
+
+
+def load(url: str, folder: Path, batch_size: int, api_key: str | None) -> dict:
+    import httpx
+
+    headers = {"X-API-Key": api_key} if api_key else {}
+    entries = list(iter_images(folder))
+    added, failed = 0, []
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+        for start in tqdm(range(0, len(entries), batch_size), desc="load", unit="batch"):
+            chunk = entries[start:start + batch_size]
+            files = [("image", (path.name, path.read_bytes())) for _, path, _ in chunk]
+            data = {"id": [item_id for item_id, _, _ in chunk],
+                    "metadata": [json.dumps(metadata) for _, _, metadata in chunk]}
+            response = client.post("/items", files=files, data=data)
+            if response.status_code == 201:
+                added += response.json()["added"]
+                continue
+            # One bad file fails its whole request; retry that batch one image at a time.
+            for (item_id, path, metadata), file in zip(chunk, files):
+                single = client.post("/items", files=[file], data={"id": item_id, "metadata": json.dumps(metadata)})
+                if single.status_code == 201:
+                    added += 1
+                else:
+                    failed.append(f"{path}: {single.status_code} {single.json().get('detail')}")
+    for line in failed:
+        print(f"failed {line}", file=sys.stderr)
+    return {"added": added, "failed": len(failed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from service.index_store import IndexLocked, IndexMismatch
+    from service.model_runner import ModelLoadError
+    from service.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m service.index", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "stats"])
+    parser.add_argument("folder", nargs="?", type=Path)
+    parser.add_argument("--data-dir", type=Path, help="default: LIKENESS_DATA_DIR")
+    parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH")
+    parser.add_argument("--url", help="the running service, for `load`")
+    parser.add_argument("--api-key", help="for `load`, when the service requires one")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("model_path", args.model)) if v is not None}
+    settings = Settings(**overrides)
+    try:
+        if args.command == "load":
+            if not args.url or not args.folder:
+                parser.error("load needs --url and a folder")
+            result = load(args.url, args.folder, args.batch_size, args.api_key)
+        elif args.command == "add-folder":
+            if not args.folder:
+                parser.error("add-folder needs a folder")
+            result = add_folder(settings, args.folder, args.batch_size)
+        elif args.command == "rebuild":
+            result = rebuild(settings)
+        else:
+            state = _open_store(settings)
+            result = state.store.stats()
+            state.store.close()
+    except (IndexLocked, IndexMismatch, ModelLoadError) as exc:
+        print(f"likeness: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Adding image files to the index in bulk: the demo gallery at startup and `python -m service.index add-folder`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from contract import ImageError, decode_image, prepare_image
+from service.index_store import IndexStore, NewItem
+from service.inference import make_thumbnail
+from service.model_runner import Embeddings, ModelRunner
+
+
+def item_vectors(out: Embeddings, row: int) -> np.ndarray:
+    """One image's vectors as the index stores them: [1 + A, D], overall first, then each aspect."""
+    if out.aspects is None:
+        return out.embedding[row][None, :]
+    return np.concatenate([out.embedding[row][None, :], out.aspects[row]], axis=0)
+
+
+def ingest_files(store: IndexStore, runner: ModelRunner, entries: list[tuple[str, Path, dict]], max_pixels: int,
+                 batch_size: int = 64, progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+    """Embed and upsert ``(id, path, metadata)`` entries in batches; unusable files are skipped and
+    reported (one line each), never half-added. Returns (items added, skipped lines)."""
+    added, skipped = 0, []
+    for start in range(0, len(entries), batch_size):
+        arrays, items = [], []
+        for item_id, path, metadata in entries[start:start + batch_size]:
+            try:
+                image = decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path))
+            except (ImageError, OSError) as exc:
+                skipped.append(f"{path}: {getattr(exc, 'message', exc)}")
+                continue
+            arrays.append(prepare_image(image, runner.spec.input))
+            items.append(NewItem(item_id, np.empty(0), metadata, make_thumbnail(image)))
+        if arrays:
+            out = runner.embed(np.stack(arrays))
+            for row, item in enumerate(items):
+                item.vectors = item_vectors(out, row)
+            added += len(store.upsert(items))
+        if progress:
+            progress(min(batch_size, len(entries) - start))
+    return added, skipped
