@@ -7,6 +7,8 @@ import sys
 
 BENCHMARKS = {
     "nsl-ablation": "bench.nsl_ablation",
+    "index": "bench.index_bench",
+    "load": "bench.load",
 }
 
 

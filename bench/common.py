@@ -15,7 +15,6 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
-RESULTS = DOCS / "results"
 
 
 def machine() -> dict[str, str]:
@@ -68,9 +67,10 @@ def interleaved_rates(fns: dict[str, Callable[[], int]], repeats: int, min_secon
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
-def write_json(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_json(markdown: Path, payload: dict) -> Path:
+    """Raw results beside a benchmark's page: docs/X.md -> docs/results/X.json."""
+    path = markdown.parent / "results" / f"{markdown.stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -11,6 +11,7 @@ rounds, median). Writes docs/nsl-ablation.md and docs/results/nsl-ablation.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Variant:
     name: str
     layer: str
     predictor: str = "plain"
+    extra: tuple[str, ...] = ()  # more config overrides
 
 
 VARIANTS = [
@@ -39,6 +41,8 @@ VARIANTS = [
     Variant("dynamic-full", "dynamic-full"),
     Variant("dynamic-diag, sphere predictor", "dynamic-diag", "sphere"),
     Variant("sphere (cosine SphereConv layer)", "sphere"),
+    Variant("dynamic-lowrank (r=1)", "dynamic-lowrank", extra=("model.rank=1",)),
+    Variant("dynamic-lowrank (r=1), last conv per stage", "dynamic-lowrank", extra=("model.rank=1", "model.ns_per_stage=1")),
 ]
 
 
@@ -58,16 +62,17 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
     from training.tasks import load_task
     from training.trainer import load_trained_model, train
 
-    overrides = [f'model.layer="{variant.layer}"', f'model.predictor="{variant.predictor}"',
+    slug = "".join(c if c.isalnum() else "-" for c in variant.name)
+    overrides = [f'model.layer="{variant.layer}"', f'model.predictor="{variant.predictor}"', *variant.extra,
                  f"optim.epochs={args.epochs}", f"data.train_limit={args.train_limit}", f"seed={seed}",
-                 f'output_dir="{work}/{variant.layer}-{variant.predictor}-{seed}"', 'name="ablation"']
+                 f'output_dir="{work}/{slug}-{seed}"', 'name="ablation"']
     overrides += args.set
     config = load_config(args.config, overrides)
     run_dir = train(config, progress=False)
     model, saved = load_trained_model(run_dir / "best.pt")
     params = sum(p.numel() for p in model.parameters())
     history = saved["state"]["history"]
-    train_rate = statistics.mean(h["train_images_per_s"] for h in history)
+    train_rate = statistics.mean(h["train_images_per_s"] for h in history)  # as it ran (maybe shared)
     fold_static_layers(model)
     from contract import InputSpec
 
@@ -78,7 +83,38 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
     embeddings, _ = embed_all(onnx_embedder(onnx_path), task.splits.test.images)
     metrics = evaluate_embeddings(embeddings, task.splits.test.labels, pairs=50_000, seed=202)
     return {"variant": variant.name, "seed": seed, "params": params, "macs": count_macs(model, spec),
-            "train_images_per_s": train_rate, "onnx": str(onnx_path), **metrics}
+            "run_images_per_s": train_rate, "onnx": str(onnx_path), **metrics}
+
+
+def measure_training(variants: list[Variant], config_name: str, overrides: list[str], batch: int,
+                     repeats: int) -> dict[str, float]:
+    """Training images/s per variant: forward, loss and backward on one fixed batch, in interleaved
+    rounds (median), all threads. Measured apart from the accuracy runs, so those can share the
+    machine without skewing this column."""
+    from training.config import load_config
+    from training.models import build_model
+    from training.objectives import build_objective
+
+    images = torch.randint(0, 256, (batch, 28, 28, 1), dtype=torch.uint8)
+    labels = torch.arange(batch) % 10
+    steps = {}
+    for variant in variants:
+        config = load_config(config_name, [*overrides, f'model.layer="{variant.layer}"',
+                                           f'model.predictor="{variant.predictor}"', *variant.extra])
+        model = build_model(config.model, 1, [0.3], [0.35]).train()
+        objective = build_objective(config.objective, 10, config.model.embedding_dim)
+        optimizer = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=1e-4)
+
+        def step(model=model, objective=objective, optimizer=optimizer) -> int:
+            loss = objective(model, {"images": images, "labels": labels}).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return batch
+
+        step()  # warm-up
+        steps[variant.name] = step
+    return interleaved_rates(steps, repeats, min_seconds=1.0)
 
 
 def measure_inference(onnx_paths: dict[str, str], batch: int, repeats: int) -> dict[str, float]:
@@ -98,15 +134,16 @@ def _mean_spread(values: list[float]) -> str:
     return f"{mean:.4f} ± {spread:.4f}"
 
 
-def render(results: list[dict], inference: dict[str, float], args: argparse.Namespace) -> str:
+def render(results: list[dict], inference: dict[str, float], training: dict[str, float],
+           args: argparse.Namespace) -> str:
     by_variant: dict[str, list[dict]] = {}
     for row in results:
         by_variant.setdefault(row["variant"], []).append(row)
-    plain_rate = inference.get("plain")
+    plain_rate, plain_train = inference.get("plain"), training.get("plain")
     rows = []
     for name, runs in by_variant.items():
         first = runs[0]
-        rate = inference.get(name, float("nan"))
+        rate, train_rate = inference.get(name, float("nan")), training.get(name, float("nan"))
         rows.append([
             name,
             _mean_spread([r["precision_at_1"] for r in runs]),
@@ -114,11 +151,11 @@ def render(results: list[dict], inference: dict[str, float], args: argparse.Name
             _mean_spread([r["roc_auc"] for r in runs]),
             f"{first['params']:,}",
             f"{first['macs'] / 1e6:.1f} M",
-            f"{statistics.mean(r['train_images_per_s'] for r in runs):.0f}",
-            f"{rate:.0f}" + (f" ({plain_rate / rate:.2f}x plain's cost)" if plain_rate else ""),
+            f"{train_rate:.0f}" + (f" ({plain_train / train_rate:.1f}x)" if plain_train else ""),
+            f"{rate:.0f}" + (f" ({plain_rate / rate:.2f}x)" if plain_rate else ""),
         ])
     table = markdown_table(["variant", "P@1", "MAP@R", "pair ROC-AUC", "params (trained)", "MACs/image",
-                            "train img/s", "ORT CPU img/s (batch 64)"], rows)
+                            "train img/s (plain's cost x)", "ONNX Runtime CPU img/s, batch 64 (plain's cost x)"], rows)
     plain = by_variant["plain"]
     plain_p1 = statistics.mean(r["precision_at_1"] for r in plain)
     verdicts = []
@@ -145,11 +182,11 @@ def render(results: list[dict], inference: dict[str, float], args: argparse.Name
         "",
         f"Budget, the same for every variant: config `{args.config}` with {args.epochs} epochs on "
         f"{args.train_limit or 'all'} training images, seeds {seeds}, identical schedule and augmentation. "
-        "Metrics are on the full 10,000-image test split, measured on the exported ONNX graph (static layers "
+        f"Metrics are on the {results[0]['items']:,}-image Fashion-MNIST test split, measured on the exported ONNX graph (static layers "
         "folded): mean ± half the range over seeds. Parameters count what is trained (static M included; "
-        "folding removes it). MACs count convolutions, matmuls and einsums per image. Training images/s is "
-        "measured during each run; inference images/s in interleaved rounds after all runs (median of "
-        f"{args.repeats}), so the ratios are side by side.",
+        "folding removes it). MACs count convolutions, matmuls and einsums per image. Training and inference "
+        f"images/s were measured after all runs, in interleaved rounds (median of {args.repeats}) on fixed batches "
+        "with all cores, so their ratios are side by side; the accuracy runs themselves may have shared the machine.",
         "",
         table,
         "",
@@ -181,14 +218,18 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 row = run_variant(variant, seed, args, work)
                 print(f"{variant.name:38s} seed {seed}: P@1 {row['precision_at_1']:.4f} MAP@R {row['map_at_r']:.4f} "
-                      f"AUC {row['roc_auc']:.4f} train {row['train_images_per_s']:.0f} img/s", flush=True)
+                      f"AUC {row['roc_auc']:.4f} ({row['run_images_per_s']:.0f} img/s as run)", flush=True)
                 results.append(row)
+        torch.set_num_threads(os.cpu_count() or 1)
         first_seed = {r["variant"]: r["onnx"] for r in results if r["seed"] == args.seeds[0]}
         inference = measure_inference(first_seed, batch=64, repeats=args.repeats)
         for name, rate in inference.items():
             print(f"ONNX Runtime CPU, batch 64: {name:38s} {rate:8.0f} img/s", flush=True)
+        training = measure_training(variants, args.config, args.set, batch=128, repeats=max(3, args.repeats // 2))
+        for name, rate in training.items():
+            print(f"training step, batch 128:   {name:38s} {rate:8.0f} img/s", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(results, inference, args))
-    write_json("nsl-ablation", {"command": command_line(), "machine": machine_line(), "results": results,
-                                "inference_images_per_s": inference})
+    args.output.write_text(render(results, inference, training, args))
+    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results,
+                             "inference_images_per_s": inference, "training_images_per_s": training})
     print(f"wrote {args.output}")

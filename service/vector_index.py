@@ -93,7 +93,8 @@ class VectorIndex:
         flat = self.index
         labels = faiss.vector_to_array(flat.id_map).astype(np.int64)
         vectors = flat.index.reconstruct_n(0, flat.ntotal)
-        nlist = self.options.ivf_nlist or max(16, int(4 * np.sqrt(len(labels))))
+        # About 4·sqrt(n) lists, but never fewer than 39 training points per list (FAISS's floor).
+        nlist = self.options.ivf_nlist or max(1, min(int(4 * np.sqrt(len(labels))), len(labels) // 39))
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = vectors if len(vectors) <= 256 * nlist else \
             vectors[np.random.default_rng(0).choice(len(vectors), 256 * nlist, replace=False)]

@@ -26,7 +26,7 @@ class Task(Protocol):
 
     def steps_per_epoch(self, batch_kind: str) -> int: ...
 
-    def validation_metrics(self, embeddings: np.ndarray, aspect_embeddings: np.ndarray | None) -> dict[str, float]: ...
+    def validate(self, embed: Embedder) -> dict[str, float]: ...
 
     def aspect_labels(self, split: str) -> dict[str, np.ndarray]: ...
 
@@ -57,8 +57,12 @@ class ClassTask:
     def steps_per_epoch(self, batch_kind: str) -> int:
         return max(1, len(self.dataset) // self.config.optim.batch_size)
 
-    def validation_metrics(self, embeddings: np.ndarray, aspect_embeddings: np.ndarray | None) -> dict[str, float]:
-        return {}
+    def validate(self, embed: Embedder) -> dict[str, float]:
+        """Retrieval metrics on the validation split, keys prefixed ``val_``."""
+        from training.evaluation import embed_all, retrieval_metrics
+
+        embeddings, _ = embed_all(embed, self.splits.val.images, self.config.eval.batch_size)
+        return {f"val_{k}": v for k, v in retrieval_metrics(embeddings, self.splits.val.labels).items()}
 
     def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
         """Per-aspect labels of a split, for conditional models; a class task has none."""

@@ -24,9 +24,8 @@ from tqdm import tqdm
 
 from contract import InputSpec
 from training.config import TrainConfig, config_to_toml
-from training.data.arrays import LabeledImages
 from training.data.sources import Splits
-from training.evaluation import embed_all, retrieval_metrics, torch_embedder
+from training.evaluation import torch_embedder
 from training.models import EmbeddingModel, build_model
 from training.objectives import Objective, build_objective
 from training.tasks import Task, load_task
@@ -124,13 +123,6 @@ def build_optimizer(config: TrainConfig, params: list[nn.Parameter], total_steps
     return optimizer, scheduler
 
 
-def validate(model: EmbeddingModel, task: Task, data: LabeledImages, batch_size: int) -> dict[str, float]:
-    embeddings, aspects = embed_all(torch_embedder(model), data.images, batch_size)
-    metrics = {f"val_{k}": v for k, v in retrieval_metrics(embeddings, data.labels).items()}
-    metrics.update(task.validation_metrics(embeddings, aspects))
-    return metrics
-
-
 def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None,
           progress: bool = True) -> Path:
     """Train one model; return the run directory holding ``best.pt``, ``last.pt`` and the logs."""
@@ -223,7 +215,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         values["lr"] = float(scheduler.get_last_lr()[0])
         state["epoch"] = epoch + 1
         if ddp.is_main:
-            values.update(validate(model, task, splits.val, config.eval.batch_size))
+            values.update(task.validate(torch_embedder(model)))
             score = values[task.selection_metric]
             state["history"].append({"epoch": epoch + 1, **values})
             log.write(epoch + 1, values)

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from tests.conftest import png_bytes
-from tests.service.server import ServerProcess
+from bench.server import ServerProcess
 
 ROUNDS = 5
 WRITERS = 4

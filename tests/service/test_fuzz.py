@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from tests.service.server import ServerProcess
+from bench.server import ServerProcess
 
 EXAMPLES_PER_OPERATION = 200  # per generation mode: valid, then deliberately invalid requests
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO
+from bench.common import REPO
 
 
 def free_port() -> int:
@@ -30,6 +30,7 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 60) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT)

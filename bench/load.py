@@ -1,0 +1,163 @@
+"""Load test on loopback: concurrent clients mixing /search, /similarity and /items against the real
+service, with dynamic batching on and off, measured in the same run.
+
+    python -m bench load [--seconds 60] [--clients 32] [--rounds 3]
+
+Both servers run from the start; the load alternates between them in ``--rounds`` slices so a
+noisy neighbour hits both alike. Each client sends its next request as soon as the previous
+answers. Mix: 45% search (k=10), 45% similarity, 10% add (a fresh id each time).
+Writes docs/load.md and docs/results/load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.common import DOCS, REPO, command_line, machine_line, markdown_table, write_json
+from bench.server import ServerProcess
+
+GALLERY = REPO / "service" / "gallery"
+ENDPOINTS = ("search", "similarity", "add")
+
+
+def _multipart(fields: list[tuple[str, str, bytes | str]]) -> tuple[bytes, str]:
+    """Encode multipart/form-data once, up front, so the client spends its CPU on nothing else."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, filename, value in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body = value if isinstance(value, bytes) else value.encode()
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        head += "Content-Type: image/png\r\n\r\n" if filename else "\r\n"
+        parts.append(head.encode() + body + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+class Workload:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        manifest = json.loads((GALLERY / "manifest.json").read_text())["items"]
+        self.images = [(GALLERY / e["file"]).read_bytes() for e in manifest]
+
+    def next(self) -> tuple[str, str, bytes, str]:
+        roll = self.rng.random()
+        if roll < 0.45:
+            body, ctype = _multipart([("image", "q.png", self.rng.choice(self.images)), ("k", "", "10")])
+            return "search", "/search", body, ctype
+        if roll < 0.90:
+            body, ctype = _multipart([("image_a", "a.png", self.rng.choice(self.images)),
+                                      ("image_b", "b.png", self.rng.choice(self.images))])
+            return "similarity", "/similarity", body, ctype
+        body, ctype = _multipart([("image", "n.png", self.rng.choice(self.images)),
+                                  ("id", "", f"load-{uuid.uuid4().hex}")])
+        return "add", "/items", body, ctype
+
+
+async def drive(url: str, clients: int, seconds: float, seed: int) -> list[tuple[str, float, int]]:
+    """Closed loop: ``clients`` workers, each sending its next request when the last one answers."""
+    records: list[tuple[str, float, int]] = []
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async def worker(index: int) -> None:
+            workload = Workload(seed * 1000 + index)
+            while time.perf_counter() < deadline:
+                name, path, body, ctype = workload.next()
+                started = time.perf_counter()
+                try:
+                    response = await client.post(path, content=body, headers={"content-type": ctype})
+                    status = response.status_code
+                except httpx.HTTPError:
+                    status = 0
+                records.append((name, time.perf_counter() - started, status))
+
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+    return records
+
+
+def summarise(records: list[tuple[str, float, int]], seconds: float) -> dict:
+    ok = [r for r in records if 200 <= r[2] < 300]
+    latencies = sorted(r[1] for r in ok)
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+    per_endpoint = {}
+    for name in ENDPOINTS:
+        values = sorted(r[1] for r in ok if r[0] == name)
+        per_endpoint[name] = {"requests": len(values), "p50_ms": pct(values, 0.5), "p99_ms": pct(values, 0.99)}
+    return {"requests": len(records), "errors": len(records) - len(ok), "throughput_rps": len(ok) / seconds,
+            "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99), "endpoints": per_endpoint}
+
+
+def run(seconds: float, clients: int, rounds: int, extra_env: dict[str, str] | None = None) -> dict:
+    configs = {"batching on": {"LIKENESS_BATCHING": "1"}, "batching off": {"LIKENESS_BATCHING": "0"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {name: ServerProcess(Path(tmp) / name.replace(" ", "-") / "data", **env, **(extra_env or {})).start()
+                   for name, env in configs.items()}
+        records: dict[str, list] = {name: [] for name in configs}
+        try:
+            for round_ in range(rounds):
+                for name, server in servers.items():
+                    got = asyncio.run(drive(server.url, clients, seconds / rounds, seed=round_))
+                    records[name] += got
+                    print(f"round {round_ + 1}/{rounds} {name}: {len(got)} requests", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+    return {name: summarise(values, seconds) for name, values in records.items()}
+
+
+def render(results: dict, args: argparse.Namespace) -> str:
+    on, off = results["batching on"], results["batching off"]
+    rows = [[name, f"{r['requests']:,}", str(r["errors"]), f"{r['throughput_rps']:.0f}", f"{r['p50_ms']:.1f}",
+             f"{r['p99_ms']:.1f}"] + [f"{r['endpoints'][e]['p50_ms']:.1f} / {r['endpoints'][e]['p99_ms']:.1f}"
+                                      for e in ENDPOINTS]
+            for name, r in results.items()]
+    ratio = on["throughput_rps"] / off["throughput_rps"]
+    return "\n".join([
+        "# Load test",
+        "",
+        "```",
+        command_line(),
+        "```",
+        "",
+        f"Machine: {machine_line()}. Server and load generator share the machine's cores.",
+        "",
+        f"{args.clients} concurrent clients (closed loop), {args.seconds:g} s per configuration in {args.rounds} "
+        "alternating slices; 45% `/search` (k=10, 300 indexed items), 45% `/similarity`, 10% `/items` (add). "
+        "The shipped default model, flat index, CPU.",
+        "",
+        markdown_table(["server", "requests", "errors", "throughput (req/s)", "p50 (ms)", "p99 (ms)",
+                        "search p50/p99", "similarity p50/p99", "add p50/p99"], rows),
+        "",
+        f"Throughput with batching / without: **{ratio:.2f}x** (target 3x).",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=DOCS / "load.md")
+    args = parser.parse_args(argv)
+    results = run(args.seconds, args.clients, args.rounds)
+    for name, r in results.items():
+        print(f"{name}: {r['throughput_rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+              f"{r['errors']} errors", flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(results, args))
+    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results})
+    print(f"wrote {args.output}")

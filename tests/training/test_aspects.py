@@ -1,0 +1,116 @@
+"""Multi-aspect data: tinting, groups, CSN triplets, user CSVs and triplet lists, and their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contract import InputSpec
+from training.data.arrays import LabeledImages
+from training.data.aspects import (
+    GROUPS,
+    PALETTE,
+    AspectDataError,
+    fashion_aspects,
+    read_aspects_csv,
+    read_triplets_csv,
+    sample_triplets,
+    tint,
+    triplet_accuracy,
+    write_triplets_csv,
+)
+from training.data.sources import FASHION_MNIST_CLASSES
+
+
+def test_palette_and_groups_are_fixed_and_complete():
+    assert list(PALETTE) == ["white", "red", "orange", "yellow", "green", "cyan", "blue", "purple"]
+    assert PALETTE["white"] == (255, 255, 255)
+    assert sorted(c for members in GROUPS.values() for c in members) == sorted(FASHION_MNIST_CLASSES)
+
+
+def test_tint_keeps_white_untinted_and_scales_channels():
+    gray = np.full((2, 4, 4, 1), 200, np.uint8)
+    rgb = tint(gray, np.array([0, list(PALETTE).index("blue")]))
+    assert (rgb[0] == 200).all()  # white: the grey image in three channels
+    blue = np.array(PALETTE["blue"]) / 255 * 200
+    np.testing.assert_allclose(rgb[1, 0, 0], np.round(blue), atol=1)
+
+
+def test_fashion_aspects_are_deterministic_and_labelled(fashion_test):
+    small = fashion_test.subset(np.arange(500))
+    a, b = fashion_aspects(small, seed=3), fashion_aspects(small, seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.labels["color"], fashion_aspects(small, seed=4).labels["color"])
+    assert a.images.shape == (500, 28, 28, 3)
+    names = a.values["group"]
+    for category, group in zip(a.labels["category"], a.labels["group"]):
+        assert FASHION_MNIST_CLASSES[category] in GROUPS[names[group]]
+    assert set(np.unique(a.labels["color"])) == set(range(8))
+
+
+def test_triplets_follow_the_csn_rule_and_are_seeded():
+    rng = np.random.default_rng(0)
+    labels = {"shape": rng.integers(0, 4, 300), "colour": rng.integers(0, 3, 300)}
+    triplets = sample_triplets(labels, ["shape", "colour"], 1001, seed=5)
+    assert triplets.shape == (1001, 4)
+    np.testing.assert_array_equal(triplets, sample_triplets(labels, ["shape", "colour"], 1001, seed=5))
+    assert np.bincount(triplets[:, 3]).tolist() == [501, 500]
+    for anchor, close, far, a in triplets:
+        values = labels[["shape", "colour"][a]]
+        assert anchor != close and values[anchor] == values[close] and values[anchor] != values[far]
+
+
+def test_triplet_accuracy_per_aspect():
+    # Two aspects, 2-d unit embeddings per aspect: aspect 0 separates items 0,1 from 2; aspect 1 does not.
+    emb = np.zeros((3, 2, 2), np.float32)
+    emb[:, 0] = [[1, 0], [1, 0], [0, 1]]
+    emb[:, 1] = [[0, 1], [1, 0], [0, 1]]
+    triplets = np.array([[0, 1, 2, 0], [0, 1, 2, 1]])
+    assert triplet_accuracy(emb, triplets, ["a", "b"]) == {"a": 1.0, "b": 0.0, "overall": 0.5}
+
+
+def _write_csv_dataset(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["path,kind,colour"]
+    for name, kind, colour, value in rows:
+        if value is not None:
+            Image.fromarray(np.full((10, 10, 3), value, np.uint8)).save(folder / name)
+        lines.append(f"{name},{kind},{colour}")
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+    return folder / "data.csv"
+
+
+def test_user_csv_loads_and_bad_rows_are_named(tmp_path):
+    spec = InputSpec(height=8, width=8, channels=3)
+    good = _write_csv_dataset(tmp_path / "good", [("a.png", "shoe", "red", 10), ("b.png", "bag", "red", 20),
+                                                  ("c.png", "shoe", "blue", 30)])
+    data = read_aspects_csv(good, spec)
+    assert data.images.shape == (3, 8, 8, 3) and data.values == {"kind": ["shoe", "bag"], "colour": ["red", "blue"]}
+    assert data.labels["kind"].tolist() == [0, 1, 0]
+    missing = _write_csv_dataset(tmp_path / "missing", [("a.png", "shoe", "red", 10), ("gone.png", "bag", "red", None)])
+    with pytest.raises(AspectDataError, match=r"row 3: image 'gone.png' not found"):
+        read_aspects_csv(missing, spec)
+    unseen = _write_csv_dataset(tmp_path / "unseen", [("a.png", "hat", "red", 10)])
+    with pytest.raises(AspectDataError, match=r"row 2: kind='hat' never occurs in training data"):
+        read_aspects_csv(unseen, spec, values=data.values)
+
+
+def test_triplet_lists_round_trip_and_unknown_aspects_name_the_row(tmp_path):
+    triplets = np.array([[0, 1, 2, 0], [2, 0, 1, 1]])
+    path = tmp_path / "triplets.csv"
+    write_triplets_csv(path, triplets, ["kind", "colour"])
+    np.testing.assert_array_equal(read_triplets_csv(path, ["kind", "colour"], size=3), triplets)
+    path.write_text("anchor,close,far,aspect\n0,1,2,kind\n1,2,0,heel height\n")
+    with pytest.raises(AspectDataError, match=r"row 3: aspect 'heel height' is not one of the model's aspects"):
+        read_triplets_csv(path, ["kind", "colour"], size=3)
+    path.write_text("anchor,close,far,aspect\n0,1,9,kind\n")
+    with pytest.raises(AspectDataError, match=r"row 2: index out of range"):
+        read_triplets_csv(path, ["kind", "colour"], size=3)
+
+
+def test_labeled_view_of_aspect_data():
+    data = fashion_aspects(LabeledImages(np.zeros((10, 28, 28, 1), np.uint8), np.arange(10) % 10,
+                                         FASHION_MNIST_CLASSES), seed=0)
+    view = data.as_labeled("group")
+    assert view.classes == list(GROUPS) and len(view) == 10

@@ -1,0 +1,327 @@
+"""Data with several notions of similarity (aspects), and triplets sampled the CSN way.
+
+``fashion-aspects``: real Fashion-MNIST images with three aspects.
+- ``category``: the 10 classes;
+- ``group``: tops (t-shirt/top, pullover, coat, shirt), bottoms (trouser), dresses, footwear
+  (sandal, sneaker, ankle boot), bags;
+- ``color``: each image tinted with one of the 8 colours of :data:`PALETTE` (``white`` is the
+  untinted image), chosen per image by a seeded generator.
+
+``aspects-csv``: your own data, ``data_dir`` holding ``train.csv`` and ``test.csv`` (optionally
+``val.csv``), each with a ``path`` column (relative to the CSV) and one column per aspect.
+
+Triplets (Veit et al.): for an aspect, an anchor and a *close* item share the aspect's value and a
+*far* item does not; the aspect index comes with the triplet. Validation and test triplets are
+fixed lists drawn once from their splits by seed; training triplets are redrawn every epoch (seeded
+by epoch), so a longer run sees more distinct triplets.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from contract import InputSpec, load_image_file
+from training.config import TrainConfig
+from training.data.arrays import LabeledImages, stratified_split
+from training.data.sources import FASHION_MNIST_CLASSES, Splits, load_raw
+from training.data.torch_data import Transform, make_augment
+
+# name -> RGB. Distinct hues at full saturation; white leaves the grey image as it is.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "red": (230, 25, 40),
+    "orange": (245, 130, 30),
+    "yellow": (240, 220, 20),
+    "green": (40, 180, 60),
+    "cyan": (30, 210, 230),
+    "blue": (30, 70, 230),
+    "purple": (150, 40, 190),
+}
+GROUPS: dict[str, list[str]] = {
+    "tops": ["t-shirt/top", "pullover", "coat", "shirt"],
+    "bottoms": ["trouser"],
+    "dresses": ["dress"],
+    "footwear": ["sandal", "sneaker", "ankle boot"],
+    "bags": ["bag"],
+}
+FASHION_ASPECTS = ["category", "group", "color"]
+
+
+class AspectDataError(ValueError):
+    """Aspect data or a triplet list that cannot be used; the message names the file and row."""
+
+
+@dataclass
+class AspectImages:
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: dict[str, np.ndarray]  # aspect -> int64 [N]
+    values: dict[str, list[str]]  # aspect -> value names
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> AspectImages:
+        return AspectImages(self.images[index], {a: v[index] for a, v in self.labels.items()}, self.values)
+
+    def as_labeled(self, aspect: str) -> LabeledImages:
+        return LabeledImages(self.images, self.labels[aspect], self.values[aspect])
+
+
+def tint(gray: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, 1] grey images times a per-image palette colour -> uint8 [N, H, W, 3]."""
+    rgb = np.array(list(PALETTE.values()), dtype=np.float32)[colors] / 255.0  # [N, 3]
+    return np.round(gray.astype(np.float32) * rgb[:, None, None, :]).astype(np.uint8)
+
+
+def fashion_aspects(gray: LabeledImages, seed: int, colors: np.ndarray | None = None) -> AspectImages:
+    """Tint Fashion-MNIST images (seeded colour per image unless ``colors`` is given) and label aspects."""
+    if colors is None:
+        colors = np.random.default_rng(seed).integers(0, len(PALETTE), len(gray))
+    group_of = {cls: g for g, (name, members) in enumerate(GROUPS.items()) for cls in members}
+    groups = np.array([group_of[FASHION_MNIST_CLASSES[c]] for c in gray.labels], dtype=np.int64)
+    return AspectImages(
+        tint(gray.images, colors),
+        {"category": gray.labels.astype(np.int64), "group": groups, "color": colors.astype(np.int64)},
+        {"category": list(FASHION_MNIST_CLASSES), "group": list(GROUPS), "color": list(PALETTE)},
+    )
+
+
+def read_aspects_csv(path: Path, spec: InputSpec, aspects: list[str] | None = None,
+                     values: dict[str, list[str]] | None = None) -> AspectImages:
+    """Rows of ``path,<aspect>,<aspect>...``; a missing file or unknown value names its row."""
+    if not path.is_file():
+        raise AspectDataError(f"{path}: no such CSV")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if "path" not in columns:
+            raise AspectDataError(f"{path}: needs a 'path' column, found {columns}")
+        aspects = aspects or [c for c in columns if c != "path"]
+        missing = [a for a in aspects if a not in columns]
+        if missing:
+            raise AspectDataError(f"{path}: no column for aspect(s) {missing}")
+        if not aspects:
+            raise AspectDataError(f"{path}: no aspect columns besides 'path'")
+        rows = list(reader)
+    known = {a: list(values[a]) if values else [] for a in aspects}
+    images, labels = [], {a: [] for a in aspects}
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        image_path = (path.parent / row["path"]).resolve()
+        if not image_path.is_file():
+            raise AspectDataError(f"{path}, row {number}: image {row['path']!r} not found")
+        for aspect in aspects:
+            value = row[aspect]
+            if value not in known[aspect]:
+                if values:
+                    raise AspectDataError(f"{path}, row {number}: {aspect}={value!r} never occurs in training data")
+                known[aspect].append(value)
+            labels[aspect].append(known[aspect].index(value))
+        try:
+            images.append(load_image_file(image_path, spec))
+        except ValueError as exc:
+            raise AspectDataError(f"{path}, row {number}: {exc}") from None
+    return AspectImages(np.stack(images), {a: np.array(v, dtype=np.int64) for a, v in labels.items()}, known)
+
+
+def sample_triplets(labels: dict[str, np.ndarray], aspects: list[str], n: int, seed: int) -> np.ndarray:
+    """[n, 4] int64 rows (anchor, close, far, aspect index), aspects in equal shares, no self-pairs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a, aspect in enumerate(aspects):
+        count = n // len(aspects) + (1 if a < n % len(aspects) else 0)
+        values = labels[aspect]
+        order = np.argsort(values, kind="stable")
+        sorted_values = values[order]
+        start = np.searchsorted(sorted_values, sorted_values, "left")
+        end = np.searchsorted(sorted_values, sorted_values, "right")
+        usable = np.flatnonzero((end - start > 1) & (end - start < len(values)))
+        if len(usable) == 0:
+            raise AspectDataError(f"aspect {aspect!r}: needs a value shared by two items and another value")
+        anchor_pos = rng.choice(usable, count)
+        span = end[anchor_pos] - start[anchor_pos]
+        close_pos = start[anchor_pos] + rng.integers(0, span - 1)
+        close_pos = np.where(close_pos >= anchor_pos, close_pos + 1, close_pos)
+        anchors, closes = order[anchor_pos], order[close_pos]
+        far = rng.integers(0, len(values), count)
+        clash = values[far] == values[anchors]
+        while clash.any():
+            far[clash] = rng.integers(0, len(values), int(clash.sum()))
+            clash = values[far] == values[anchors]
+        rows.append(np.stack([anchors, closes, far, np.full(count, a)], axis=1))
+    return np.concatenate(rows).astype(np.int64)
+
+
+def read_triplets_csv(path: Path, aspects: list[str], size: int) -> np.ndarray:
+    """A fixed triplet list: rows ``anchor,close,far,aspect`` (item indices and an aspect name)."""
+    out = []
+    with path.open(newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=2):
+            aspect = row.get("aspect")
+            if aspect not in aspects:
+                raise AspectDataError(f"{path}, row {number}: aspect {aspect!r} is not one of the model's "
+                                      f"aspects {aspects}")
+            try:
+                indices = [int(row[k]) for k in ("anchor", "close", "far")]
+            except (KeyError, TypeError, ValueError):
+                raise AspectDataError(f"{path}, row {number}: anchor, close and far must be item indices") from None
+            if not all(0 <= i < size for i in indices):
+                raise AspectDataError(f"{path}, row {number}: index out of range for {size} items")
+            out.append([*indices, aspects.index(aspect)])
+    return np.array(out, dtype=np.int64).reshape(-1, 4)
+
+
+def write_triplets_csv(path: Path, triplets: np.ndarray, aspects: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["anchor", "close", "far", "aspect"])
+        for anchor, close, far, a in triplets:
+            writer.writerow([int(anchor), int(close), int(far), aspects[int(a)]])
+
+
+class TripletDataset(Dataset):
+    """Yields one CSN triplet: three augmented uint8 HWC images and the aspect index."""
+
+    def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None, primary: str) -> None:
+        self.data, self.triplets, self.augment = data, triplets, augment
+        self.primary = data.labels[primary]
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def _image(self, index: int) -> torch.Tensor:
+        image = torch.from_numpy(self.data.images[index])
+        if self.augment is not None:
+            image = self.augment(image.permute(2, 0, 1)).permute(1, 2, 0)
+        return image.contiguous()
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        anchor, close, far, aspect = (int(v) for v in self.triplets[index])
+        return {
+            "images_anchor": self._image(anchor), "images_close": self._image(close), "images_far": self._image(far),
+            "aspect": torch.tensor(aspect),
+            # Primary-aspect labels of the three images, for an optional class-level loss on the
+            # overall embedding.
+            "labels": torch.tensor([self.primary[anchor], self.primary[close], self.primary[far]]),
+        }
+
+
+def triplet_accuracy(aspect_embeddings: np.ndarray, triplets: np.ndarray, aspects: list[str]) -> dict[str, float]:
+    """Fraction of triplets with cos(anchor, close) > cos(anchor, far) in the triplet's aspect space,
+    per aspect and over all triplets. ``aspect_embeddings``: [N, A, D] normalised; for a model without
+    masks pass the overall embedding repeated per aspect."""
+    anchor, close, far, a = triplets.T
+    e = aspect_embeddings
+    close_score = np.einsum("nd,nd->n", e[anchor, a], e[close, a])
+    far_score = np.einsum("nd,nd->n", e[anchor, a], e[far, a])
+    correct = close_score > far_score
+    result = {name: float(correct[a == i].mean()) for i, name in enumerate(aspects) if (a == i).any()}
+    result["overall"] = float(correct.mean())
+    return result
+
+
+class AspectTask:
+    """Multi-aspect data; CSN triplets for training; model selection on validation triplet accuracy.
+
+    ``splits`` carry the first aspect as the class label (``category`` for fashion-aspects), so the
+    overall embedding gets the standard retrieval metrics too. For fashion-aspects the overall test
+    split is the untinted Fashion-MNIST test set, the same images every other model is measured on;
+    the aspect numbers use the tinted test set.
+    """
+
+    selection_metric = "val_triplet_accuracy"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        data = config.data
+        self.aspects = list(data.aspects)
+        self.primary = self.aspects[0]
+        if data.dataset == "fashion-aspects":
+            unknown = [a for a in self.aspects if a not in FASHION_ASPECTS]
+            if unknown:
+                raise AspectDataError(f"fashion-aspects has aspects {FASHION_ASPECTS}; unknown {unknown}")
+            gray_train, gray_test = load_raw("fashion-mnist", data.data_dir, download=data.download)
+            if data.train_limit and data.train_limit < len(gray_train):
+                gray_train = gray_train.subset(stratified_split(gray_train.labels, data.train_limit, config.seed + 1)[1])
+            train_all = fashion_aspects(gray_train, seed=config.seed)
+            test = fashion_aspects(gray_test, seed=config.seed + 7)
+            if data.test_limit and data.test_limit < len(test):
+                keep = stratified_split(test.labels[self.primary], data.test_limit, config.seed + 2)[1]
+                test, gray_test = test.subset(keep), gray_test.subset(keep)
+            untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64))
+            overall_test = untinted.as_labeled(self.primary)
+        elif data.dataset == "aspects-csv":
+            folder = Path(data.data_dir or ".")
+            spec = InputSpec(height=data.image_size or 64, width=data.image_size or 64, channels=data.channels or 3)
+            train_all = read_aspects_csv(folder / "train.csv", spec, self.aspects)
+            test = read_aspects_csv(folder / "test.csv", spec, self.aspects, train_all.values)
+            overall_test = test.as_labeled(self.primary)
+        else:
+            raise AspectDataError(f"dataset {data.dataset!r} has no aspects; use fashion-aspects or aspects-csv")
+        rest, val_idx = stratified_split(train_all.labels[self.primary], min(data.val_size, len(train_all) // 5),
+                                         config.seed)
+        self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
+        self.splits = Splits(self.train.as_labeled(self.primary), self.val.as_labeled(self.primary), overall_test)
+        self.val_triplets = sample_triplets(self.val.labels, self.aspects, data.eval_triplets, config.seed + 11)
+        self.test_triplets = sample_triplets(self.test.labels, self.aspects, data.eval_triplets, config.seed + 13)
+        _, height, width, _ = self.train.images.shape
+        self.augment = make_augment(config.augment, height, width)
+
+    # training --------------------------------------------------------------------------------
+    def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+        if batch_kind != "triplets":
+            raise AspectDataError(f"aspect data trains with triplet objectives (csn), not {batch_kind!r} batches")
+        triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
+                                   self.config.seed * 1000 + epoch)
+        dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.primary)
+        per_rank = max(1, self.config.optim.batch_size // world_size)
+        return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
+
+    def steps_per_epoch(self, batch_kind: str) -> int:
+        return max(1, self.config.data.train_triplets // self.config.optim.batch_size)
+
+    # evaluation ------------------------------------------------------------------------------
+    def _aspect_space(self, embeddings: np.ndarray, aspect_embeddings: np.ndarray | None) -> np.ndarray:
+        """[N, A, D]; a model without aspects answers every aspect with its one embedding."""
+        if aspect_embeddings is not None:
+            return aspect_embeddings
+        return np.repeat(embeddings[:, None, :], len(self.aspects), axis=1)
+
+    def validate(self, embed) -> dict[str, float]:
+        """Triplet accuracy on the fixed validation triplets, overall and per aspect, plus the
+        overall embedding's P@1 on the validation split's first aspect."""
+        from training.evaluation import embed_all, retrieval_metrics
+
+        embeddings, aspects = embed_all(embed, self.val.images, self.config.eval.batch_size)
+        accuracy = triplet_accuracy(self._aspect_space(embeddings, aspects), self.val_triplets, self.aspects)
+        return {"val_triplet_accuracy": accuracy.pop("overall"),
+                **{f"val_triplet_accuracy_{k}": v for k, v in accuracy.items()},
+                "val_precision_at_1": retrieval_metrics(embeddings, self.val.labels[self.primary])["precision_at_1"]}
+
+    def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
+        source = {"val": self.val, "test": self.test}[split]
+        return {a: source.labels[a] for a in self.aspects}
+
+    def aspect_images(self, split: str) -> np.ndarray:
+        return {"val": self.val, "test": self.test}[split].images
+
+    def test_metrics(self, embed) -> dict[str, Any]:
+        from training.evaluation import embed_all, retrieval_metrics
+
+        embeddings, aspects = embed_all(embed, self.test.images, self.config.eval.batch_size)
+        space = self._aspect_space(embeddings, aspects)
+        precision = {a: retrieval_metrics(np.ascontiguousarray(space[:, i]), self.test.labels[a])["precision_at_1"]
+                     for i, a in enumerate(self.aspects)}
+        return {"aspects": {
+            "test_images": int(len(self.test)),
+            "test_triplets": int(len(self.test_triplets)),
+            "triplet_accuracy": triplet_accuracy(space, self.test_triplets, self.aspects),
+            "precision_at_1": precision,
+            "palette": {name: list(rgb) for name, rgb in PALETTE.items()},
+        }}
