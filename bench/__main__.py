@@ -9,6 +9,7 @@ BENCHMARKS = {
     "nsl-ablation": "bench.nsl_ablation",
     "index": "bench.index_bench",
     "load": "bench.load",
+    "openset": "bench.openset",
 }
 
 

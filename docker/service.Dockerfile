@@ -26,13 +26,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     LIKENESS_HOST=0.0.0.0 LIKENESS_PORT=8000 \
     LIKENESS_MODEL_PATH=/app/models/default.onnx LIKENESS_DATA_DIR=/app/data \
     LIKENESS_GALLERY_DIR=/app/gallery LIKENESS_DEVICE=cpu
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin likeness \
-    && mkdir -p /app/models /app/data /app/gallery && chown -R likeness:likeness /app
+RUN groupadd --system --gid 10001 likeness \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin likeness \
+    && mkdir -p /app/models /app/data /app/gallery && chown -R 10001:10001 /app
 COPY --from=build-cpu /opt/venv /opt/venv
-COPY --chown=likeness:likeness models/*.onnx models/*.md /app/models/
-COPY --chown=likeness:likeness service/gallery /app/gallery
+COPY --chown=10001:10001 models/*.onnx models/*.md /app/models/
+COPY --chown=10001:10001 service/gallery /app/gallery
 WORKDIR /app
-USER likeness
+USER 10001:10001
 VOLUME ["/app/models", "/app/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
@@ -65,13 +66,14 @@ ENV PATH=/opt/venv/bin:$PATH DEBIAN_FRONTEND=noninteractive \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin likeness \
-    && mkdir -p /app/models /app/data /app/gallery && chown -R likeness:likeness /app
+    && groupadd --system --gid 10001 likeness \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin likeness \
+    && mkdir -p /app/models /app/data /app/gallery && chown -R 10001:10001 /app
 COPY --from=build-gpu /opt/venv /opt/venv
-COPY --chown=likeness:likeness models/*.onnx models/*.md /app/models/
-COPY --chown=likeness:likeness service/gallery /app/gallery
+COPY --chown=10001:10001 models/*.onnx models/*.md /app/models/
+COPY --chown=10001:10001 service/gallery /app/gallery
 WORKDIR /app
-USER likeness
+USER 10001:10001
 VOLUME ["/app/models", "/app/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

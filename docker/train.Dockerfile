@@ -20,11 +20,12 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 FROM ${PYTHON_IMAGE} AS train
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     LIKENESS_CACHE_DIR=/work/cache
-RUN useradd --system --uid 10001 --home-dir /work --shell /usr/sbin/nologin likeness \
-    && mkdir -p /work/runs /work/cache /models /data && chown -R likeness:likeness /work /models /data
+RUN groupadd --system --gid 10001 likeness \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /work --shell /usr/sbin/nologin likeness \
+    && mkdir -p /work/runs /work/cache /models /data && chown -R 10001:10001 /work /models /data
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /work
-USER likeness
+USER 10001:10001
 VOLUME ["/work/runs", "/models", "/data"]
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["--help"]

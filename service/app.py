@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 
 import faiss
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from service import web
 from service.api import health_routes, index_routes, inference_routes, items_routes
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     app.state.settings = settings
     app.state.service = None
     install_error_handlers(app)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.include_router(health_routes.router)
     app.include_router(health_routes.protected_router, dependencies=[Depends(require_read_key)])
     for module in (inference_routes, items_routes, index_routes):

@@ -433,11 +433,19 @@ class IndexStore:
             return self._items.get(item_id)
 
     def thumbnail(self, item_id: str) -> bytes | None:
+        """The item's PNG thumbnail; KeyError if there is no such item, None if it has no thumbnail."""
         with self._lock.read():
             if item_id not in self._items:
-                return None
+                raise KeyError(item_id)
             row = self._require_db().execute("SELECT thumbnail FROM items WHERE id = ?", (item_id,)).fetchone()
         return row[0] if row else None
+
+    def list(self, after: str | None, limit: int) -> list[StoredItem]:
+        """Items in id order, starting after the cursor ``after``, at most ``limit`` (the id index pages)."""
+        with self._lock.read():
+            rows = self._require_db().execute("SELECT id FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                              (after or "", limit)).fetchall()
+            return [self._items[row[0]] for row in rows]
 
     def search(self, query: np.ndarray, k: int, space: str = OVERALL,
                where: dict[str, Any] | None = None) -> list[Hit]:

@@ -26,10 +26,12 @@ from training.evaluation import (
     pair_metrics,
     torch_embedder,
 )
+from training.evaluation.fewshot import few_shot_accuracy
 from training.tasks import Task, load_task
 
 VALIDATION_PAIR_SEED = 101
 TEST_PAIR_SEED = 202
+FEW_SHOT_SEED = 303
 
 
 def calibrate(embedder: Embedder, task: Task, config: TrainConfig
@@ -71,6 +73,18 @@ def evaluate_split(embedder: Embedder, images: np.ndarray, labels: np.ndarray, c
     return metrics
 
 
+def open_set_metrics(embedder: Embedder, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+                     episodes: int = 1000) -> dict[str, Any]:
+    """Retrieval and pair metrics on classes never trained on, plus N-way 1- and 5-shot episodes."""
+    embeddings, _ = embed_all(embedder, images, config.eval.batch_size)
+    metrics: dict[str, Any] = evaluate_embeddings(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
+    ways = min(4, len(np.unique(labels)))
+    metrics["few_shot"] = {f"{ways}-way {shots}-shot": few_shot_accuracy(embeddings, labels, ways, shots,
+                                                                          episodes=episodes, seed=FEW_SHOT_SEED)
+                           for shots in (1, 5)}
+    return metrics
+
+
 def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibration: Calibration | None = None,
                   decision: Decision | None = None) -> dict[str, Any]:
     """All test-side numbers for a model, keyed by split."""
@@ -81,7 +95,7 @@ def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibrati
         "test": evaluate_split(embedder, splits.test.images, splits.test.labels, config, decision, calibration),
     }
     if splits.test_unseen is not None:
-        metrics["test_unseen"] = evaluate_split(embedder, splits.test_unseen.images, splits.test_unseen.labels, config)
+        metrics["test_unseen"] = open_set_metrics(embedder, splits.test_unseen.images, splits.test_unseen.labels, config)
         metrics["test_unseen"]["classes"] = list(splits.holdout_classes)
     metrics.update(task.test_metrics(embedder))
     return metrics

@@ -43,6 +43,26 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def mean(self, value: float) -> float:
+        """The mean of a per-rank number over all ranks (the number itself on one process)."""
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return float(tensor.item()) / self.world_size
+
+
+class TrainingStep(nn.Module):
+    """Model and objective as one module: ``(loss, stats) = step(batch)``."""
+
+    def __init__(self, model: EmbeddingModel, objective: Objective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.objective(self.model, batch)
+        return out.loss, out.stats
+
     @classmethod
     def from_environment(cls) -> Distributed:
         """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
@@ -55,11 +75,13 @@ class Distributed:
 
 
 class MetricsLog:
-    """Per-epoch metrics to ``metrics.jsonl`` and, when installed, TensorBoard."""
+    """Per-epoch metrics to ``metrics.jsonl``, per-step loss to ``steps.jsonl``, and TensorBoard when
+    it is installed."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
+        self.steps_path = run_dir / "steps.jsonl"
         self.writer = None
         if enabled:
             try:
@@ -69,10 +91,19 @@ class MetricsLog:
             except ImportError:  # TensorBoard is optional; the JSONL log is the record.
                 self.writer = None
 
-    def restart_from(self, history: list[dict[str, Any]]) -> None:
-        """After a resume, make the log say exactly what the checkpoint holds (no epoch twice)."""
+    def restart_from(self, history: list[dict[str, Any]], step: int) -> None:
+        """After a resume, make the logs say exactly what the checkpoint holds (no epoch twice)."""
+        if not self.enabled:
+            return
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in history))
+        if self.steps_path.is_file():
+            kept = [line for line in self.steps_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            self.steps_path.write_text("".join(line + "\n" for line in kept))
+
+    def step(self, step: int, loss: float) -> None:
         if self.enabled:
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in history))
+            with self.steps_path.open("a") as handle:
+                handle.write(json.dumps({"step": step, "loss": round(loss, 6)}) + "\n")
 
     def write(self, epoch: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -162,13 +193,14 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         state = saved["state"]
         if ddp.is_main:
             print(f"resumed from {last} at epoch {state['epoch']}, step {state['step']}", file=sys.stderr)
-    train_model: nn.Module = model
+    step_module: nn.Module = TrainingStep(model, objective)
     if ddp.world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(model)
+        # One DDP wrapper around model *and* objective, so trainable proxies (ArcFace) sync too.
+        step_module = nn.parallel.DistributedDataParallel(step_module)
 
     log = MetricsLog(run_dir, enabled=ddp.is_main)
     if resume:
-        log.restart_from(state["history"])
+        log.restart_from(state["history"], state["step"])
     meta = {
         "config": config.model_dump(),
         "command": shlex.join(command) if command else None,
@@ -194,18 +226,19 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
                    leave=False, dynamic_ncols=True)
         batches = 0
         for batch in bar:
-            out = objective(train_model, batch)
+            loss, stats = step_module(batch)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             optimizer.step()
             scheduler.step()
             state["step"] += 1
             batches += 1
             seen += sum(len(v) for k, v in batch.items() if k.startswith("images"))
-            loss_value = float(out.loss.detach())
+            loss_value = ddp.mean(float(loss.detach()))
             totals["loss"] += loss_value
-            for key, value in out.stats.items():
+            for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
+            log.step(state["step"], loss_value)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if config.optim.max_steps and state["step"] >= config.optim.max_steps:
                 break

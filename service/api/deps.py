@@ -108,6 +108,12 @@ def check_id(item_id: str, field: str, limit: int) -> str:
         raise ApiError(422, "invalid_id", f"{field}: id is longer than the limit of {limit} characters", field)
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in item_id):
         raise ApiError(422, "invalid_id", f"{field}: ids may not contain control characters", field)
+    # Ids travel in URL paths (GET /items/{id}): browsers drop '.' and '..' segments, and
+    # '<id>/thumbnail' is the thumbnail route.
+    segments = item_id.split("/")
+    if any(segment in (".", "..") for segment in segments) or (len(segments) > 1 and segments[-1] == "thumbnail"):
+        raise ApiError(422, "invalid_id", f"{field}: ids may not have '.' or '..' path segments or end in "
+                       "'/thumbnail'", field)
     return item_id
 
 

@@ -40,7 +40,10 @@ async def model(request: Request):
     return ModelResponse(spec=state.runner.spec.model_dump(),
                          provider={"requested": provider.requested, "active": provider.active,
                                    "device": provider.device, "reason": provider.reason},
-                         index=state.store.stats())
+                         index=state.store.stats(),
+                         limits={name: getattr(state.settings, name) for name in (
+                             "max_upload_bytes", "max_pixels", "max_images_per_request", "max_k",
+                             "max_metadata_bytes", "max_id_length", "request_timeout_s")})
 
 
 @protected_router.get("/metrics", response_class=Response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
@@ -15,7 +15,7 @@ from service.api.deps import (
     prepare,
 )
 from service.api.errors import ApiError
-from service.api.schemas import Deleted, ErrorResponse, ItemResponse, ItemsAdded
+from service.api.schemas import Deleted, ErrorResponse, ItemPage, ItemResponse, ItemsAdded
 from service.index_store import NewItem
 from service.ingest import item_vectors
 from service.security import require_write_key
@@ -56,12 +56,28 @@ async def add_items(
     return ItemsAdded(added=len(stored), ids=stored)
 
 
+@router.get("/items", response_model=ItemPage, responses=ERRORS)
+async def list_items(
+    after: Annotated[str | None, Query(description="cursor: the last id of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="items per page")] = 100,
+    state: ServiceState = Depends(get_state),
+) -> ItemPage:
+    """Indexed items in id order, a page at a time; pass ``next`` back as ``after`` for the next page."""
+    items = state.store.list(after, limit)
+    return ItemPage(items=[ItemResponse(id=i.id, metadata=i.metadata, created=i.created, updated=i.updated)
+                           for i in items],
+                    next=items[-1].id if len(items) == limit else None)
+
+
 @router.get("/items/{item_id:path}/thumbnail", responses=ERRORS, response_class=Response)
 async def item_thumbnail(item_id: str, state: ServiceState = Depends(get_state)) -> Response:
     """A PNG thumbnail (longest side 128 px) of the image the item was added with."""
-    data = state.store.thumbnail(item_id)
+    try:
+        data = state.store.thumbnail(item_id)
+    except KeyError:
+        raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id") from None
     if data is None:
-        raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
+        raise ApiError(404, "no_thumbnail", f"item {item_id!r} has no thumbnail", "item_id")
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 

@@ -52,6 +52,11 @@ class ItemResponse(BaseModel):
     updated: float = Field(description="unix time")
 
 
+class ItemPage(BaseModel):
+    items: list[ItemResponse]
+    next: str | None = Field(description="cursor for the next page (pass as `after`), null on the last page")
+
+
 class Deleted(BaseModel):
     deleted: str
 
@@ -74,3 +79,4 @@ class ModelResponse(BaseModel):
     spec: dict[str, Any]
     provider: dict[str, str]
     index: dict[str, Any]
+    limits: dict[str, Any] = Field(description="the request limits this server enforces")

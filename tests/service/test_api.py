@@ -85,6 +85,23 @@ def test_items_upsert_get_delete_and_persistence(tmp_path):
         assert hit[0]["id"] == "a"
 
 
+def test_items_are_listed_a_page_at_a_time(client, gallery_manifest):
+    first = client.get("/items", params={"limit": 120}).json()
+    second = client.get("/items", params={"limit": 120, "after": first["next"]}).json()
+    third = client.get("/items", params={"limit": 120, "after": second["next"]}).json()
+    ids = [i["id"] for page in (first, second, third) for i in page["items"]]
+    assert ids == sorted(e["id"] for e in gallery_manifest) and third["next"] is None
+    assert client.get("/items", params={"limit": 0}).status_code == 422
+    limits = client.get("/model").json()["limits"]
+    assert limits["max_k"] == 1000 and limits["max_pixels"] == 25_000_000
+
+
+@pytest.mark.parametrize("bad_id", ["a/../b", ".", "x/./y", "shoe/thumbnail"])
+def test_ids_that_would_not_survive_a_url_path_are_refused(client, bad_id):
+    response = client.post("/items", files={"image": ("g.png", GOOD)}, data={"id": bad_id})
+    assert response.status_code == 422 and response.json()["code"] == "invalid_id"
+
+
 def test_seed_gallery_can_be_disabled(tmp_path):
     from fastapi.testclient import TestClient
 
