@@ -10,6 +10,9 @@ BENCHMARKS = {
     "index": "bench.index_bench",
     "load": "bench.load",
     "openset": "bench.openset",
+    "csn": "bench.csn",
+    "quality": "bench.quality",
+    "serving": "bench.serving",
 }
 
 

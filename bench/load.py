@@ -42,18 +42,27 @@ def _multipart(fields: list[tuple[str, str, bytes | str]]) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+MIX = {"search": 0.45, "similarity": 0.45, "add": 0.10}
+
+
 class Workload:
-    def __init__(self, seed: int) -> None:
+    """Requests drawn with the probabilities in ``mix`` (endpoint name -> share)."""
+
+    def __init__(self, seed: int, mix: dict[str, float] | None = None) -> None:
         self.rng = random.Random(seed)
         manifest = json.loads((GALLERY / "manifest.json").read_text())["items"]
         self.images = [(GALLERY / e["file"]).read_bytes() for e in manifest]
+        mix = mix or MIX
+        total = sum(mix.values())
+        self.search_below = mix.get("search", 0) / total
+        self.similarity_below = self.search_below + mix.get("similarity", 0) / total
 
     def next(self) -> tuple[str, str, bytes, str]:
         roll = self.rng.random()
-        if roll < 0.45:
+        if roll < self.search_below:
             body, ctype = _multipart([("image", "q.png", self.rng.choice(self.images)), ("k", "", "10")])
             return "search", "/search", body, ctype
-        if roll < 0.90:
+        if roll < self.similarity_below:
             body, ctype = _multipart([("image_a", "a.png", self.rng.choice(self.images)),
                                       ("image_b", "b.png", self.rng.choice(self.images))])
             return "similarity", "/similarity", body, ctype
@@ -62,14 +71,15 @@ class Workload:
         return "add", "/items", body, ctype
 
 
-async def drive(url: str, clients: int, seconds: float, seed: int) -> list[tuple[str, float, int]]:
+async def drive(url: str, clients: int, seconds: float, seed: int,
+                mix: dict[str, float] | None = None) -> list[tuple[str, float, int]]:
     """Closed loop: ``clients`` workers, each sending its next request when the last one answers."""
     records: list[tuple[str, float, int]] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         async def worker(index: int) -> None:
-            workload = Workload(seed * 1000 + index)
+            workload = Workload(seed * 1000 + index, mix)
             while time.perf_counter() < deadline:
                 name, path, body, ctype = workload.next()
                 started = time.perf_counter()

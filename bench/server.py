@@ -21,8 +21,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
+    """``python -m service`` (or another server module given as ``command``) on a free loopback port."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, command: list[str] | None = None, **env: str) -> None:
         self.port = port or free_port()
+        self.command = [sys.executable, "-m", *(command or ["service"])]
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "LIKENESS_DATA_DIR": str(data_dir), "LIKENESS_PORT": str(self.port),
                     "LIKENESS_HOST": "127.0.0.1", **env}
@@ -32,7 +35,8 @@ class ServerProcess:
     def start(self, timeout: float = 60) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=self.env,
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        self.process = subprocess.Popen(command, cwd=REPO, env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -26,6 +26,13 @@ import numpy as np
 IndexType = Literal["flat", "hnsw", "ivf"]
 
 
+def numpy_method(index: faiss.Index, name: str):
+    """The NumPy form of a FAISS method. faiss.contrib.torch_utils (imported by pytorch-metric-learning
+    in training and benchmark processes) replaces methods by torch-aware ones that drop ``params``
+    or return tensors, and keeps the originals as ``<name>_numpy``."""
+    return getattr(index, f"{name}_numpy", None) or getattr(index, name)
+
+
 @dataclass(frozen=True)
 class IndexOptions:
     type: IndexType = "flat"
@@ -74,7 +81,8 @@ class VectorIndex:
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if len(labels) == 0:
             return
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(labels, dtype=np.int64))
+        numpy_method(self.index, "add_with_ids")(np.ascontiguousarray(vectors, dtype=np.float32),
+                                                  np.asarray(labels, dtype=np.int64))
         if self.options.type == "ivf" and not self.trained_ivf and self.index.ntotal >= self.options.ivf_min_train:
             self._train_ivf()
 
@@ -86,22 +94,22 @@ class VectorIndex:
             self.dead.update(int(x) for x in labels)
             self._dead_selector = None
         else:
-            self.index.remove_ids(labels)
+            numpy_method(self.index, "remove_ids")(labels)
 
     def _train_ivf(self) -> None:
         """Move from the exact stand-in to a trained IVF holding the same vectors."""
         flat = self.index
         labels = faiss.vector_to_array(flat.id_map).astype(np.int64)
-        vectors = flat.index.reconstruct_n(0, flat.ntotal)
+        vectors = numpy_method(flat.index, "reconstruct_n")(0, flat.ntotal)
         # About 4·sqrt(n) lists, but never fewer than 39 training points per list (FAISS's floor).
         nlist = self.options.ivf_nlist or max(1, min(int(4 * np.sqrt(len(labels))), len(labels) // 39))
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = vectors if len(vectors) <= 256 * nlist else \
             vectors[np.random.default_rng(0).choice(len(vectors), 256 * nlist, replace=False)]
-        ivf.train(sample)
+        numpy_method(ivf, "train")(sample)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         ivf.nprobe = self.options.ivf_nprobe
-        ivf.add_with_ids(vectors, labels)
+        numpy_method(ivf, "add_with_ids")(vectors, labels)
         self.index = ivf
 
     # reads ------------------------------------------------------------------------------------
@@ -126,7 +134,7 @@ class VectorIndex:
             selector = not_dead if allowed_selector is None else faiss.IDSelectorAnd(allowed_selector, not_dead)
         params = faiss.SearchParameters(sel=selector) if selector is not None else None
         k = max(1, min(k, int(self.index.ntotal)))
-        scores, labels = self.index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
+        scores, labels = numpy_method(self.index, "search")(query.reshape(1, -1).astype(np.float32), k, params=params)
         keep = labels[0] >= 0
         return scores[0][keep], labels[0][keep]
 
@@ -134,7 +142,8 @@ class VectorIndex:
         """Stored vectors for live labels, [len(labels), dim]."""
         if len(labels) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.stack([self.index.reconstruct(int(label)) for label in labels]).astype(np.float32)
+        reconstruct = numpy_method(self.index, "reconstruct")
+        return np.stack([reconstruct(int(label)) for label in labels]).astype(np.float32)
 
     def needs_compaction(self) -> bool:
         stored = int(self.index.ntotal)

@@ -36,6 +36,7 @@ class DataConfig(_Section):
 class AugmentConfig(_Section):
     crop_padding: int = Field(default=2, ge=0)
     hflip: bool = True
+    erasing: float = Field(default=0.0, ge=0, le=1, description="probability of random erasing (Zhong et al.)")
 
 
 class ModelConfig(_Section):

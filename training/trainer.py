@@ -51,6 +51,16 @@ class Distributed:
         dist.all_reduce(tensor)
         return float(tensor.item()) / self.world_size
 
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
 
 class TrainingStep(nn.Module):
     """Model and objective as one module: ``(loss, stats) = step(batch)``."""
@@ -62,16 +72,6 @@ class TrainingStep(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.objective(self.model, batch)
         return out.loss, out.stats
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
-            return cls()
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
 
 
 class MetricsLog:
@@ -246,6 +246,9 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         values = {f"train_{k}": v / max(batches, 1) for k, v in totals.items()}
         values["train_images_per_s"] = seen * ddp.world_size / max(elapsed, 1e-9)
         values["lr"] = float(scheduler.get_last_lr()[0])
+        # Cumulative training time (validation excluded), so "time to reach P@1 = x" can be read off.
+        state["train_seconds"] = state.get("train_seconds", 0.0) + elapsed
+        values["train_seconds"] = state["train_seconds"]
         state["epoch"] = epoch + 1
         if ddp.is_main:
             values.update(task.validate(torch_embedder(model)))

@@ -17,12 +17,14 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def make_augment(config: AugmentConfig, height: int, width: int) -> Transform | None:
-    """Train-time augmentation on uint8 CHW tensors: padded random crop and horizontal flip."""
+    """Train-time augmentation on uint8 CHW tensors: padded random crop, horizontal flip, random erasing."""
     steps: list[Transform] = []
     if config.crop_padding:
         steps.append(v2.RandomCrop((height, width), padding=config.crop_padding))
     if config.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if config.erasing:
+        steps.append(v2.RandomErasing(p=config.erasing, scale=(0.02, 0.25), value=0))
     return v2.Compose(steps) if steps else None
 
 

@@ -1,0 +1,75 @@
+"""The baseline for bench/serving.py: a similarity server written the way the Siamese tutorial would.
+
+PyTorch eager, one image per forward pass, synchronous handlers, brute-force NumPy search over an
+in-memory matrix; no ONNX Runtime, no batching, no FAISS. The network has the served model's
+architecture (built from its spec) with untrained weights: speed does not depend on the weights.
+
+    python -m bench.naive_server --model models/default.onnx --items 10000 --port 8100
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import numpy as np
+import torch
+import uvicorn
+from fastapi import FastAPI, File, Form, UploadFile
+from PIL import Image
+
+from contract import ModelSpec
+from training.config import ModelConfig
+from training.models import build_model
+
+
+def make_app(model_path: str, items: int) -> FastAPI:
+    import onnx
+
+    spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(model_path).metadata_props})
+    config = ModelConfig.model_validate(spec.training["backbone"])
+    model = build_model(config, spec.input.channels, [0.5] * spec.input.channels, [0.25] * spec.input.channels,
+                        aspects=len(spec.aspects)).eval()
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((items, spec.embedding_dim)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    mode = "L" if spec.input.channels == 1 else "RGB"
+
+    def embed(data: bytes) -> np.ndarray:
+        image = Image.open(io.BytesIO(data)).convert(mode).resize((spec.input.width, spec.input.height))
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).reshape(1, spec.input.height, spec.input.width, -1))
+        with torch.no_grad():
+            out = model(x)
+        return (out[0] if isinstance(out, tuple) else out)[0].numpy()
+
+    app = FastAPI()
+
+    @app.post("/similarity")
+    def similarity(image_a: UploadFile = File(...), image_b: UploadFile = File(...)) -> dict:
+        a, b = embed(image_a.file.read()), embed(image_b.file.read())
+        return {"score": float(a @ b)}
+
+    @app.post("/search")
+    def search(image: UploadFile = File(...), k: int = Form(10)) -> dict:
+        scores = gallery @ embed(image.file.read())
+        top = np.argsort(-scores)[:k]
+        return {"results": [{"id": str(i), "score": float(scores[i])} for i in top]}
+
+    @app.get("/readyz")
+    def ready() -> dict:
+        return {"status": "ready"}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--port", type=int, default=8100)
+    args = parser.parse_args()
+    uvicorn.run(make_app(args.model, args.items), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Smoke runs of every benchmark script, tiny and fast, so the scripts cannot rot.
+
+These check that each script runs end to end and writes its page, table and raw results; they are
+not timed and assert nothing about speed. The real numbers come from the commands in docs/.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import csn, index_bench, load, nsl_ablation, openset, quality, serving
+from tests.conftest import DEFAULT_MODEL
+
+TINY_TRAINING = ["model.widths=[8, 16]", "model.depth=1", "data.test_limit=600", "eval.pairs=1000",
+                 "optim.batch_size=64"]
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def _written(output) -> dict:
+    assert output.is_file() and "```" in output.read_text()  # the page shows its command
+    raw = output.parent / "results" / f"{output.stem}.json"
+    payload = json.loads(raw.read_text())
+    assert payload["command"].startswith("python -m bench") and payload["machine"]
+    return payload
+
+
+def test_index_benchmark(tmp_path):
+    output = tmp_path / "index.md"
+    index_bench.main(["--sizes", "3000", "--queries", "50", "--single", "20", "--output", str(output)])
+    rows = _written(output)["rows"]
+    assert {r["type"] for r in rows} == {"flat", "hnsw", "ivf"}
+    assert next(r for r in rows if r["type"] == "flat")["recall_at_10"] == 1.0
+    assert (tmp_path / "index.png").is_file()
+
+
+def test_quality_benchmark(tmp_path):
+    output = tmp_path / "quality.md"
+    quality.main(["--model", str(DEFAULT_MODEL), "--limit", "500", "--pairs", "500", "--output", str(output)])
+    results = _written(output)["results"]
+    assert len(results) == 6 and all(0 <= r["precision_at_1"] <= 1 for r in results.values())
+
+
+def test_nsl_ablation(tmp_path):
+    output = tmp_path / "nsl.md"
+    nsl_ablation.main(["--epochs", "1", "--train-limit", "800", "--seeds", "0", "1", "--variants", "plain",
+                       "static-diag", "--repeats", "1", *_sets(TINY_TRAINING), "--output", str(output)])
+    payload = _written(output)
+    assert len(payload["results"]) == 4 and set(payload["training_images_per_s"]) == {"plain", "static-diag"}
+    assert "Verdict" in output.read_text()
+
+
+def test_openset_benchmark(tmp_path):
+    output = tmp_path / "openset.md"
+    openset.main(["--epochs", "1", "--episodes", "20", "--entries", "raw pixels (cosine)", "PCA-64 of pixels",
+                  "classifier embedding (cross-entropy)", *_sets([*TINY_TRAINING, "data.train_limit=1500"]),
+                  "--output", str(output)])
+    rows = _written(output)["rows"]
+    assert [r["entry"] for r in rows][:2] == ["raw pixels (cosine)", "PCA-64 of pixels"]
+    assert set(rows[0]["unseen"]["few_shot"]) == {"4-way 1-shot", "4-way 5-shot"}
+
+
+def test_csn_benchmark(tmp_path):
+    output = tmp_path / "csn.md"
+    csn.main(["--epochs", "1", "--triplets", "640", "--entries", "standard triplet network", "CSN, learned masks",
+              *_sets([*TINY_TRAINING, "data.train_limit=1500", "data.val_size=300", "data.eval_triplets=300"]),
+              "--output", str(output)])
+    rows = _written(output)["rows"]
+    assert set(rows) == {"standard triplet network", "CSN, learned masks"}
+    assert set(rows["CSN, learned masks"]["triplet_accuracy"]) == {"category", "group", "color", "overall"}
+
+
+@pytest.mark.parametrize("module,args", [
+    (load, ["--seconds", "2", "--clients", "4", "--rounds", "1"]),
+    (serving, ["--seconds", "1", "--sizes", "500", "--repeats", "1"]),
+])
+def test_http_benchmarks(tmp_path, module, args):
+    output = tmp_path / f"{module.__name__.split('.')[-1]}.md"
+    extra = ["--model", str(DEFAULT_MODEL)] if module is serving else []
+    module.main([*args, *extra, "--output", str(output)])
+    payload = _written(output)
+    text = output.read_text()
+    assert "target" in text
+    if module is load:
+        assert payload["results"]["batching on"]["requests"] > 0 and payload["results"]["batching on"]["errors"] == 0
