@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -10,8 +11,8 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -30,7 +31,7 @@ def machine() -> dict[str, str]:
         "cpu": cpu,
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
     }
 
 
@@ -41,6 +42,16 @@ def machine_line() -> str:
 
 def command_line() -> str:
     return "python -m bench " + shlex.join(sys.argv[1:])
+
+
+def page_header(title: str, machine_note: str = "") -> list[str]:
+    """The top of every benchmark page: title, the exact command, and the machine."""
+    return [f"# {title}", "", "```", command_line(), "```", "", f"Machine: {machine_line()}.{machine_note}", ""]
+
+
+def make_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def median_rate(fn: Callable[[], int], repeats: int, min_seconds: float = 0.3) -> float:

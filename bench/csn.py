@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DOCS, command_line, machine_line, markdown_table, write_json
+from bench.common import DOCS, command_line, machine_line, make_parser, markdown_table, page_header, write_json
 from training.config import load_config
 from training.data.aspects import FASHION_ASPECTS, AspectTask, triplet_accuracy
 from training.evaluation import embed_all, retrieval_metrics, torch_embedder
@@ -70,14 +70,7 @@ def render(rows: dict[str, dict], args: argparse.Namespace, task: AspectTask) ->
               f"**{r['triplet_accuracy']['overall'] * 100:.2f}**", *[f"{r['precision_at_1'][a]:.4f}" for a in aspects]]
              for name, r in rows.items()]
     lines = [
-        "# Conditional similarity (CSN) on tinted Fashion-MNIST",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Machine: {machine_line()}.",
-        "",
+        *page_header("Conditional similarity (CSN) on tinted Fashion-MNIST"),
         f"Every model: config `{args.config}`, {args.epochs} epochs of {args.triplets:,} freshly drawn training "
         f"triplets, seed {args.seed}. Test: {len(task.test_triplets):,} fixed triplets (equal shares per aspect) "
         f"drawn once from the {len(task.test):,} tinted test images; accuracy = share of triplets where the "
@@ -97,8 +90,7 @@ def render(rows: dict[str, dict], args: argparse.Namespace, task: AspectTask) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench csn", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("csn", __doc__)
     parser.add_argument("--config", default="csn")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--triplets", type=int, default=40_000)

@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.common import DOCS, command_line, machine_line, markdown_table, write_json
+from bench.common import DOCS, command_line, machine_line, make_parser, markdown_table, page_header, write_json
 from service.vector_index import IndexOptions, VectorIndex, numpy_method
 
 TYPES = ("flat", "hnsw", "ivf")
@@ -118,14 +118,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
           f"{next(f['single_query_ms'] for f in rows if f['n'] == r['n'] and f['type'] == 'flat') / r['single_query_ms']:.1f}x",
           f"{r['batched_qps']:,.0f}", f"{r['recall_at_10']:.4f}"] for r in rows])
     return "\n".join([
-        "# Index benchmark",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Machine: {machine_line()}.",
-        "",
+        *page_header("Index benchmark"),
         f"Synthetic data: unit 64-d vectors around 1,000 random centres (noise 0.6), {args.queries} held-out "
         "queries from the same distribution. Ground truth: exact inner-product search (the flat index). "
         "Single-query time is the median over queries through `VectorIndex.search` with one FAISS thread "
@@ -140,8 +133,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench index", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("index", __doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=1000)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import DOCS, REPO, command_line, machine_line, markdown_table, write_json
+from bench.common import DOCS, REPO, command_line, machine_line, make_parser, markdown_table, page_header, write_json
 from bench.server import ServerProcess
 
 GALLERY = REPO / "service" / "gallery"
@@ -135,14 +135,7 @@ def render(results: dict, args: argparse.Namespace) -> str:
             for name, r in results.items()]
     ratio = on["throughput_rps"] / off["throughput_rps"]
     return "\n".join([
-        "# Load test",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Machine: {machine_line()}. Server and load generator share the machine's cores.",
-        "",
+        *page_header("Load test", " Server and load generator share the machine's cores."),
         f"{args.clients} concurrent clients (closed loop), {args.seconds:g} s per configuration in {args.rounds} "
         "alternating slices; 45% `/search` (k=10, 300 indexed items), 45% `/similarity`, 10% `/items` (add). "
         "The shipped default model, flat index, CPU.",
@@ -156,8 +149,7 @@ def render(results: dict, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("load", __doc__)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DOCS, command_line, machine_line, markdown_table, write_json
+from bench.common import DOCS, command_line, machine_line, make_parser, markdown_table, page_header, write_json
 from training.config import TrainConfig, load_config
 
 HOLDOUT = ["coat", "shirt", "sneaker", "ankle boot"]
@@ -115,14 +115,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                        f"{classifier['unseen']['map_at_r']:.4f} ({delta * 100:+.2f} points): it "
                        f"{'beats' if delta > 0 else 'does not beat'} the cross-entropy baseline.")
     return "\n".join([
-        "# Open-set similarity: classes never seen in training",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Machine: {machine_line()}.",
-        "",
+        *page_header("Open-set similarity: classes never seen in training"),
         f"Split: train on the 6 seen Fashion-MNIST classes (validation and calibration too); held out: "
         f"{', '.join(HOLDOUT)}. Seen-class metrics use the 6,000 seen test images, unseen-class metrics the "
         f"4,000 unseen test images (leave-one-out retrieval; pair ROC-AUC on seeded balanced pairs). "
@@ -140,8 +133,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench openset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("openset", __doc__)
     parser.add_argument("--config", default="default")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

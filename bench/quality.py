@@ -12,14 +12,14 @@ Writes docs/quality.md, docs/results/quality.json and docs/quality.png.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import imagehash
 import numpy as np
 from PIL import Image
 
-from bench.common import DOCS, REPO, command_line, machine_line, markdown_table, write_json
+from bench.common import DOCS, REPO, command_line, machine_line, make_parser, markdown_table, page_header, write_json
 from training.data.sources import load_raw
 from training.evaluation import embed_all, evaluate_embeddings, onnx_embedder
 
@@ -58,9 +58,9 @@ def run(model: Path, pairs: int, limit: int) -> dict[str, dict]:
     }
     for name, function in HASHES.items():
         candidates[name] = hash_vectors(test.images, function)
-    from contract import ModelSpec
-
     import onnx
+
+    from contract import ModelSpec
 
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(model)).metadata_props})
     images = test.images if spec.input.channels == 1 else np.repeat(test.images, 3, axis=3)
@@ -99,14 +99,7 @@ def render(results: dict[str, dict], args: argparse.Namespace) -> str:
              f"{r['roc_auc']:.4f}", f"{r['eer']:.4f}"] for name, r in results.items()]
     items = next(iter(results.values()))["items"]
     return "\n".join([
-        "# Retrieval quality against the usual alternatives",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Machine: {machine_line()}.",
-        "",
+        *page_header("Retrieval quality against the usual alternatives"),
         f"Fashion-MNIST test set, {items:,} images as a leave-one-out gallery; pair metrics on "
         f"{args.pairs:,} same-class and {args.pairs:,} different-class seeded pairs. Perceptual hashes are 64-bit "
         "and compared by Hamming distance; PCA is fitted on 20,000 training images.",
@@ -119,8 +112,7 @@ def render(results: dict[str, dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("quality", __doc__)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N test images (smoke runs)")

@@ -27,7 +27,17 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from bench.common import DOCS, REPO, command_line, interleaved_rates, machine_line, markdown_table, write_json
+from bench.common import (
+    DOCS,
+    REPO,
+    command_line,
+    interleaved_rates,
+    machine_line,
+    make_parser,
+    markdown_table,
+    page_header,
+    write_json,
+)
 from bench.load import drive, summarise
 from bench.server import ServerProcess
 from contract import ModelSpec
@@ -169,7 +179,7 @@ def plot(http: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4))
     series: dict[str, list] = {}
-    for key, r in http.items():
+    for r in http.values():
         if isinstance(r, dict):
             label = f"{r['server']} {r['endpoint']}" + (f" ({r['items']:,})" if r["endpoint"] == "search" else "")
             series.setdefault(label, []).append((r["clients"], r["throughput_rps"]))
@@ -204,15 +214,8 @@ def render(model: dict, http: dict, overhead: dict, args: argparse.Namespace, sp
                           f"{mine['throughput_rps']:,.0f} req/s vs naive {naive['throughput_rps']:,.0f} req/s = "
                           f"**{ratio:.1f}x** (target 5x: {'met' if ratio >= 5 else 'missed'}).")
     return "\n".join([
-        "# Serving speed",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Machine: {machine_line()}. Model: {spec.name} {spec.version} "
-        f"({model['macs_per_image'] / 1e6:.1f} M MACs per image). Load generator, servers and model share the cores.",
-        "",
+        *page_header("Serving speed", f" Model: {spec.name} {spec.version} ({model['macs_per_image'] / 1e6:.1f} M MACs "
+                     "per image). Load generator, servers and model share the cores."),
         "## Embedding throughput (images/s)",
         "",
         f"Ceiling: a 2048x2048 float32 matmul runs at {model['matmul_peak_macs_per_s'] / 1e9:.1f} G MAC/s on all "
@@ -240,8 +243,7 @@ def render(model: dict, http: dict, overhead: dict, args: argparse.Namespace, sp
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench serving", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("serving", __doc__)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])

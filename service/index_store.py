@@ -30,10 +30,11 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -169,6 +170,8 @@ class IndexStore:
         self._applied_seq = 0
         self._snapshot_seq = 0
         self._snapshot_lock = threading.Lock()
+        self._maintenance: threading.Thread | None = None
+        self._maintenance_guard = threading.Lock()
         self.load_seconds = 0.0
         self.replayed_changes = 0
 
@@ -206,6 +209,7 @@ class IndexStore:
         """Snapshot (so the next start replays nothing) and close."""
         if self._db is None:
             return
+        self.wait_for_maintenance()
         try:
             self.snapshot()
         finally:
@@ -295,18 +299,22 @@ class IndexStore:
         self._snapshot_seq = seq
         return True
 
-    def _replay_after(self, seq: int) -> int:
-        """Apply the log after ``seq`` to the indexes: retire old labels, add current versions."""
+    def _replay_after(self, seq: int, indexes: dict[str, VectorIndex] | None = None) -> int:
+        """Apply the log after ``seq`` to ``indexes`` (default: the live ones): retire old labels, add
+        current versions. Returns how many log records it read."""
+        indexes = self._indexes if indexes is None else indexes
         db = self._require_db()
         changes = db.execute("SELECT seq, op, id, old_label FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
         for change_seq, op, item_id, old_label in changes:
             if old_label is not None:
-                for index in self._indexes.values():
+                for index in indexes.values():
                     index.remove(np.array([old_label], dtype=np.int64))
             current = self._items.get(item_id)
             if op == "upsert" and current is not None and current.label == change_seq:
                 row = db.execute("SELECT vectors FROM items WHERE label = ?", (change_seq,)).fetchone()
-                self._add_to_indexes(np.array([change_seq], dtype=np.int64), self._decode_vectors(row[0])[None])
+                vectors = self._decode_vectors(row[0])
+                for s, space in enumerate(self.spaces):
+                    indexes[space].add(np.array([change_seq], dtype=np.int64), vectors[s][None])
         return len(changes)
 
     def _rebuild_from_table(self, progress: Callable[[int], None] | None = None, chunk: int = 50_000) -> None:
@@ -402,28 +410,55 @@ class IndexStore:
         return True
 
     def _maybe_maintain(self) -> None:
-        """Compact HNSW tombstones and snapshot when due; cheap to call after every write."""
-        if any(index.needs_compaction() for index in self._indexes.values()):
-            self.compact()
+        """Compact HNSW tombstones and snapshot when due; cheap to call after every write. Both run
+        on a background thread, so the write that crossed the threshold is not held up."""
+        due_compaction = any(index.needs_compaction() for index in self._indexes.values())
         every = self.options.snapshot_every
-        if every and self._applied_seq - self._snapshot_seq >= every:
+        due_snapshot = every and self._applied_seq - self._snapshot_seq >= every
+        if not (due_compaction or due_snapshot):
+            return
+        with self._maintenance_guard:  # concurrent writers must not start two maintainers
+            if self._maintenance is None or not self._maintenance.is_alive():
+                self._maintenance = threading.Thread(target=self._maintain, args=(due_compaction,),
+                                                     name="likeness-index-maintenance", daemon=True)
+                self._maintenance.start()
+
+    def _maintain(self, compaction: bool) -> None:
+        try:
+            if compaction:
+                self.compact()
             self.snapshot()
+        except Exception:  # noqa: BLE001 - a failed snapshot loses nothing: the log still has it all
+            log.exception("index maintenance failed; the next write retries it")
+
+    def wait_for_maintenance(self, timeout: float | None = None) -> None:
+        """Block until background compaction or snapshotting has finished (tests, shutdown)."""
+        thread = self._maintenance
+        if thread is not None:
+            thread.join(timeout)
 
     def compact(self) -> int:
-        """Rebuild indexes that hold tombstones from the live items; returns how many were rebuilt."""
-        with self._lock.write():
-            stale = [space for space, index in self._indexes.items() if index.dead]
-            if not stale:
-                return 0
-            db = self._require_db()
-            rows = db.execute("SELECT label, vectors FROM items ORDER BY label").fetchall()
+        """Rebuild the indexes that hold tombstones from the live items, without stopping searches:
+        the rebuild reads a consistent view under the read lock, builds outside any lock, then
+        replays the writes that came meanwhile and swaps under the write lock. Returns how many
+        spaces were rebuilt."""
+        with self._snapshot_lock:  # a snapshot would trim the log this replays
+            with self._lock.read():
+                stale = [space for space, index in self._indexes.items() if index.dead]
+                if not stale or self._db is None:
+                    return 0
+                start_seq = self._applied_seq
+                rows = self._db.execute("SELECT label, vectors FROM items ORDER BY label").fetchall()
             labels = np.array([r[0] for r in rows], dtype=np.int64)
             vectors = np.stack([self._decode_vectors(r[1]) for r in rows]) if rows else \
                 np.zeros((0, len(self.spaces), self.dim), np.float32)
+            fresh = {}
             for space in stale:
-                fresh = VectorIndex(self.dim, self.options.index)
-                fresh.add(labels, vectors[:, self.spaces.index(space)])
-                self._indexes[space] = fresh
+                fresh[space] = VectorIndex(self.dim, self.options.index)
+                fresh[space].add(labels, vectors[:, self.spaces.index(space)])
+            with self._lock.write():
+                self._replay_after(start_seq, fresh)
+                self._indexes.update(fresh)
             log.info("compacted %d index space(s): %d live items", len(stale), len(labels))
             return len(stale)
 

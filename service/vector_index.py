@@ -74,7 +74,7 @@ class VectorIndex:
     @property
     def kind(self) -> str:
         if self.options.type == "ivf" and not self.trained_ivf:
-            return "ivf (untrained: exact until %d vectors)" % self.options.ivf_min_train
+            return f"ivf (untrained: exact until {self.options.ivf_min_train} vectors)"
         return self.options.type
 
     # writes -----------------------------------------------------------------------------------

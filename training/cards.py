@@ -77,7 +77,10 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
     for name, decision in spec.aspect_decisions.items():
         out.append(f"- Aspect `{name}`: threshold {decision.threshold:.4f} ({decision.rule}).")
     out.append("")
-    extra = {k: v for k, v in metrics.items() if k not in ("test", "test_unseen", "export")}
+    open_set = metrics.get("open_set_recipe")
+    if open_set:
+        out += _open_set_section(open_set)
+    extra = {k: v for k, v in metrics.items() if k not in ("test", "test_unseen", "export", "open_set_recipe")}
     if extra:
         out += ["## Task-specific results", ""]
         out += _nested(extra)
@@ -125,6 +128,27 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
         "shift the logit by log(prior odds).",
     ]
     return "\n".join(out) + "\n"
+
+
+def _open_set_section(open_set: dict[str, Any]) -> list[str]:
+    seen, unseen = open_set["seen"], open_set["unseen"]
+    lines = [
+        "## Open-set numbers of this recipe",
+        "",
+        f"The same recipe trained without {', '.join(open_set['holdout_classes'])} (those classes reached neither "
+        "training, validation nor calibration), measured on the test images of the classes it saw and of the "
+        "classes it never saw. The closed-set numbers above are for the shipped model, trained on all classes.",
+        "",
+        "| metric | seen classes | unseen classes |",
+        "|---|---|---|",
+    ]
+    for key, label in _ROWS[:4]:
+        lines.append(f"| {label} | {_fmt(seen.get(key, ''))} | {_fmt(unseen.get(key, ''))} |")
+    for name, shot in unseen.get("few_shot", {}).items():
+        lines.append(f"| {name} accuracy ({shot['episodes']} episodes) | | "
+                     f"{shot['accuracy']:.4f} ± {shot['ci95']:.4f} |")
+    lines += ["", "Trained with:", "", "```", str(open_set.get("train_command")), "```", ""]
+    return lines
 
 
 def write_model_card(onnx_path: str | Path, spec: ModelSpec) -> Path:

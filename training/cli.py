@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     export_p.add_argument("--name", help="model name in the spec (default: the run's name)")
     export_p.add_argument("--version", help="model version in the spec (default: the run's version)")
     export_p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained")
+    export_p.add_argument("--open-set-checkpoint",
+                          help="the same recipe trained with --holdout-classes: its open-set numbers go in the card")
 
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
     eval_p.add_argument("model", help=".onnx file or .pt checkpoint")
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.export import export_checkpoint
 
         result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
-                                   data_dir=args.data_dir, command=["python", "-m", "training", *argv])
+                                   data_dir=args.data_dir, command=["python", "-m", "training", *argv],
+                                   open_set_checkpoint=args.open_set_checkpoint)
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":

@@ -95,9 +95,30 @@ def attach_spec(onnx_path: str | Path, spec: ModelSpec, output: Path) -> None:
     os.replace(tmp, output)
 
 
+def open_set_recipe_metrics(checkpoint: str | Path, data_dir: str | None = None) -> dict[str, Any]:
+    """The same recipe trained without some classes: its seen- and unseen-class numbers."""
+    from training.evaluate import evaluate_split, open_set_metrics
+
+    model, saved = load_trained_model(checkpoint)
+    config = TrainConfig.model_validate(saved["config"])
+    if not config.data.holdout_classes:
+        raise ExportError(f"{checkpoint} was trained on every class; an open-set checkpoint needs holdout_classes")
+    if data_dir:
+        config.data.data_dir = data_dir
+    task = load_task(config)
+    embedder = torch_embedder(model)
+    return {
+        "holdout_classes": list(config.data.holdout_classes),
+        "train_command": saved.get("command"),
+        "seen": evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config),
+        "unseen": open_set_metrics(embedder, task.splits.test_unseen.images, task.splits.test_unseen.labels, config),
+    }
+
+
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str | None = None,
                       version: str | None = None, data_dir: str | None = None,
-                      command: list[str] | None = None, pairs: int | None = None) -> dict[str, Any]:
+                      command: list[str] | None = None, pairs: int | None = None,
+                      open_set_checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary."""
     output = Path(output)
     model, saved = load_trained_model(checkpoint)
@@ -122,6 +143,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         metrics = evaluate_task(embedder, task, config, calibration, decision)
         metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
                              "static_layers_folded": folded}
+        if open_set_checkpoint:
+            metrics["open_set_recipe"] = open_set_recipe_metrics(open_set_checkpoint, data_dir)
         spec = ModelSpec(
             name=name or config.name,
             version=version or config.version,
@@ -165,6 +188,6 @@ def _training_record(config: TrainConfig, saved: dict[str, Any], checkpoint: str
         "seed": config.seed,
         "train_command": saved.get("command"),
         "export_command": shlex.join(command) if command else None,
-        "exported_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+        "exported_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         "torch": torch.__version__,
     }

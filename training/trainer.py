@@ -28,7 +28,7 @@ from training.data.sources import Splits
 from training.evaluation import torch_embedder
 from training.models import EmbeddingModel, build_model
 from training.objectives import Objective, build_objective
-from training.tasks import Task, load_task
+from training.tasks import load_task
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"

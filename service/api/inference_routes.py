@@ -6,7 +6,6 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import ServiceState, check_k, get_state, parse_filter, prepare, resolve_aspect

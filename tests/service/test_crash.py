@@ -9,8 +9,8 @@ import time
 import httpx
 import numpy as np
 
-from tests.conftest import png_bytes
 from bench.server import ServerProcess
+from tests.conftest import png_bytes
 
 ROUNDS = 5
 WRITERS = 4

@@ -36,8 +36,9 @@ def test_no_generated_request_gets_a_server_error(server):
                   suppress_health_check=list(HealthCheck))
         def call(case):
             response = case.call(base_url=server.url, timeout=30)
-            sent[label] = sent.get(label, 0) + 1
-            assert response.status_code < 500, f"{label}: {response.status_code} {response.text[:300]}"
+            name = f"{case.method.upper()} {case.operation.path}"
+            sent[name] = sent.get(name, 0) + 1
+            assert response.status_code < 500, f"{name}: {response.status_code} {response.text[:300]}"
 
         try:
             call()

@@ -105,6 +105,7 @@ def test_automatic_snapshots_trim_the_log(tmp_path):
     store = make_store(tmp_path, "flat", snapshot_every=50)
     for chunk in np.array_split(unit(rng, 120), 12):
         store.upsert(items(chunk, prefix=f"c{len(store)}"))
+        store.wait_for_maintenance()  # snapshots run in the background
     stats = store.stats()
     assert stats["snapshot_change"] == 100 and stats["applied_change"] == 120
     remaining = store._require_db().execute("SELECT COUNT(*) FROM changes").fetchone()[0]
@@ -122,6 +123,7 @@ def test_hnsw_tombstones_are_compacted(tmp_path):
     assert store.stats()["tombstones"] == 30
     for i in range(30, 40):  # reaching 20% of the 200 stored vectors triggers a rebuild
         store.delete(f"item-{i}")
+    store.wait_for_maintenance()  # compaction runs in the background
     assert store.stats()["tombstones"] == 0 and len(store) == 160
     assert store.search(vectors[100], 1)[0].id == "item-100"
     store.close()
@@ -155,6 +157,29 @@ def test_aspect_spaces_stay_in_step(tmp_path):
         assert store.search(stacked[9, space_index], 1, space=space)[0].id == "i9"
         assert all(h.id != "i7" for h in store.search(stacked[7, space_index], 3, space=space))
     assert set(store.stats()["spaces"].values()) == {49}
+    store.close()
+
+
+def test_compaction_keeps_writes_that_land_while_it_rebuilds(tmp_path):
+    rng = np.random.default_rng(8)
+    vectors = unit(rng, 400)
+    store = make_store(tmp_path, "hnsw", snapshot_every=0)
+    store.upsert(items(vectors[:300]))
+    for i in range(100):
+        store.delete(f"item-{i}")
+    store.wait_for_maintenance()
+    for i in range(100, 150):  # tombstones again, then a compaction racing with more writes
+        store.delete(f"item-{i}")
+    writer = threading.Thread(target=lambda: [store.upsert(items(vectors[300 + j:301 + j], prefix=f"new{j}"))
+                                              for j in range(100)])
+    writer.start()
+    store.compact()
+    writer.join()
+    store.wait_for_maintenance()
+    assert len(store) == 250
+    for j in range(0, 100, 9):
+        assert store.search(vectors[300 + j], 1)[0].id == f"new{j}-0"
+    assert all(h.id not in {f"item-{i}" for i in range(150)} for h in store.search(vectors[120], 10))
     store.close()
 
 

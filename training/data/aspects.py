@@ -247,6 +247,13 @@ class AspectTask:
             if unknown:
                 raise AspectDataError(f"fashion-aspects has aspects {FASHION_ASPECTS}; unknown {unknown}")
             gray_train, gray_test = load_raw("fashion-mnist", data.data_dir, download=data.download)
+            unseen_test = None
+            if data.holdout_classes:
+                # Open-set recipe: held-out classes never reach training, validation or calibration;
+                # their untinted test images are the unseen-class test split.
+                unseen_test = gray_test.with_classes(data.holdout_classes, keep=True)
+                gray_train = gray_train.with_classes(data.holdout_classes, keep=False)
+                gray_test = gray_test.with_classes(data.holdout_classes, keep=False)
             if data.train_limit and data.train_limit < len(gray_train):
                 gray_train = gray_train.subset(stratified_split(gray_train.labels, data.train_limit, config.seed + 1)[1])
             train_all = fashion_aspects(gray_train, seed=config.seed)
@@ -256,7 +263,11 @@ class AspectTask:
                 test, gray_test = test.subset(keep), gray_test.subset(keep)
             untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64))
             overall_test = untinted.as_labeled(self.primary)
+            if unseen_test is not None:
+                unseen_test = fashion_aspects(unseen_test, seed=0, colors=np.zeros(len(unseen_test), dtype=np.int64)
+                                              ).as_labeled(self.primary)
         elif data.dataset == "aspects-csv":
+            unseen_test = None
             folder = Path(data.data_dir or ".")
             spec = InputSpec(height=data.image_size or 64, width=data.image_size or 64, channels=data.channels or 3)
             train_all = read_aspects_csv(folder / "train.csv", spec, self.aspects)
@@ -267,7 +278,8 @@ class AspectTask:
         rest, val_idx = stratified_split(train_all.labels[self.primary], min(data.val_size, len(train_all) // 5),
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
-        self.splits = Splits(self.train.as_labeled(self.primary), self.val.as_labeled(self.primary), overall_test)
+        self.splits = Splits(self.train.as_labeled(self.primary), self.val.as_labeled(self.primary), overall_test,
+                             unseen_test, tuple(data.holdout_classes))
         self.val_triplets = sample_triplets(self.val.labels, self.aspects, data.eval_triplets, config.seed + 11)
         self.test_triplets = sample_triplets(self.test.labels, self.aspects, data.eval_triplets, config.seed + 13)
         _, height, width, _ = self.train.images.shape

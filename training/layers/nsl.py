@@ -19,7 +19,8 @@ a stride-1, 'same'-padded 3x3 layer without bias (a BatchNorm follows it in the 
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
