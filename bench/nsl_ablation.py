@@ -77,7 +77,9 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
                  f'output_dir="{work}/{slug}-{seed}"', 'name="ablation"']
     overrides += args.set
     config = load_config(args.config, overrides)
-    run_dir = train(config, progress=False)
+    run_dir = config.run_dir
+    if not (run_dir / "summary.json").is_file():  # a finished run in --work-dir is reused, not retrained
+        run_dir = train(config, resume=True, progress=False)  # continues an interrupted run
     model, saved = load_trained_model(run_dir / "best.pt")
     params = sum(p.numel() for p in model.parameters())
     history = saved["state"]["history"]

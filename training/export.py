@@ -183,6 +183,10 @@ def _training_record(config: TrainConfig, saved: dict[str, Any], checkpoint: str
         "optim": config.optim.model_dump(),
         "augment": config.augment.model_dump(),
         "epochs_trained": saved["state"]["epoch"],
+        # The learning curve, so time-to-quality can be read off the shipped file.
+        "curve": [{k: row[k] for k in ("epoch", "train_seconds", "val_precision_at_1", "val_map_at_r",
+                                       "val_triplet_accuracy", "train_images_per_s") if k in row}
+                  for row in saved["state"]["history"]],
         "best_epoch": best.get("epoch"),
         "selected_on": best.get("metric"),
         "seed": config.seed,

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import csn, index_bench, load, nsl_ablation, openset, quality, serving
+from bench import csn, index_bench, load, nsl_ablation, nsl_kernels, openset, quality, serving
 from tests.conftest import DEFAULT_MODEL
 
 TINY_TRAINING = ["model.widths=[8, 16]", "model.depth=1", "data.test_limit=600", "eval.pairs=1000",
@@ -52,6 +52,12 @@ def test_nsl_ablation(tmp_path):
     payload = _written(output)
     assert len(payload["results"]) == 4 and set(payload["training_images_per_s"]) == {"plain", "static-diag"}
     assert "Verdict" in output.read_text()
+
+
+def test_nsl_kernels(tmp_path):
+    output = tmp_path / "kernels.md"
+    nsl_kernels.main(["--batch", "4", "--channels", "8", "--size", "8", "--repeats", "1", "--output", str(output)])
+    assert "per-tap convs" in output.read_text() and "```" in output.read_text()
 
 
 def test_openset_benchmark(tmp_path):
