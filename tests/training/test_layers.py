@@ -190,3 +190,26 @@ def test_exported_static_graph_is_a_plain_conv_graph(tmp_path, layer):
     _, plain_path = exported_model(tmp_path, "plain")
     ops = [node.op_type for node in onnx.load(str(static_path)).graph.node]
     assert ops == [node.op_type for node in onnx.load(str(plain_path)).graph.node]
+
+
+def test_residual_backbone_with_static_layers_folds_and_exports(tmp_path):
+    torch.manual_seed(9)
+    config = ModelConfig(layer="static-full", widths=[8, 16], depth=[1, 3], residual=True, embedding_dim=16)
+    model = build_model(config, 1, [0.3], [0.3])
+    blocks = [m for m in model.modules() if type(m).__name__ == "ResidualBlock"]
+    assert len(blocks) == 1  # stage 2: a width-changing conv, then one two-conv block
+    for module in model.modules():
+        if isinstance(module, StaticNSLConv2d):
+            with torch.no_grad():
+                module.similarity.add_(torch.randn_like(module.similarity) * 0.3)
+    model.train()
+    with torch.no_grad():
+        model(torch.randint(0, 256, (16, 28, 28, 1), dtype=torch.uint8))
+    model.eval()
+    images = torch.randint(0, 256, (7, 28, 28, 1), dtype=torch.uint8)
+    before = model(images)
+    assert fold_static_layers(model) == 4  # including the two inside the residual block
+    assert (model(images) - before).abs().max() < 1e-5
+    path = tmp_path / "residual.onnx"
+    export_onnx(model, InputSpec(height=28, width=28, channels=1), path, aspects=False)
+    assert parity(model, path, images.numpy().repeat(10, axis=0)) < 1e-4

@@ -1,9 +1,13 @@
 """A configurable CNN in the spirit of the NSL paper's 9-layer network.
 
 stem (plain 3x3) -> for each stage: ``depth`` x (NS-conv, BN, ReLU), 2x2 max-pool between stages
-(``ns_per_stage`` > 0 keeps the first convs of each stage plain and makes only the last ones NS)
 -> global average pool. The layer type is a name from :data:`training.layers.LAYER_TYPES`, so
 "plain vs NSL" is a config switch.
+
+- ``ns_per_stage`` > 0 keeps the first convs of each stage plain and makes only the last ones NS
+  (a cheaper hybrid).
+- ``residual`` groups the convs after a stage's first one into ResNet basic blocks (two convs and
+  an identity shortcut), the structure of the fast-training "ResNet-9" family.
 """
 
 from __future__ import annotations
@@ -14,24 +18,53 @@ from torch import nn
 from training.layers import make_conv
 
 
-class Backbone(nn.Module):
-    def __init__(self, in_channels: int, widths: list[int], depth: int, layer: str = "plain",
-                 ns_per_stage: int = 0, **layer_options: object) -> None:
+class ResidualBlock(nn.Module):
+    """x + BN(conv(ReLU(BN(conv(x))))), then ReLU: a basic block at constant width."""
+
+    def __init__(self, first: nn.Module, second: nn.Module, width: int) -> None:
         super().__init__()
+        self.conv1, self.bn1 = first, nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = second, nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(x + self.bn2(self.conv2(y)))
+
+
+class Backbone(nn.Module):
+    def __init__(self, in_channels: int, widths: list[int], depth: int | list[int], layer: str = "plain",
+                 ns_per_stage: int = 0, residual: bool = False, **layer_options: object) -> None:
+        super().__init__()
+        depths = depth if isinstance(depth, list) else [depth] * len(widths)
+        if len(depths) != len(widths):
+            raise ValueError(f"depth {depth} must be one number or one per stage ({len(widths)} stages)")
         # The stem stays a plain conv, as in the paper: with 1 or 3 input channels a similarity
         # over taps has little to work with, and it keeps every variant's first features alike.
         modules: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
                                     nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         channels = widths[0]
-        for stage, width in enumerate(widths):
+        for stage, (width, convs) in enumerate(zip(widths, depths)):
             if stage > 0:
                 modules.append(nn.MaxPool2d(2))
-            for index in range(depth):
-                # ns_per_stage > 0 puts the NS layer only in the last convs of each stage (a cheaper hybrid).
-                kind = layer if ns_per_stage == 0 or index >= depth - ns_per_stage else "plain"
-                modules += [make_conv(kind, channels, width, **layer_options), nn.BatchNorm2d(width),
-                            nn.ReLU(inplace=True)]
-                channels = width
+
+            def conv(index: int, cin: int, width: int = width, convs: int = convs) -> nn.Module:
+                kind = layer if ns_per_stage == 0 or index >= convs - ns_per_stage else "plain"
+                return make_conv(kind, cin, width, **layer_options)
+
+            index = 0
+            if residual and channels == width and convs >= 2:
+                pass  # the stage can start with a block straight away
+            else:
+                modules += [conv(0, channels), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                channels, index = width, 1
+            while index < convs:
+                if residual and index + 1 < convs:
+                    modules.append(ResidualBlock(conv(index, width), conv(index + 1, width), width))
+                    index += 2
+                else:
+                    modules += [conv(index, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                    index += 1
         self.body = nn.Sequential(*modules)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_channels = channels
