@@ -73,6 +73,23 @@ class AspectImages:
     def as_labeled(self, aspect: str) -> LabeledImages:
         return LabeledImages(self.images, self.labels[aspect], self.values[aspect])
 
+    def joint_labels(self, aspects: list[str], table: dict[tuple[int, ...], int] | None = None
+                     ) -> tuple[np.ndarray, dict[tuple[int, ...], int]]:
+        """One label per combination of aspect values ("same on every aspect"), numbered in ``table``
+        (built from these items when not given; combinations new to it get new numbers)."""
+        table = dict(table) if table is not None else {}
+        combos = np.stack([self.labels[a] for a in aspects], axis=1)
+        out = np.empty(len(combos), dtype=np.int64)
+        for i, combo in enumerate(map(tuple, combos.tolist())):
+            out[i] = table.setdefault(combo, len(table))
+        return out, table
+
+    def joint_names(self, aspects: list[str], table: dict[tuple[int, ...], int]) -> list[str]:
+        names = [""] * len(table)
+        for combo, number in table.items():
+            names[number] = " / ".join(self.values[a][v] for a, v in zip(aspects, combo))
+        return names
+
 
 def tint(gray: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 1] grey images times a per-image palette colour -> uint8 [N, H, W, 3]."""
@@ -188,9 +205,10 @@ def write_triplets_csv(path: Path, triplets: np.ndarray, aspects: list[str]) -> 
 class TripletDataset(Dataset):
     """Yields one CSN triplet: three augmented uint8 HWC images and the aspect index."""
 
-    def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None, primary: str) -> None:
+    def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
+                 labels: np.ndarray) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
-        self.primary = data.labels[primary]
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.triplets)
@@ -206,9 +224,9 @@ class TripletDataset(Dataset):
         return {
             "images_anchor": self._image(anchor), "images_close": self._image(close), "images_far": self._image(far),
             "aspect": torch.tensor(aspect),
-            # Primary-aspect labels of the three images, for an optional class-level loss on the
-            # overall embedding.
-            "labels": torch.tensor([self.primary[anchor], self.primary[close], self.primary[far]]),
+            # Joint labels (same on every aspect) of the three images, for the optional class-level
+            # loss on the overall embedding.
+            "labels": torch.tensor([self.labels[anchor], self.labels[close], self.labels[far]]),
         }
 
 
@@ -229,10 +247,10 @@ def triplet_accuracy(aspect_embeddings: np.ndarray, triplets: np.ndarray, aspect
 class AspectTask:
     """Multi-aspect data; CSN triplets for training; model selection on validation triplet accuracy.
 
-    ``splits`` carry the first aspect as the class label (``category`` for fashion-aspects), so the
-    overall embedding gets the standard retrieval metrics too. For fashion-aspects the overall test
-    split is the untinted Fashion-MNIST test set, the same images every other model is measured on;
-    the aspect numbers use the tinted test set.
+    ``splits`` label train and validation images by the combination of all aspect values, what the
+    overall embedding is trained and calibrated on ("alike on every aspect"). For fashion-aspects
+    the overall test split is the untinted Fashion-MNIST test set labelled by category, the same
+    images every other model is measured on; the aspect numbers use the tinted test set.
     """
 
     selection_metric = "val_triplet_accuracy"
@@ -278,7 +296,14 @@ class AspectTask:
         rest, val_idx = stratified_split(train_all.labels[self.primary], min(data.val_size, len(train_all) // 5),
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
-        self.splits = Splits(self.train.as_labeled(self.primary), self.val.as_labeled(self.primary), overall_test,
+        # The overall embedding means "alike on every aspect": its labels are the combinations of
+        # aspect values. (On the untinted test split colour is constant, so there they reduce to
+        # the first aspect, the standard Fashion-MNIST classes.)
+        self.train_joint, table = self.train.joint_labels(self.aspects)
+        self.val_joint, table = self.val.joint_labels(self.aspects, table)
+        names = self.train.joint_names(self.aspects, table)
+        self.splits = Splits(LabeledImages(self.train.images, self.train_joint, names),
+                             LabeledImages(self.val.images, self.val_joint, names), overall_test,
                              unseen_test, tuple(data.holdout_classes))
         self.val_triplets = sample_triplets(self.val.labels, self.aspects, data.eval_triplets, config.seed + 11)
         self.test_triplets = sample_triplets(self.test.labels, self.aspects, data.eval_triplets, config.seed + 13)
@@ -291,7 +316,7 @@ class AspectTask:
             raise AspectDataError(f"aspect data trains with triplet objectives (csn), not {batch_kind!r} batches")
         triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
                                    self.config.seed * 1000 + epoch)
-        dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.primary)
+        dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint)
         per_rank = max(1, self.config.optim.batch_size // world_size)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
@@ -307,14 +332,14 @@ class AspectTask:
 
     def validate(self, embed) -> dict[str, float]:
         """Triplet accuracy on the fixed validation triplets, overall and per aspect, plus the
-        overall embedding's P@1 on the validation split's first aspect."""
+        overall embedding's P@1 on the validation split's joint labels."""
         from training.evaluation import embed_all, retrieval_metrics
 
         embeddings, aspects = embed_all(embed, self.val.images, self.config.eval.batch_size)
         accuracy = triplet_accuracy(self._aspect_space(embeddings, aspects), self.val_triplets, self.aspects)
         return {"val_triplet_accuracy": accuracy.pop("overall"),
                 **{f"val_triplet_accuracy_{k}": v for k, v in accuracy.items()},
-                "val_precision_at_1": retrieval_metrics(embeddings, self.val.labels[self.primary])["precision_at_1"]}
+                "val_precision_at_1": retrieval_metrics(embeddings, self.val_joint)["precision_at_1"]}
 
     def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
         source = {"val": self.val, "test": self.test}[split]
