@@ -14,6 +14,7 @@ BENCHMARKS = {
     "csn": "bench.csn",
     "quality": "bench.quality",
     "serving": "bench.serving",
+    "all": "bench.all",
 }
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "default.onnx"
+CSN_MODEL = REPO / "models" / "csn.onnx"  # the shipped conditional (per-aspect) model
 GALLERY = REPO / "service" / "gallery"
 
 

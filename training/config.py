@@ -73,6 +73,8 @@ class ObjectiveConfig(_Section):
     mask_l1_weight: float = 5e-4
     # Weight of an extra class-level metric loss on the unmasked embedding (conditional models).
     overall_weight: float = 0.0
+    # Weight of a per-aspect proxy loss (normalised softmax) in each aspect's masked space.
+    aspect_weight: float = 0.0
 
 
 class OptimConfig(_Section):

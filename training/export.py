@@ -121,6 +121,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
                       open_set_checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary."""
     output = Path(output)
+    if command is None:  # called as a library: record the equivalent command line
+        command = ["python", "-m", "training", "export", "--checkpoint", str(checkpoint), "--output", str(output)]
+        for flag, value in (("--name", name), ("--version", version), ("--data-dir", data_dir),
+                            ("--open-set-checkpoint", open_set_checkpoint)):
+            if value:
+                command += [flag, str(value)]
     model, saved = load_trained_model(checkpoint)
     folded = fold_static_layers(model)
     config = TrainConfig.model_validate(saved["config"])

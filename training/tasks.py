@@ -20,6 +20,7 @@ from training.evaluation import Embedder
 class Task(Protocol):
     splits: Splits
     aspects: list[str]
+    aspect_classes: list[int]  # number of values of each aspect
     selection_metric: str
 
     def train_loader(self, batch_kind: str, epoch: int, rank: int, world_size: int) -> DataLoader: ...
@@ -37,6 +38,7 @@ class ClassTask:
     """One label per image; model selection on validation MAP@R."""
 
     aspects: list[str] = []
+    aspect_classes: list[int] = []
     selection_metric = "val_map_at_r"
 
     def __init__(self, config: TrainConfig) -> None:

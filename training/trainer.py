@@ -175,7 +175,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     # Model and objective
     model = build_model(config.model, spec.channels, mean, std, aspects=len(task.aspects))
     objective: Objective = build_objective(config.objective, len(splits.train.classes), config.model.embedding_dim,
-                                           aspects=len(task.aspects))
+                                           aspect_classes=task.aspect_classes)
     total_steps = task.steps_per_epoch(objective.batch_kind) * config.optim.epochs
     if config.optim.max_steps:
         total_steps = min(total_steps, config.optim.max_steps)
@@ -203,7 +203,9 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         log.restart_from(state["history"], state["step"])
     meta = {
         "config": config.model_dump(),
-        "command": shlex.join(command) if command else None,
+        # Called as a library there is no command line; the saved config replays the run exactly.
+        "command": shlex.join(command or ["python", "-m", "training", "train", "--config",
+                                          str(run_dir / "config.toml")]),
         "input": spec.model_dump(),
         "classes": splits.train.classes,
         "aspects": task.aspects,

@@ -1,4 +1,4 @@
-"""Conditional similarity through the API, with the shipped CSN model, on held-out (test) images.
+"""Conditional similarity through the API, with the shipped CSN model (models/csn.onnx), on held-out (test) images.
 
 Same category in different colours must be "same" on category and "different" on color; the same
 colour on different categories must be the reverse. Images are Fashion-MNIST *test* images, tinted
@@ -10,10 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import png_bytes
+from tests.conftest import CSN_MODEL, png_bytes
 from training.data.aspects import PALETTE, tint
 
-PAIRS = 30
+PAIRS = 60
+# Decisions use each aspect's equal-error-rate threshold fitted on validation pairs; on test pairs
+# the model's category decisions are right about 90% of the time (models/csn.md), so these bounds
+# leave room for sampling noise over PAIRS pairs, not for a model that ignores the aspect.
+DECISION_RATE = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +27,11 @@ def aspect_model_client(tmp_path_factory):
     from service.app import create_app
     from tests.service.conftest import make_settings
 
-    settings = make_settings(tmp_path_factory.mktemp("aspects"), seed_gallery=False)
+    settings = make_settings(tmp_path_factory.mktemp("aspects"), model_path=CSN_MODEL, seed_gallery=False)
     with TestClient(create_app(settings)) as client:
         aspects = client.get("/model").json()["spec"]["aspects"]
         if not aspects:
-            pytest.fail("the shipped default model has no aspects; it must be the CSN model")
+            pytest.fail(f"{CSN_MODEL} has no aspects; it must be the CSN model")
         yield client, aspects
 
 
@@ -59,11 +63,14 @@ def test_category_and_colour_are_told_apart(aspect_model_client, fashion_test):
         a, b = tinted(fashion_test.images[i], c), tinted(fashion_test.images[k], c)
         same_colour.append((compare(client, a, b, "category"), compare(client, a, b, "color")))
     # Same category, different colours: "same" on category, "different" on color.
-    assert np.mean([cat["same"] for cat, _ in same_category]) >= 0.9
-    assert np.mean([not col["same"] for _, col in same_category]) >= 0.9
-    # Same colour, different categories: the reverse.
-    assert np.mean([not cat["same"] for cat, _ in same_colour]) >= 0.9
-    assert np.mean([col["same"] for _, col in same_colour]) >= 0.9
+    rates = {
+        "same category: same on category": np.mean([cat["same"] for cat, _ in same_category]),
+        "same category: different on color": np.mean([not col["same"] for _, col in same_category]),
+        # Same colour, different categories: the reverse.
+        "same colour: different on category": np.mean([not cat["same"] for cat, _ in same_colour]),
+        "same colour: same on color": np.mean([col["same"] for _, col in same_colour]),
+    }
+    assert all(rate >= DECISION_RATE for rate in rates.values()), rates
     # And the scores, not only the decisions, move the right way.
     assert np.mean([cat["score"] - col["score"] for cat, col in same_category]) > 0.3
     assert np.mean([col["score"] - cat["score"] for cat, col in same_colour]) > 0.3
@@ -98,9 +105,19 @@ def test_aspect_search_uses_its_own_index_in_step_with_the_main_one(aspect_model
     query = images["c3-red"]
     by_colour = client.post("/search", files={"image": ("q.png", query)}, data={"k": "10", "aspect": "color"}).json()
     assert sum(r["id"].endswith("-red") for r in by_colour["results"]) >= 9
-    by_category = client.post("/search", files={"image": ("q.png", query)},
-                              data={"k": "4", "aspect": "category"}).json()
-    assert sum(r["id"].startswith("c3-") for r in by_category["results"]) >= 3
+    # Per category, the share of the red item's 3 nearest others that are its category (the other
+    # colours): high in the category space, low in the colour space (where red items come first).
+    def same_category_share(aspect: str) -> float:
+        shares = []
+        for cls in range(10):
+            found = client.post("/search", files={"image": ("q.png", images[f"c{cls}-red"])},
+                                data={"k": "4", "aspect": aspect}).json()["results"]
+            others = [r["id"] for r in found if r["id"] != f"c{cls}-red"][:3]
+            shares.append(np.mean([i.startswith(f"c{cls}-") for i in others]))
+        return float(np.mean(shares))
+
+    category_share, colour_share = same_category_share("category"), same_category_share("color")
+    assert category_share >= 0.6 and colour_share <= 0.2, (category_share, colour_share)
     # Delete and upsert reach every aspect index.
     assert client.delete("/items/c3-red").status_code == 200
     again = client.post("/search", files={"image": ("q.png", query)}, data={"k": "40", "aspect": "color"}).json()

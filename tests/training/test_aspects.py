@@ -12,6 +12,7 @@ from training.data.aspects import (
     GROUPS,
     PALETTE,
     AspectDataError,
+    TripletDataset,
     fashion_aspects,
     read_aspects_csv,
     read_triplets_csv,
@@ -59,6 +60,22 @@ def test_triplets_follow_the_csn_rule_and_are_seeded():
     for anchor, close, far, a in triplets:
         values = labels[["shape", "colour"][a]]
         assert anchor != close and values[anchor] == values[close] and values[anchor] != values[far]
+
+
+def test_triplet_batches_carry_every_aspect_label_of_each_image(fashion_test):
+    data = fashion_aspects(fashion_test.subset(np.arange(200)), seed=1)
+    aspects = list(data.labels)
+    triplets = sample_triplets(data.labels, aspects, 20, seed=2)
+    joint, _ = data.joint_labels(aspects)
+    item = TripletDataset(data, triplets, None, joint)[7]
+    anchor, close, far, aspect = triplets[7]
+    assert item["aspect_labels"].shape == (3, len(aspects))
+    for row, image in enumerate((anchor, close, far)):
+        assert item["aspect_labels"][row].tolist() == [int(data.labels[a][image]) for a in aspects]
+        assert int(item["labels"][row]) == joint[image]
+    # The triplet's own rule holds in its aspect's column: anchor and close agree, far differs.
+    column = item["aspect_labels"][:, aspect]
+    assert column[0] == column[1] != column[2]
 
 
 def test_triplet_accuracy_per_aspect():

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -304,6 +305,55 @@ def test_reads_behind_api_key(browser, tmp_path):
         expect(cards.first).to_have_attribute("data-id", clicked)
         first_thumbnail_loaded(page)
         expect(page.get_by_test_id("search-message")).to_contain_text(re.compile(r"^10 results for "))
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        if context is not None:
+            context.close()
+        server.stop()
+
+
+def test_aspect_model_shows_a_score_per_aspect(browser, tmp_path):
+    """With the CSN model the page offers the aspects and shows one bar per aspect, matching the API:
+    the same sandal in red and in blue is alike on category and unlike on colour."""
+    from playwright.sync_api import expect
+
+    from tests.conftest import CSN_MODEL
+    from training.data.aspects import PALETTE, tint
+
+    sandal = next(i for i in gallery_items() if i["metadata"]["class"] == "sandal")
+    with Image.open(gallery_file(sandal)) as image:
+        gray = np.asarray(image.convert("L"))
+    paths = []
+    for colour in ("red", "blue"):
+        path = tmp_path / f"sandal-{colour}.png"
+        Image.fromarray(tint(gray[None, :, :, None], np.array([list(PALETTE).index(colour)]))[0]).save(path)
+        paths.append(path)
+    server = start_server(tmp_path, LIKENESS_MODEL_PATH=str(CSN_MODEL), LIKENESS_SEED_GALLERY="0")
+    context = None
+    try:
+        api = httpx.Client(base_url=server.url, timeout=30)
+        expected = api.post("/similarity", files={"image_a": (paths[0].name, paths[0].read_bytes(), "image/png"),
+                                                  "image_b": (paths[1].name, paths[1].read_bytes(), "image/png")}
+                            ).json()
+        assert expected["aspects"]["category"] > expected["aspects"]["color"]
+        context, page, errors = open_page(browser, server.url)
+        expect(page.get_by_test_id("compare-aspect")).to_be_visible()
+        expect(page.get_by_test_id("search-aspect")).to_be_attached()
+        page.get_by_test_id("compare-a").set_input_files(paths[0])
+        page.get_by_test_id("compare-b").set_input_files(paths[1])
+        page.get_by_test_id("compare-button").click()
+        bars = page.get_by_test_id("aspect-bar")
+        expect(bars).to_have_count(len(expected["aspects"]))
+        for name, score in expected["aspects"].items():
+            expect(page.locator(f'[data-testid=aspect-bar][data-aspect="{name}"]')).to_have_attribute(
+                "aria-label", f"{name}: cosine {score:.4f}")
+        # Deciding on one aspect makes the headline score that aspect's.
+        page.get_by_test_id("compare-aspect").select_option("color")
+        page.get_by_test_id("compare-button").click()
+        expect(page.get_by_test_id("compare-decision")).to_contain_text("Different")
+        shown = float(page.get_by_test_id("compare-score").text_content())
+        assert abs(shown - expected["aspects"]["color"]) < 1e-3
+        page.screenshot(path=str(tmp_path / "aspects.png"), full_page=True)
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         if context is not None:

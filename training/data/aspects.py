@@ -227,6 +227,9 @@ class TripletDataset(Dataset):
             # Joint labels (same on every aspect) of the three images, for the optional class-level
             # loss on the overall embedding.
             "labels": torch.tensor([self.labels[anchor], self.labels[close], self.labels[far]]),
+            # Every aspect's value of the three images [3, A], for the optional per-aspect loss.
+            "aspect_labels": torch.from_numpy(np.stack([self.data.labels[a][[anchor, close, far]]
+                                                        for a in self.data.labels], axis=1)),
         }
 
 
@@ -296,6 +299,7 @@ class AspectTask:
         rest, val_idx = stratified_split(train_all.labels[self.primary], min(data.val_size, len(train_all) // 5),
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
+        self.aspect_classes = [len(train_all.values[a]) for a in self.aspects]
         # The overall embedding means "alike on every aspect": its labels are the combinations of
         # aspect values. (On the untinted test split colour is constant, so there they reduce to
         # the first aspect, the standard Fashion-MNIST classes.)

@@ -7,7 +7,13 @@ norm, and 5e-4 x the L1 norm of the (ReLU'd) mask table when masks are learned.
 
 A model without masks makes this the *standard triplet network* baseline: one embedding for every
 notion of similarity. ``overall_weight`` > 0 adds an ArcFace loss on the unmasked embedding with
-the first aspect's labels, so the overall embedding stays a strong class-level retrieval embedding.
+joint labels (alike on every aspect), so the overall embedding stays a strong retrieval embedding.
+
+``aspect_weight`` > 0 adds, for each aspect, a normalised-softmax proxy loss in that aspect's masked
+space with that aspect's labels. Random triplets give a weak, noisy signal (most are already
+satisfied, a few conflict across aspects); one proxy per aspect value pulls every image of the
+batch towards its value in every space at once. Without masks (the standard triplet network) the
+same losses act on one shared embedding and must conflict, which is the point of the comparison.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ class ConditionalTripletObjective(Objective):
     batch_kind = "triplets"
 
     def __init__(self, margin: float = 0.2, embed_norm_weight: float = 5e-3, mask_l1_weight: float = 5e-4,
-                 overall_loss: nn.Module | None = None, overall_weight: float = 0.0) -> None:
+                 overall_loss: nn.Module | None = None, overall_weight: float = 0.0,
+                 aspect_losses: list[nn.Module] | None = None, aspect_weight: float = 0.0) -> None:
         super().__init__()
         self.triplet = losses.TripletMarginLoss(margin=margin, distance=LpDistance(normalize_embeddings=True))
         self.embed_norm_weight = embed_norm_weight
         self.mask_l1_weight = mask_l1_weight
         self.overall_loss = overall_loss
         self.overall_weight = overall_weight
+        self.aspect_losses = nn.ModuleList(aspect_losses or [])
+        self.aspect_weight = aspect_weight
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
         n = len(batch["aspect"])
@@ -53,13 +62,23 @@ class ConditionalTripletObjective(Objective):
             overall = self.overall_loss(raw, labels)
             stats["overall_loss"] = float(overall.detach())
             loss = loss + self.overall_weight * overall
+        if len(self.aspect_losses) and self.aspect_weight > 0:
+            aspect_labels = batch["aspect_labels"].transpose(0, 1).reshape(-1, len(self.aspect_losses))
+            per_aspect = torch.stack([
+                self.aspect_losses[a](raw * masks[a] if masks is not None else raw, aspect_labels[:, a])
+                for a in range(len(self.aspect_losses))]).mean()
+            stats["aspect_loss"] = float(per_aspect.detach())
+            loss = loss + self.aspect_weight * per_aspect
         return LossOutput(loss, stats)
 
 
-def build_csn_objective(config, num_classes: int, embedding_dim: int) -> Objective:
+def build_csn_objective(config, num_classes: int, embedding_dim: int, aspect_classes: list[int]) -> Objective:
     overall = None
     if config.overall_weight > 0:
         overall = losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=64)
+    aspect_losses = None
+    if config.aspect_weight > 0:
+        aspect_losses = [losses.NormalizedSoftmaxLoss(n, embedding_dim, temperature=0.05) for n in aspect_classes]
     margin = config.margin if config.margin is not None else 0.2
     return ConditionalTripletObjective(margin, config.embed_norm_weight, config.mask_l1_weight, overall,
-                                       config.overall_weight)
+                                       config.overall_weight, aspect_losses, config.aspect_weight)
