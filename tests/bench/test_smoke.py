@@ -93,3 +93,10 @@ def test_http_benchmarks(tmp_path, module, args):
     assert "target" in text
     if module is load:
         assert payload["results"]["batching on"]["requests"] > 0 and payload["results"]["batching on"]["errors"] == 0
+
+
+def test_bench_all_covers_every_benchmark():
+    from bench import all as bench_all
+    from bench.__main__ import BENCHMARKS
+
+    assert set(bench_all.RUNS) == set(BENCHMARKS) - {"all"}
