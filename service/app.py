@@ -32,7 +32,7 @@ def store_options(settings: Settings) -> StoreOptions:
     index = IndexOptions(type=settings.index_type, hnsw_m=settings.hnsw_m,
                          hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
                          ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe,
-                         ivf_min_train=settings.ivf_min_train)
+                         ivf_min_train=settings.ivf_min_train, search_threads=settings.faiss_threads)
     return StoreOptions(index=index, snapshot_every=settings.snapshot_every)
 
 
@@ -40,6 +40,7 @@ def load_state(settings: Settings) -> ServiceState:
     """Load the model and open the index; raises ModelLoadError / IndexMismatch with one clear line."""
     if settings.faiss_threads:
         # Many searches run at once; one OpenMP thread each keeps them from fighting over the cores.
+        # (This covers startup work on this thread; searches set it on their own threads.)
         faiss.omp_set_num_threads(settings.faiss_threads)
     runner = ModelRunner(settings.model_path, settings.device, settings.allow_cpu_fallback, settings.intra_op_threads)
     runner.warm_up()
