@@ -45,7 +45,9 @@ def train_one(args: argparse.Namespace, work: Path, name: str, overrides: tuple[
                                        f"data.train_triplets={args.triplets}", f"seed={args.seed}",
                                        "data.aspects=[" + ", ".join(f'"{a}"' for a in aspects) + "]",
                                        f'output_dir="{work}/{slug}"', 'name="csn-bench"'])
-    run_dir = train(config, progress=False)
+    run_dir = config.run_dir
+    if not (run_dir / "summary.json").is_file():  # a finished run in --work-dir is reused, not retrained
+        run_dir = train(config, progress=False)
     model, _ = load_trained_model(run_dir / "best.pt")
     return model
 

@@ -72,11 +72,12 @@ def test_openset_benchmark(tmp_path):
 
 def test_csn_benchmark(tmp_path):
     output = tmp_path / "csn.md"
-    csn.main(["--epochs", "1", "--triplets", "640", "--entries", "standard triplet network", "CSN, learned masks",
+    csn.main(["--epochs", "1", "--triplets", "640", "--entries", "standard triplet network", "task-specific networks",
+              "CSN, learned masks",
               *_sets([*TINY_TRAINING, "data.train_limit=1500", "data.val_size=300", "data.eval_triplets=300"]),
               "--output", str(output)])
     rows = _written(output)["rows"]
-    assert set(rows) == {"standard triplet network", "CSN, learned masks"}
+    assert set(rows) == {"standard triplet network", "task-specific networks", "CSN, learned masks"}
     assert set(rows["CSN, learned masks"]["triplet_accuracy"]) == {"category", "group", "color", "overall"}
 
 

@@ -67,7 +67,7 @@ def test_triplet_batches_carry_every_aspect_label_of_each_image(fashion_test):
     aspects = list(data.labels)
     triplets = sample_triplets(data.labels, aspects, 20, seed=2)
     joint, _ = data.joint_labels(aspects)
-    item = TripletDataset(data, triplets, None, joint)[7]
+    item = TripletDataset(data, triplets, None, joint, aspects)[7]
     anchor, close, far, aspect = triplets[7]
     assert item["aspect_labels"].shape == (3, len(aspects))
     for row, image in enumerate((anchor, close, far)):
@@ -76,6 +76,9 @@ def test_triplet_batches_carry_every_aspect_label_of_each_image(fashion_test):
     # The triplet's own rule holds in its aspect's column: anchor and close agree, far differs.
     column = item["aspect_labels"][:, aspect]
     assert column[0] == column[1] != column[2]
+    # A task on one aspect of the same data gets that aspect's labels only.
+    only_color = TripletDataset(data, triplets, None, joint, ["color"])[7]["aspect_labels"]
+    assert only_color.tolist() == [[int(data.labels["color"][i])] for i in (anchor, close, far)]
 
 
 def test_triplet_accuracy_per_aspect():

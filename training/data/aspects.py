@@ -206,9 +206,12 @@ class TripletDataset(Dataset):
     """Yields one CSN triplet: three augmented uint8 HWC images and the aspect index."""
 
     def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
-                 labels: np.ndarray) -> None:
+                 labels: np.ndarray, aspects: list[str]) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
         self.labels = labels
+        # The task's aspects, in its order: the data may carry more (a task-specific network
+        # trains on one aspect of three-aspect data).
+        self.aspect_values = np.stack([data.labels[a] for a in aspects], axis=1)  # [N, A]
 
     def __len__(self) -> int:
         return len(self.triplets)
@@ -228,8 +231,7 @@ class TripletDataset(Dataset):
             # loss on the overall embedding.
             "labels": torch.tensor([self.labels[anchor], self.labels[close], self.labels[far]]),
             # Every aspect's value of the three images [3, A], for the optional per-aspect loss.
-            "aspect_labels": torch.from_numpy(np.stack([self.data.labels[a][[anchor, close, far]]
-                                                        for a in self.data.labels], axis=1)),
+            "aspect_labels": torch.from_numpy(self.aspect_values[[anchor, close, far]]),
         }
 
 
@@ -320,7 +322,8 @@ class AspectTask:
             raise AspectDataError(f"aspect data trains with triplet objectives (csn), not {batch_kind!r} batches")
         triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
                                    self.config.seed * 1000 + epoch)
-        dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint)
+        dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint,
+                                 self.aspects)
         per_rank = max(1, self.config.optim.batch_size // world_size)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
