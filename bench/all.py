@@ -23,10 +23,11 @@ RUNS: dict[str, list[str]] = {
     "load": ["--rounds", "2"],
     "index": [],
     "csn": ["--epochs", "2", "--triplets", "20000"],
-    "openset": ["--epochs", "3"],
+    "openset": ["--epochs", "3", "--entries", "raw pixels (cosine)", "PCA-64 of pixels",
+                "classifier embedding (cross-entropy)", "contrastive (Siamese pairs)", "triplet (semi-hard mining)",
+                "multi-similarity", "arcface"],
     "nsl-ablation": ["--set", "model.widths=[16,32,64]", "--set", "optim.threads=1", "--variants", "plain",
-                     "static-diag", "static-full", "dynamic-diag", "sphere (cosine SphereConv layer)",
-                     "dynamic-lowrank (r=1), last conv per stage"],
+                     "static-diag", "static-full", "dynamic-diag"],
 }
 ORDER = list(RUNS)
 

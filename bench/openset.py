@@ -75,7 +75,9 @@ def evaluate_entry(entry: Entry, args: argparse.Namespace, work: Path) -> dict[s
 
     config = config_for(entry, args, work)
     if entry.kind == "trained":
-        run_dir = train(config, progress=False)
+        run_dir = config.run_dir
+        if not (run_dir / "summary.json").is_file():  # a finished run in --work-dir is reused, not retrained
+            run_dir = train(config, progress=False)
         model, _ = load_trained_model(run_dir / "best.pt")
         embedder = torch_embedder(model)
     else:
