@@ -25,9 +25,11 @@ RUNS: dict[str, list[str]] = {
     "csn": ["--epochs", "2", "--triplets", "20000"],
     "openset": ["--epochs", "3", "--entries", "raw pixels (cosine)", "PCA-64 of pixels",
                 "classifier embedding (cross-entropy)", "contrastive (Siamese pairs)", "triplet (semi-hard mining)",
-                "multi-similarity", "arcface"],
+                "arcface"],
     "nsl-ablation": ["--set", "model.widths=[16,32,64]", "--set", "optim.threads=1", "--variants", "plain",
-                     "static-diag", "static-full", "dynamic-diag"],
+                     "static-diag", "static-full", "dynamic-diag", "--cost-only", "dynamic-full",
+                     "dynamic-diag, sphere predictor", "sphere (cosine SphereConv layer)", "dynamic-lowrank (r=1)",
+                     "dynamic-lowrank (r=1), last conv per stage"],
 }
 ORDER = list(RUNS)
 

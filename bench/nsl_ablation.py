@@ -97,6 +97,26 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
             "run_images_per_s": train_rate, "onnx": str(onnx_path), **metrics}
 
 
+def untrained_cost(variant: Variant, config_name: str, overrides: list[str], work: Path) -> dict:
+    """Parameters, MACs and an exported ONNX graph of an untrained model: cost does not depend on
+    the weights, so variants too slow to train within the session can still be priced."""
+    from contract import InputSpec
+    from training.export import export_onnx
+    from training.layers import fold_static_layers
+    from training.models import build_model
+
+    config = load_config(config_name, [*overrides, f'model.layer="{variant.layer}"',
+                                       f'model.predictor="{variant.predictor}"', *variant.extra])
+    model = build_model(config.model, 1, [0.3], [0.35]).eval()
+    params = sum(p.numel() for p in model.parameters())
+    fold_static_layers(model)
+    spec = InputSpec(height=28, width=28, channels=1)
+    slug = "".join(c if c.isalnum() else "-" for c in variant.name)
+    onnx_path = work / f"cost-{slug}.onnx"
+    export_onnx(model, spec, onnx_path, aspects=False)
+    return {"variant": variant.name, "params": params, "macs": count_macs(model, spec), "onnx": str(onnx_path)}
+
+
 def measure_training(variants: list[Variant], config_name: str, overrides: list[str], batch: int,
                      repeats: int) -> dict[str, float]:
     """Training images/s per variant: forward, loss and backward on one fixed batch, in interleaved
@@ -146,7 +166,7 @@ def _mean_spread(values: list[float]) -> str:
 
 
 def render(results: list[dict], inference: dict[str, float], training: dict[str, float],
-           args: argparse.Namespace) -> str:
+           args: argparse.Namespace, costs: list[dict] | None = None) -> str:
     by_variant: dict[str, list[dict]] = {}
     for row in results:
         by_variant.setdefault(row["variant"], []).append(row)
@@ -196,7 +216,23 @@ def render(results: list[dict], inference: dict[str, float], training: dict[str,
         "",
         *verdicts,
         "",
+        *_cost_section(costs or [], inference, training),
     ])
+
+
+def _cost_section(costs: list[dict], inference: dict[str, float], training: dict[str, float]) -> list[str]:
+    if not costs:
+        return []
+    plain_rate, plain_train = inference.get("plain"), training.get("plain")
+    rows = [[c["variant"], f"{c['params']:,}", f"{c['macs'] / 1e6:.1f} M",
+             f"{training[c['variant']]:.0f}" + (f" ({plain_train / training[c['variant']]:.1f}x)" if plain_train else ""),
+             f"{inference[c['variant']]:.0f}" + (f" ({plain_rate / inference[c['variant']]:.2f}x)" if plain_rate else "")]
+            for c in costs]
+    return ["## Cost only (not trained in this run)", "",
+            "Untrained models of the same width, measured in the same interleaved rounds as the table above "
+            "(cost does not depend on the weights); their accuracy was not measured.", "",
+            markdown_table(["variant", "params", "MACs/image", "train img/s (plain's cost x)",
+                            "ONNX Runtime CPU img/s, batch 64 (plain's cost x)"], rows), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-limit", type=int, default=20000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--variants", nargs="+", help="subset of variant names (default: all)")
+    parser.add_argument("--cost-only", nargs="+", default=[], help="variants priced untrained (no accuracy)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides for every run")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--work-dir", type=Path, help="where runs go (default: a temporary directory)")
@@ -222,15 +259,18 @@ def main(argv: list[str] | None = None) -> None:
                       f"AUC {row['roc_auc']:.4f} ({row['run_images_per_s']:.0f} img/s as run)", flush=True)
                 results.append(row)
         torch.set_num_threads(os.cpu_count() or 1)
+        priced = [v for v in VARIANTS if v.name in args.cost_only and v not in variants]
+        costs = [untrained_cost(v, args.config, args.set, work) for v in priced]
         first_seed = {r["variant"]: r["onnx"] for r in results if r["seed"] == args.seeds[0]}
+        first_seed.update({c["variant"]: c["onnx"] for c in costs})
         inference = measure_inference(first_seed, batch=64, repeats=args.repeats)
         for name, rate in inference.items():
             print(f"ONNX Runtime CPU, batch 64: {name:38s} {rate:8.0f} img/s", flush=True)
-        training = measure_training(variants, args.config, args.set, batch=128, repeats=max(3, args.repeats // 2))
+        training = measure_training([*variants, *priced], args.config, args.set, batch=128, repeats=max(3, args.repeats // 2))
         for name, rate in training.items():
             print(f"training step, batch 128:   {name:38s} {rate:8.0f} img/s", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(results, inference, training, args))
-    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results,
+    args.output.write_text(render(results, inference, training, args, costs))
+    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results, "costs": costs,
                              "inference_images_per_s": inference, "training_images_per_s": training})
     print(f"wrote {args.output}")

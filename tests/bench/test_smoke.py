@@ -48,10 +48,13 @@ def test_quality_benchmark(tmp_path):
 def test_nsl_ablation(tmp_path):
     output = tmp_path / "nsl.md"
     nsl_ablation.main(["--epochs", "1", "--train-limit", "800", "--seeds", "0", "1", "--variants", "plain",
-                       "static-diag", "--repeats", "1", *_sets(TINY_TRAINING), "--output", str(output)])
+                       "static-diag", "--cost-only", "dynamic-lowrank (r=1)", "--repeats", "1",
+                       *_sets(TINY_TRAINING), "--output", str(output)])
     payload = _written(output)
-    assert len(payload["results"]) == 4 and set(payload["training_images_per_s"]) == {"plain", "static-diag"}
-    assert "Verdict" in output.read_text()
+    assert len(payload["results"]) == 4
+    assert set(payload["training_images_per_s"]) == {"plain", "static-diag", "dynamic-lowrank (r=1)"}
+    assert [c["variant"] for c in payload["costs"]] == ["dynamic-lowrank (r=1)"]
+    assert "Verdict" in output.read_text() and "Cost only" in output.read_text()
 
 
 def test_nsl_kernels(tmp_path):
