@@ -235,6 +235,15 @@ def _cost_section(costs: list[dict], inference: dict[str, float], training: dict
                             "ONNX Runtime CPU img/s, batch 64 (plain's cost x)"], rows), ""]
 
 
+def select_variants(requested: list[str] | None) -> list[Variant]:
+    """All variants, or those named; a word that is no variant's name selects every variant of
+    that layer type ("dynamic-diag" alone would otherwise also pull in its sphere-predictor twin)."""
+    if not requested:
+        return list(VARIANTS)
+    names = {v.name for v in VARIANTS}
+    return [v for v in VARIANTS if v.name in requested or any(r not in names and r == v.layer for r in requested)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("nsl-ablation", __doc__)
     parser.add_argument("--config", default="default")
@@ -248,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, help="where runs go (default: a temporary directory)")
     parser.add_argument("--output", type=Path, default=DOCS / "nsl-ablation.md")
     args = parser.parse_args(argv)
-    variants = [v for v in VARIANTS if not args.variants or v.name in args.variants or v.layer in args.variants]
+    variants = select_variants(args.variants)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         results = []

@@ -104,3 +104,10 @@ def test_bench_all_covers_every_benchmark():
     from bench.__main__ import BENCHMARKS
 
     assert set(bench_all.RUNS) == set(BENCHMARKS) - {"all"}
+
+
+def test_ablation_variant_names_select_exactly_and_layer_words_select_the_family():
+    names = [v.name for v in nsl_ablation.select_variants(["plain", "dynamic-diag"])]
+    assert names == ["plain", "dynamic-diag"]  # not the sphere-predictor twin of dynamic-diag
+    assert len(nsl_ablation.select_variants(["dynamic-lowrank"])) == 2
+    assert len(nsl_ablation.select_variants(None)) == len(nsl_ablation.VARIANTS)
