@@ -78,6 +78,16 @@ def interleaved_rates(fns: dict[str, Callable[[], int]], repeats: int, min_secon
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def train_or_reuse(config, resume: bool = False) -> Path:
+    """The run directory of ``config``: a finished run there (``summary.json`` written) is reused,
+    so a long benchmark given ``--work-dir`` can be interrupted and rerun without retraining."""
+    from training.trainer import train
+
+    if (config.run_dir / "summary.json").is_file():
+        return config.run_dir
+    return train(config, resume=resume, progress=False)
+
+
 def write_json(markdown: Path, payload: dict) -> Path:
     """Raw results beside a benchmark's page: docs/X.md -> docs/results/X.json."""
     path = markdown.parent / "results" / f"{markdown.stem}.json"

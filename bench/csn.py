@@ -23,7 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DOCS, command_line, machine_line, make_parser, markdown_table, page_header, write_json
+from bench.common import (
+    DOCS,
+    command_line,
+    machine_line,
+    make_parser,
+    markdown_table,
+    page_header,
+    train_or_reuse,
+    write_json,
+)
 from training.config import load_config
 from training.data.aspects import FASHION_ASPECTS, AspectTask, triplet_accuracy
 from training.evaluation import embed_all, retrieval_metrics, torch_embedder
@@ -38,17 +47,14 @@ ENTRIES = {
 
 def train_one(args: argparse.Namespace, work: Path, name: str, overrides: tuple[str, ...],
               aspects: list[str]) -> Any:
-    from training.trainer import load_trained_model, train
+    from training.trainer import load_trained_model
 
     slug = "".join(c if c.isalnum() else "-" for c in name)
     config = load_config(args.config, [*args.set, *overrides, f"optim.epochs={args.epochs}",
                                        f"data.train_triplets={args.triplets}", f"seed={args.seed}",
                                        "data.aspects=[" + ", ".join(f'"{a}"' for a in aspects) + "]",
                                        f'output_dir="{work}/{slug}"', 'name="csn-bench"'])
-    run_dir = config.run_dir
-    if not (run_dir / "summary.json").is_file():  # a finished run in --work-dir is reused, not retrained
-        run_dir = train(config, progress=False)
-    model, _ = load_trained_model(run_dir / "best.pt")
+    model, _ = load_trained_model(train_or_reuse(config) / "best.pt")
     return model
 
 

@@ -28,6 +28,7 @@ from bench.common import (
     make_parser,
     markdown_table,
     page_header,
+    train_or_reuse,
     write_json,
 )
 from training.config import load_config
@@ -69,7 +70,7 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
     from training.export import export_onnx
     from training.layers import fold_static_layers
     from training.tasks import load_task
-    from training.trainer import load_trained_model, train
+    from training.trainer import load_trained_model
 
     slug = "".join(c if c.isalnum() else "-" for c in variant.name)
     overrides = [f'model.layer="{variant.layer}"', f'model.predictor="{variant.predictor}"', *variant.extra,
@@ -77,9 +78,7 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
                  f'output_dir="{work}/{slug}-{seed}"', 'name="ablation"']
     overrides += args.set
     config = load_config(args.config, overrides)
-    run_dir = config.run_dir
-    if not (run_dir / "summary.json").is_file():  # a finished run in --work-dir is reused, not retrained
-        run_dir = train(config, resume=True, progress=False)  # continues an interrupted run
+    run_dir = train_or_reuse(config, resume=True)  # resume=True continues an interrupted run
     model, saved = load_trained_model(run_dir / "best.pt")
     params = sum(p.numel() for p in model.parameters())
     history = saved["state"]["history"]

@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DOCS, command_line, machine_line, make_parser, markdown_table, page_header, write_json
+from bench.common import (
+    DOCS,
+    command_line,
+    machine_line,
+    make_parser,
+    markdown_table,
+    page_header,
+    train_or_reuse,
+    write_json,
+)
 from training.config import TrainConfig, load_config
 
 HOLDOUT = ["coat", "shirt", "sneaker", "ankle boot"]
@@ -71,14 +80,11 @@ def evaluate_entry(entry: Entry, args: argparse.Namespace, work: Path) -> dict[s
     from training.evaluate import evaluate_split, open_set_metrics
     from training.evaluation import torch_embedder
     from training.tasks import load_task
-    from training.trainer import load_trained_model, train
+    from training.trainer import load_trained_model
 
     config = config_for(entry, args, work)
     if entry.kind == "trained":
-        run_dir = config.run_dir
-        if not (run_dir / "summary.json").is_file():  # a finished run in --work-dir is reused, not retrained
-            run_dir = train(config, progress=False)
-        model, _ = load_trained_model(run_dir / "best.pt")
+        model, _ = load_trained_model(train_or_reuse(config) / "best.pt")
         embedder = torch_embedder(model)
     else:
         config.data.holdout_classes = list(HOLDOUT)
