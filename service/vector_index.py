@@ -47,7 +47,7 @@ class IndexOptions:
     # OpenMP threads per search (0 = FAISS's default, all cores). Set in the searching thread
     # itself: omp_set_num_threads only affects the thread that calls it, and searches run on
     # worker threads. With all cores, one query's parallel region waits at its barrier for a
-    # thread the scheduler has given to another request: 23 ms instead of 0.1 ms at 10k vectors.
+    # thread the scheduler has given to another request (docs/benchmarks.md, serving).
     search_threads: int = 1
 
 
