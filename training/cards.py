@@ -137,7 +137,8 @@ def _open_set_section(open_set: dict[str, Any]) -> list[str]:
         "",
         f"The same recipe trained without {', '.join(open_set['holdout_classes'])} (those classes reached neither "
         "training, validation nor calibration), measured on the test images of the classes it saw and of the "
-        "classes it never saw. The closed-set numbers above are for the shipped model, trained on all classes.",
+        "classes it never saw. The closed-set numbers above are for the shipped model, trained on all classes. "
+        "Baselines and other objectives on the same split: docs/openset.md in the likeness repository.",
         "",
         "| metric | seen classes | unseen classes |",
         "|---|---|---|",

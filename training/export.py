@@ -95,14 +95,41 @@ def attach_spec(onnx_path: str | Path, spec: ModelSpec, output: Path) -> None:
     os.replace(tmp, output)
 
 
-def open_set_recipe_metrics(checkpoint: str | Path, data_dir: str | None = None) -> dict[str, Any]:
-    """The same recipe trained without some classes: its seen- and unseen-class numbers."""
+def recipe_differences(shipped: TrainConfig, open_set: TrainConfig) -> list[str]:
+    """The settings in which an open-set run differs from the shipped model's recipe.
+
+    Only the held-out classes, the data folder, the run's name and output folder and the
+    measurement settings (``eval``) may differ: anything else would put another recipe's open-set
+    numbers in the card.
+    """
+    ignored = {"name", "version", "output_dir", "eval", "data.holdout_classes", "data.data_dir"}
+
+    def flat(config: TrainConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in config.model_dump().items():
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            out.update({f"{key}.{sub}" if sub else key: v for sub, v in items})
+        return {k: v for k, v in out.items() if k not in ignored and k.split(".")[0] not in ignored}
+
+    a, b = flat(shipped), flat(open_set)
+    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
+
+
+def open_set_recipe_metrics(checkpoint: str | Path, data_dir: str | None = None,
+                            recipe: TrainConfig | None = None) -> dict[str, Any]:
+    """The same recipe trained without some classes: its seen- and unseen-class numbers.
+
+    With ``recipe`` (the shipped model's config), a checkpoint of another recipe is refused.
+    """
     from training.evaluate import evaluate_split, open_set_metrics
 
     model, saved = load_trained_model(checkpoint)
     config = TrainConfig.model_validate(saved["config"])
     if not config.data.holdout_classes:
         raise ExportError(f"{checkpoint} was trained on every class; an open-set checkpoint needs holdout_classes")
+    if recipe is not None and (differences := recipe_differences(recipe, config)):
+        raise ExportError(f"{checkpoint} is not the shipped model's recipe without some classes; it differs in "
+                          + "; ".join(differences))
     if data_dir:
         config.data.data_dir = data_dir
     task = load_task(config)
@@ -150,7 +177,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
                              "static_layers_folded": folded}
         if open_set_checkpoint:
-            metrics["open_set_recipe"] = open_set_recipe_metrics(open_set_checkpoint, data_dir)
+            metrics["open_set_recipe"] = open_set_recipe_metrics(open_set_checkpoint, data_dir, recipe=config)
         spec = ModelSpec(
             name=name or config.name,
             version=version or config.version,

@@ -90,6 +90,46 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
 
 
+HOLDOUT = ["coat", "shirt", "sneaker", "ankle boot"]
+
+
+def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_path):
+    """The recipe trained without 4 classes (via the CLI flag) puts seen/unseen numbers in the card."""
+    run_dir, overrides = tiny_run
+    from training.export import ExportError, export_checkpoint
+
+    open_set_dir = tmp_path / "open-set"
+    command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress",
+               "--holdout-classes", ",".join(HOLDOUT)]
+    for item in [*overrides, f'output_dir="{open_set_dir}"']:
+        command += ["--set", item]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    result = export_checkpoint(run_dir / "best.pt", tmp_path / "tiny.onnx", pairs=2000,
+                               open_set_checkpoint=open_set_dir / "best.pt")
+    recipe = result["metrics"]["open_set_recipe"]
+    assert recipe["holdout_classes"] == HOLDOUT
+    unseen, seen = recipe["unseen"], recipe["seen"]
+    # Seen numbers come from the 6 trained classes' test images, unseen from the 4 held-out ones
+    # (data.test_limit=2000 caps each side).
+    assert seen["items"] == unseen["items"] == 2000
+    assert set(unseen["few_shot"]) == {"4-way 1-shot", "4-way 5-shot"}
+    card = (tmp_path / "tiny.md").read_text()
+    assert "## Open-set numbers of this recipe" in card and "--holdout-classes" in card
+    assert f"| {unseen['map_at_r']:.4f} |" in card
+    assert f"{unseen['few_shot']['4-way 5-shot']['accuracy']:.4f}" in card
+    assert "--open-set-checkpoint" in card  # the export command that made the card
+
+    # A run of every class, or of another recipe, cannot stand in for the open-set run.
+    with pytest.raises(ExportError, match="trained on every class"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pairs=2000, open_set_checkpoint=run_dir / "best.pt")
+    other = load_config("default", [*overrides, "optim.epochs=1", f"data.holdout_classes={json.dumps(HOLDOUT)}"])
+    from training.export import recipe_differences
+
+    assert recipe_differences(load_config("default", overrides), other) == ["optim.epochs: 3 vs 1"]
+
+
 def _train_command(out, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress"]
     for item in ["data.train_limit=3000", "data.val_size=600", "optim.epochs=3", "model.widths=[8, 16]",
