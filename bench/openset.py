@@ -52,6 +52,14 @@ ENTRIES = [
     Entry("supcon", "trained", ('objective.name="supcon"',)),
     Entry("arcface", "trained", ('objective.name="arcface"',)),
     Entry("normalized-softmax", "trained", ('objective.name="normalized-softmax"',)),
+    # The NSL layer types under the same protocol, with the objective that did best on unseen
+    # classes (normalized-softmax): plain is the normalized-softmax row above; static-full and
+    # dynamic-diag were the best static and dynamic layers of the closed-set ablation
+    # (docs/nsl-ablation.md).
+    Entry("static-full NSL, normalized-softmax", "trained",
+          ('model.layer="static-full"', 'objective.name="normalized-softmax"')),
+    Entry("dynamic-diag NSL, normalized-softmax", "trained",
+          ('model.layer="dynamic-diag"', 'objective.name="normalized-softmax"')),
 ]
 
 
@@ -122,6 +130,15 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                        f"{best['unseen']['map_at_r']:.4f} vs the classifier embedding's "
                        f"{classifier['unseen']['map_at_r']:.4f} ({delta * 100:+.2f} points): it "
                        f"{'beats' if delta > 0 else 'does not beat'} the cross-entropy baseline.")
+    for r in rows:
+        layer = [o for o in r["overrides"] if o.startswith("model.layer=")]
+        # The plain-convolution row with otherwise the same overrides.
+        plain = next((p for p in rows if layer and p["overrides"] == [o for o in r["overrides"] if o not in layer]),
+                     None)
+        if plain:
+            delta = r["unseen"]["map_at_r"] - plain["unseen"]["map_at_r"]
+            verdict.append(f"{r['entry']}: unseen MAP@R {r['unseen']['map_at_r']:.4f} vs plain convolution's "
+                           f"{plain['unseen']['map_at_r']:.4f} with the same objective ({delta * 100:+.2f} points).")
     return "\n".join([
         *page_header("Open-set similarity: classes never seen in training"),
         f"Split: train on the 6 seen Fashion-MNIST classes (validation and calibration too); held out: "
@@ -135,8 +152,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         markdown_table(["entry", "seen P@1", "seen MAP@R", "seen AUC", "unseen P@1", "unseen MAP@R", "unseen AUC",
                         *shot_names], table_rows),
         "",
-        *verdict,
-        "",
+        *[line for v in verdict for line in (v, "")],
     ])
 
 

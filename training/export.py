@@ -115,21 +115,26 @@ def recipe_differences(shipped: TrainConfig, open_set: TrainConfig) -> list[str]
     return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
 
 
-def open_set_recipe_metrics(checkpoint: str | Path, data_dir: str | None = None,
-                            recipe: TrainConfig | None = None) -> dict[str, Any]:
-    """The same recipe trained without some classes: its seen- and unseen-class numbers.
-
-    With ``recipe`` (the shipped model's config), a checkpoint of another recipe is refused.
-    """
-    from training.evaluate import evaluate_split, open_set_metrics
-
-    model, saved = load_trained_model(checkpoint)
+def check_open_set_checkpoint(saved: dict[str, Any], checkpoint: str | Path,
+                              recipe: TrainConfig | None = None) -> TrainConfig:
+    """The open-set run's config; refused unless it held classes out and, given ``recipe`` (the
+    shipped model's config), is that recipe."""
     config = TrainConfig.model_validate(saved["config"])
     if not config.data.holdout_classes:
         raise ExportError(f"{checkpoint} was trained on every class; an open-set checkpoint needs holdout_classes")
     if recipe is not None and (differences := recipe_differences(recipe, config)):
         raise ExportError(f"{checkpoint} is not the shipped model's recipe without some classes; it differs in "
                           + "; ".join(differences))
+    return config
+
+
+def open_set_recipe_metrics(checkpoint: str | Path, data_dir: str | None = None,
+                            recipe: TrainConfig | None = None) -> dict[str, Any]:
+    """The same recipe trained without some classes: its seen- and unseen-class numbers."""
+    from training.evaluate import evaluate_split, open_set_metrics
+
+    model, saved = load_trained_model(checkpoint)
+    config = check_open_set_checkpoint(saved, checkpoint, recipe)
     if data_dir:
         config.data.data_dir = data_dir
     task = load_task(config)
@@ -157,6 +162,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
     model, saved = load_trained_model(checkpoint)
     folded = fold_static_layers(model)
     config = TrainConfig.model_validate(saved["config"])
+    if open_set_checkpoint:  # refuse a wrong one before the long work
+        check_open_set_checkpoint(load_trained_model(open_set_checkpoint)[1], open_set_checkpoint, config)
     if data_dir:
         config.data.data_dir = data_dir
     if pairs:
