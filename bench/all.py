@@ -2,7 +2,7 @@
 
 Each writes its own page under ``docs/`` (table, plot where there is one, the exact command and
 the machine) and its raw numbers under ``docs/results/``; ``docs/benchmarks.md`` summarises them.
-On 2 cores the whole run takes about 2 hours, most of it the training benchmarks (csn, openset,
+On 2 cores the whole run takes hours, most of it the training benchmarks (csn, openset,
 nsl-ablation); ``--only`` runs a subset and ``--skip`` leaves some out.
 """
 

@@ -80,10 +80,22 @@ def interleaved_rates(fns: dict[str, Callable[[], int]], repeats: int, min_secon
 
 def train_or_reuse(config, resume: bool = False) -> Path:
     """The run directory of ``config``: a finished run there (``summary.json`` written) is reused,
-    so a long benchmark given ``--work-dir`` can be interrupted and rerun without retraining."""
+    so a long benchmark given ``--work-dir`` can be interrupted and rerun without retraining.
+
+    A finished run of another configuration in that folder is an error, not a silent reuse (an
+    entry whose overrides changed keeps its folder name); only ``output_dir`` may differ, since a
+    work folder may have moved.
+    """
+    import tomllib
+
+    from training.config import TrainConfig
     from training.trainer import train
 
     if (config.run_dir / "summary.json").is_file():
+        saved = TrainConfig.model_validate(tomllib.loads((config.run_dir / "config.toml").read_text()))
+        if saved.model_dump(exclude={"output_dir"}) != config.model_dump(exclude={"output_dir"}):
+            raise SystemExit(f"{config.run_dir} holds a run of another configuration; "
+                             "remove it or use another --work-dir")
         return config.run_dir
     return train(config, resume=resume, progress=False)
 

@@ -111,3 +111,21 @@ def test_ablation_variant_names_select_exactly_and_layer_words_select_the_family
     assert names == ["plain", "dynamic-diag"]  # not the sphere-predictor twin of dynamic-diag
     assert len(nsl_ablation.select_variants(["dynamic-lowrank"])) == 2
     assert len(nsl_ablation.select_variants(None)) == len(nsl_ablation.VARIANTS)
+
+
+def test_a_work_folder_is_reused_only_for_the_same_configuration(tmp_path):
+    """--work-dir reuse: the finished run of the same config is reused (even if its folder moved),
+    a finished run of another config in the folder is refused rather than reported as this one."""
+    from bench.common import train_or_reuse
+    from training.config import config_to_toml, load_config
+
+    run = tmp_path / "entry"
+    run.mkdir()
+    trained = load_config("default", ['output_dir="/elsewhere/entry"', 'objective.name="triplet"'])
+    (run / "config.toml").write_text(config_to_toml(trained))
+    (run / "summary.json").write_text("{}")
+    same = load_config("default", [f'output_dir="{run}"', 'objective.name="triplet"'])
+    assert train_or_reuse(same) == run
+    other = load_config("default", [f'output_dir="{run}"', 'objective.name="contrastive"'])
+    with pytest.raises(SystemExit, match="another configuration"):
+        train_or_reuse(other)
