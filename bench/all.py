@@ -25,7 +25,7 @@ RUNS: dict[str, list[str]] = {
     "csn": ["--epochs", "2", "--triplets", "20000"],
     "openset": ["--epochs", "3"],
     "nsl-ablation": ["--set", "model.widths=[16,32,64]", "--set", "optim.threads=1", "--variants", "plain",
-                     "static-diag", "static-full", "dynamic-diag", "--cost-only", "dynamic-full",
+                     "static-diag", "static-full", "dynamic-diag", "dynamic-full", "--cost-only",
                      "dynamic-diag, sphere predictor", "sphere (cosine SphereConv layer)", "dynamic-lowrank (r=1)",
                      "dynamic-lowrank (r=1), last conv per stage"],
 }
