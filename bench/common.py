@@ -101,11 +101,17 @@ def train_or_reuse(config, resume: bool = False) -> Path:
 
 
 def write_json(markdown: Path, payload: dict) -> Path:
-    """Raw results beside a benchmark's page: docs/X.md -> docs/results/X.json."""
+    """Raw results beside a benchmark's page: docs/X.md -> docs/results/X.json, headed by the
+    command that made them and the machine."""
     path = markdown.parent / "results" / f"{markdown.stem}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps({"command": command_line(), "machine": machine_line(), **payload}, indent=2) + "\n")
     return path
+
+
+def slug(name: str) -> str:
+    """A benchmark entry's name as a folder or file name: every non-alphanumeric character -> '-'."""
+    return "".join(c if c.isalnum() else "-" for c in name)
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -28,11 +28,10 @@ import numpy as np
 
 from bench.common import (
     DOCS,
-    command_line,
-    machine_line,
     make_parser,
     markdown_table,
     page_header,
+    slug,
     train_or_reuse,
     write_json,
 )
@@ -57,11 +56,10 @@ def train_one(args: argparse.Namespace, work: Path, name: str, overrides: tuple[
               aspects: list[str]) -> Any:
     from training.trainer import load_trained_model
 
-    slug = "".join(c if c.isalnum() else "-" for c in name)
     config = load_config(args.config, [*args.set, *overrides, f"optim.epochs={args.epochs}",
                                        f"data.train_triplets={args.triplets}", f"seed={args.seed}",
                                        "data.aspects=[" + ", ".join(f'"{a}"' for a in aspects) + "]",
-                                       f'output_dir="{work}/{slug}"', 'name="csn-bench"'])
+                                       f'output_dir="{work}/{slug(name)}"', 'name="csn-bench"'])
     model, _ = load_trained_model(train_or_reuse(config) / "best.pt")
     return model
 
@@ -137,5 +135,5 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:28s} " + "  ".join(f"{k} {v * 100:.2f}" for k, v in accuracy.items()), flush=True)
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(render(rows, args, task))
-            write_json(args.output, {"command": command_line(), "machine": machine_line(), "rows": rows})
+            write_json(args.output, {"rows": rows})
     print(f"wrote {args.output}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.common import DOCS, command_line, machine_line, make_parser, markdown_table, page_header, write_json
+from bench.common import DOCS, make_parser, markdown_table, page_header, write_json
 from service.vector_index import IndexOptions, VectorIndex, numpy_method
 
 TYPES = ("flat", "hnsw", "ivf")
@@ -147,5 +147,5 @@ def main(argv: list[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, args.output.with_suffix(".png"))
     args.output.write_text(render(rows, args))
-    write_json(args.output, {"command": command_line(), "machine": machine_line(), "rows": rows})
+    write_json(args.output, {"rows": rows})
     print(f"wrote {args.output}")

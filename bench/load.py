@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import DOCS, REPO, command_line, machine_line, make_parser, markdown_table, page_header, write_json
+from bench.common import DOCS, REPO, make_parser, markdown_table, page_header, write_json
 from bench.server import ServerProcess
 
 GALLERY = REPO / "service" / "gallery"
@@ -161,5 +161,5 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['errors']} errors", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(results, args))
-    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results})
+    write_json(args.output, {"results": results})
     print(f"wrote {args.output}")

@@ -22,12 +22,11 @@ import torch
 
 from bench.common import (
     DOCS,
-    command_line,
     interleaved_rates,
-    machine_line,
     make_parser,
     markdown_table,
     page_header,
+    slug,
     train_or_reuse,
     write_json,
 )
@@ -41,6 +40,11 @@ class Variant:
     layer: str
     predictor: str = "plain"
     extra: tuple[str, ...] = ()  # more config overrides
+
+    @property
+    def overrides(self) -> list[str]:
+        """The config overrides that make this variant."""
+        return [f'model.layer="{self.layer}"', f'model.predictor="{self.predictor}"', *self.extra]
 
 
 VARIANTS = [
@@ -72,10 +76,8 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
     from training.tasks import load_task
     from training.trainer import load_trained_model
 
-    slug = "".join(c if c.isalnum() else "-" for c in variant.name)
-    overrides = [f'model.layer="{variant.layer}"', f'model.predictor="{variant.predictor}"', *variant.extra,
-                 f"optim.epochs={args.epochs}", f"data.train_limit={args.train_limit}", f"seed={seed}",
-                 f'output_dir="{work}/{slug}-{seed}"', 'name="ablation"']
+    overrides = [*variant.overrides, f"optim.epochs={args.epochs}", f"data.train_limit={args.train_limit}",
+                 f"seed={seed}", f'output_dir="{work}/{slug(variant.name)}-{seed}"', 'name="ablation"']
     overrides += args.set
     config = load_config(args.config, overrides)
     run_dir = train_or_reuse(config, resume=True)  # resume=True continues an interrupted run
@@ -104,14 +106,12 @@ def untrained_cost(variant: Variant, config_name: str, overrides: list[str], wor
     from training.layers import fold_static_layers
     from training.models import build_model
 
-    config = load_config(config_name, [*overrides, f'model.layer="{variant.layer}"',
-                                       f'model.predictor="{variant.predictor}"', *variant.extra])
+    config = load_config(config_name, [*overrides, *variant.overrides])
     model = build_model(config.model, 1, [0.3], [0.35]).eval()
     params = sum(p.numel() for p in model.parameters())
     fold_static_layers(model)
     spec = InputSpec(height=28, width=28, channels=1)
-    slug = "".join(c if c.isalnum() else "-" for c in variant.name)
-    onnx_path = work / f"cost-{slug}.onnx"
+    onnx_path = work / f"cost-{slug(variant.name)}.onnx"
     export_onnx(model, spec, onnx_path, aspects=False)
     return {"variant": variant.name, "params": params, "macs": count_macs(model, spec), "onnx": str(onnx_path)}
 
@@ -129,8 +129,7 @@ def measure_training(variants: list[Variant], config_name: str, overrides: list[
     labels = torch.arange(batch) % 10
     steps = {}
     for variant in variants:
-        config = load_config(config_name, [*overrides, f'model.layer="{variant.layer}"',
-                                           f'model.predictor="{variant.predictor}"', *variant.extra])
+        config = load_config(config_name, [*overrides, *variant.overrides])
         model = build_model(config.model, 1, [0.3], [0.35]).train()
         objective = build_objective(config.objective, 10, config.model.embedding_dim)
         optimizer = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=1e-4)
@@ -279,6 +278,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"training step, batch 128:   {name:38s} {rate:8.0f} img/s", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(results, inference, training, args, costs))
-    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results, "costs": costs,
+    write_json(args.output, {"results": results, "costs": costs,
                              "inference_images_per_s": inference, "training_images_per_s": training})
     print(f"wrote {args.output}")

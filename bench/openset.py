@@ -22,11 +22,10 @@ import numpy as np
 
 from bench.common import (
     DOCS,
-    command_line,
-    machine_line,
     make_parser,
     markdown_table,
     page_header,
+    slug,
     train_or_reuse,
     write_json,
 )
@@ -64,9 +63,8 @@ ENTRIES = [
 
 
 def config_for(entry: Entry, args: argparse.Namespace, work: Path) -> TrainConfig:
-    slug = "".join(c if c.isalnum() else "-" for c in entry.name)
     overrides = [f"data.holdout_classes={_toml_list(HOLDOUT)}", f"optim.epochs={args.epochs}",
-                 f"seed={args.seed}", f'output_dir="{work}/{slug}"', 'name="openset"', *args.set, *entry.overrides]
+                 f"seed={args.seed}", f'output_dir="{work}/{slug(entry.name)}"', 'name="openset"', *args.set, *entry.overrides]
     return load_config(args.config, overrides)
 
 
@@ -187,6 +185,6 @@ def main(argv: list[str] | None = None) -> None:
             # Rewrite after every entry, so a long run leaves its partial table behind.
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(render(rows, args))
-            write_json(args.output, {"command": command_line(), "machine": machine_line(), "holdout": HOLDOUT,
+            write_json(args.output, {"holdout": HOLDOUT,
                                      "rows": rows})
     print(f"wrote {args.output}")

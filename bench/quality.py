@@ -19,7 +19,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from bench.common import DOCS, REPO, command_line, machine_line, make_parser, markdown_table, page_header, write_json
+from bench.common import DOCS, REPO, make_parser, markdown_table, page_header, write_json
 from training.data.sources import load_raw
 from training.evaluation import embed_all, evaluate_embeddings, onnx_embedder
 
@@ -122,5 +122,5 @@ def main(argv: list[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(results, args.output.with_suffix(".png"))
     args.output.write_text(render(results, args))
-    write_json(args.output, {"command": command_line(), "machine": machine_line(), "results": results})
+    write_json(args.output, {"results": results})
     print(f"wrote {args.output}")

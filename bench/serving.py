@@ -30,9 +30,7 @@ import torch
 from bench.common import (
     DOCS,
     REPO,
-    command_line,
     interleaved_rates,
-    machine_line,
     make_parser,
     markdown_table,
     page_header,
@@ -264,6 +262,6 @@ def main(argv: list[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(http, args.output.with_suffix(".png"))
     args.output.write_text(render(model, http, overhead, args, spec))
-    write_json(args.output, {"command": command_line(), "machine": machine_line(), "model": model,
+    write_json(args.output, {"model": model,
                              "http": http, "overhead": overhead})
     print(f"wrote {args.output}")
