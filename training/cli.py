@@ -64,6 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     eval_p.add_argument("--pairs", type=int, default=100_000, help="same and different pairs each, for pair metrics")
 
     args = parser.parse_args(argv)
+    try:
+        return _run(args, argv)
+    except _user_errors() as error:  # evaluated only when something is raised
+        # A wrong checkpoint, a missing dataset, a bad data file: one line that says what to fix,
+        # not a traceback.
+        print(f"python -m training {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean "your input is wrong" rather than "likeness is broken"."""
+    from contract import ImageError, SpecError
+    from training.data.aspects import AspectDataError
+    from training.data.formats import DatasetFormatError
+    from training.data.sources import DatasetNotFound
+    from training.export import ExportError
+
+    return ExportError, DatasetNotFound, DatasetFormatError, AspectDataError, SpecError, ImageError
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "train":
         from training.trainer import train
 

@@ -115,26 +115,26 @@ def recipe_differences(shipped: TrainConfig, open_set: TrainConfig) -> list[str]
     return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
 
 
-def check_open_set_checkpoint(saved: dict[str, Any], checkpoint: str | Path,
-                              recipe: TrainConfig | None = None) -> TrainConfig:
-    """The open-set run's config; refused unless it held classes out and, given ``recipe`` (the
-    shipped model's config), is that recipe."""
+def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.Module, dict[str, Any], TrainConfig]:
+    """The same recipe trained without some classes: model, saved checkpoint and config.
+
+    Refused unless it held classes out and is ``recipe`` (the shipped model's config) otherwise.
+    """
+    model, saved = load_trained_model(checkpoint)
     config = TrainConfig.model_validate(saved["config"])
     if not config.data.holdout_classes:
         raise ExportError(f"{checkpoint} was trained on every class; an open-set checkpoint needs holdout_classes")
-    if recipe is not None and (differences := recipe_differences(recipe, config)):
+    if differences := recipe_differences(recipe, config):
         raise ExportError(f"{checkpoint} is not the shipped model's recipe without some classes; it differs in "
                           + "; ".join(differences))
-    return config
+    return model, saved, config
 
 
-def open_set_recipe_metrics(checkpoint: str | Path, data_dir: str | None = None,
-                            recipe: TrainConfig | None = None) -> dict[str, Any]:
-    """The same recipe trained without some classes: its seen- and unseen-class numbers."""
+def open_set_recipe_metrics(model: nn.Module, saved: dict[str, Any], config: TrainConfig,
+                            data_dir: str | None = None) -> dict[str, Any]:
+    """The open-set run's seen- and unseen-class numbers, for the shipped model's card."""
     from training.evaluate import evaluate_split, open_set_metrics
 
-    model, saved = load_trained_model(checkpoint)
-    config = check_open_set_checkpoint(saved, checkpoint, recipe)
     if data_dir:
         config.data.data_dir = data_dir
     task = load_task(config)
@@ -162,8 +162,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
     model, saved = load_trained_model(checkpoint)
     folded = fold_static_layers(model)
     config = TrainConfig.model_validate(saved["config"])
-    if open_set_checkpoint:  # refuse a wrong one before the long work
-        check_open_set_checkpoint(load_trained_model(open_set_checkpoint)[1], open_set_checkpoint, config)
+    # Loaded and checked before the long work, so a wrong one is refused at once.
+    open_set = load_open_set_run(open_set_checkpoint, config) if open_set_checkpoint else None
     if data_dir:
         config.data.data_dir = data_dir
     if pairs:
@@ -183,8 +183,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         metrics = evaluate_task(embedder, task, config, calibration, decision)
         metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
                              "static_layers_folded": folded}
-        if open_set_checkpoint:
-            metrics["open_set_recipe"] = open_set_recipe_metrics(open_set_checkpoint, data_dir, recipe=config)
+        if open_set:
+            metrics["open_set_recipe"] = open_set_recipe_metrics(*open_set, data_dir)
         spec = ModelSpec(
             name=name or config.name,
             version=version or config.version,

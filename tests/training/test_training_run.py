@@ -124,6 +124,13 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
     # A run of every class, or of another recipe, cannot stand in for the open-set run.
     with pytest.raises(ExportError, match="trained on every class"):
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pairs=2000, open_set_checkpoint=run_dir / "best.pt")
+    # The CLI says so in one line and exits 2, without a traceback.
+    refused = subprocess.run([sys.executable, "-m", "training", "export", "--checkpoint", str(run_dir / "best.pt"),
+                              "--output", str(tmp_path / "x.onnx"), "--open-set-checkpoint", str(run_dir / "best.pt")],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("python -m training export: error: ")
+    assert "trained on every class" in refused.stderr
     import torch
 
     saved = torch.load(open_set_dir / "best.pt", map_location="cpu", weights_only=False)
