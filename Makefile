@@ -42,7 +42,7 @@ HOLDOUT := coat,shirt,sneaker,ankle boot
 train: $(VENV)/.all
 	$(PY) -m training train --config default
 	$(PY) -m training export --checkpoint runs/fmnist-default/best.pt --output models/default.onnx \
-		--name likeness-fmnist --version 1.0.0
+		--name likeness-fmnist --version 1.1.0
 	$(PY) -m training train --config csn
 	$(PY) -m training export --checkpoint runs/fmnist-csn/best.pt --output models/csn.onnx \
 		--name likeness-fmnist-csn --version 1.0.0
@@ -52,7 +52,7 @@ train-openset: $(VENV)/.all
 	$(PY) -m training train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
 	$(PY) -m training export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default.onnx \
-		--name likeness-fmnist --version 1.0.0
+		--name likeness-fmnist --version 1.1.0
 
 ## Every benchmark (training ones take hours on 2 cores), then docs/benchmarks.md.
 bench: $(VENV)/.all

@@ -93,8 +93,10 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
         f"- Backbone: {_describe_backbone(training.get('backbone', {}))}.",
         f"- Objective: {_describe(training.get('objective', {}))}.",
         f"- Optimiser: {_describe(training.get('optim', {}))}; augmentation: {_describe(training.get('augment', {}))}.",
-        f"- Epochs trained: {training.get('epochs_trained')}; checkpoint kept: epoch {training.get('best_epoch')} "
-        f"(best {training.get('selected_on')} on validation); seed {training.get('seed')}; torch {training.get('torch')}.",
+        # best.pt is saved at its epoch, so its own count is the kept epoch; the schedule is the config's.
+        f"- Checkpoint kept: epoch {training.get('best_epoch')} of the {training.get('optim', {}).get('epochs')}-epoch "
+        f"schedule (best {training.get('selected_on')} on validation); seed {training.get('seed')}; "
+        f"torch {training.get('torch')}.",
         f"- ONNX vs PyTorch: max |difference| {export.get('onnx_max_abs_diff', float('nan')):.2e} at batch sizes "
         f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
         "",

@@ -83,6 +83,8 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     card = (tmp_path / "tiny.md").read_text()
     assert "python -m training train" in card and "python -m training export" in card
     assert f"{spec.metrics['test']['precision_at_1']:.4f}" in card
+    best_epoch = json.loads((run_dir / "summary.json").read_text())["best"]["epoch"]
+    assert f"Checkpoint kept: epoch {best_epoch} of the 3-epoch schedule" in card
     # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
     from training.evaluate import evaluate_model
 
