@@ -235,11 +235,13 @@ def _cost_section(costs: list[dict], inference: dict[str, float], training: dict
 
 def select_variants(requested: list[str] | None) -> list[Variant]:
     """All variants, or those named; a word that is no variant's name selects every variant of
-    that layer type ("dynamic-diag" alone would otherwise also pull in its sphere-predictor twin)."""
+    that layer type ("dynamic-diag" alone would otherwise also pull in its sphere-predictor twin).
+    ``plain`` is always in: every cost and accuracy in the table is read against it."""
     if not requested:
         return list(VARIANTS)
     names = {v.name for v in VARIANTS}
-    return [v for v in VARIANTS if v.name in requested or any(r not in names and r == v.layer for r in requested)]
+    return [v for v in VARIANTS
+            if v.name == "plain" or v.name in requested or any(r not in names and r == v.layer for r in requested)]
 
 
 def main(argv: list[str] | None = None) -> None:
