@@ -189,6 +189,20 @@ def test_an_index_from_another_model_is_refused(tmp_path):
         IndexStore(tmp_path, 32, [], {"name": "other"}, options("flat")).open()
 
 
+def test_an_index_built_by_another_model_of_the_same_shape_opens_with_a_warning(tmp_path, caplog):
+    """Same dimension, other model (a new default version): the vectors load, and the log says so."""
+    store = make_store(tmp_path)
+    store.upsert(items(unit(np.random.default_rng(3), 4)))
+    store.close()
+    with caplog.at_level(logging.WARNING, logger="likeness.index"):
+        again = IndexStore(tmp_path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
+        again.open()
+    assert len(again) == 4
+    again.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any('"version": "1"' in m and '"version": "2"' in m and "re-indexed" in m for m in warned), warned
+
+
 def test_concurrent_searches_never_see_half_an_upsert(tmp_path):
     rng = np.random.default_rng(7)
     store = make_store(tmp_path, "hnsw", snapshot_every=0)
