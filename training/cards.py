@@ -93,10 +93,9 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
         f"- Backbone: {_describe_backbone(training.get('backbone', {}))}.",
         f"- Objective: {_describe(training.get('objective', {}))}.",
         f"- Optimiser: {_describe(training.get('optim', {}))}; augmentation: {_describe(training.get('augment', {}))}.",
-        # best.pt is saved at its epoch, so its own count is the kept epoch; the schedule is the config's.
-        f"- Checkpoint kept: epoch {training.get('best_epoch')} of the {training.get('optim', {}).get('epochs')}-epoch "
-        f"schedule (best {training.get('selected_on')} on validation); seed {training.get('seed')}; "
-        f"torch {training.get('torch')}.",
+        f"- Checkpoint kept: epoch {training.get('epochs_trained')} of the "
+        f"{training.get('optim', {}).get('epochs')}-epoch schedule ({_selection(training)}); "
+        f"seed {training.get('seed')}; torch {training.get('torch')}.",
         f"- ONNX vs PyTorch: max |difference| {export.get('onnx_max_abs_diff', float('nan')):.2e} at batch sizes "
         f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
         "",
@@ -130,6 +129,14 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
         "shift the logit by log(prior odds).",
     ]
     return "\n".join(out) + "\n"
+
+
+def _selection(training: dict[str, Any]) -> str:
+    """Whether the exported weights are the run's best on validation (best.pt) or another epoch's
+    (last.pt): a checkpoint carries its own epoch and the best one of its run."""
+    if training.get("epochs_trained") == training.get("best_epoch"):
+        return f"best {training.get('selected_on')} on validation"
+    return f"not the best on validation: {training.get('selected_on')} peaked at epoch {training.get('best_epoch')}"
 
 
 def _open_set_section(open_set: dict[str, Any]) -> list[str]:

@@ -84,7 +84,13 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert "python -m training train" in card and "python -m training export" in card
     assert f"{spec.metrics['test']['precision_at_1']:.4f}" in card
     best_epoch = json.loads((run_dir / "summary.json").read_text())["best"]["epoch"]
-    assert f"Checkpoint kept: epoch {best_epoch} of the 3-epoch schedule" in card
+    assert f"Checkpoint kept: epoch {best_epoch} of the 3-epoch schedule (best val_map_at_r" in card
+    # Weights of another epoch than the best (an exported last.pt) are not called the best.
+    from training.cards import render_model_card
+
+    spec.training.update(epochs_trained=3, best_epoch=2)
+    assert ("Checkpoint kept: epoch 3 of the 3-epoch schedule (not the best on validation: val_map_at_r "
+            "peaked at epoch 2)") in render_model_card(spec, "tiny.onnx")
     # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
     from training.evaluate import evaluate_model
 
