@@ -185,6 +185,5 @@ def main(argv: list[str] | None = None) -> None:
             # Rewrite after every entry, so a long run leaves its partial table behind.
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(render(rows, args))
-            write_json(args.output, {"holdout": HOLDOUT,
-                                     "rows": rows})
+            write_json(args.output, {"holdout": HOLDOUT, "rows": rows})
     print(f"wrote {args.output}")

@@ -262,6 +262,5 @@ def main(argv: list[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(http, args.output.with_suffix(".png"))
     args.output.write_text(render(model, http, overhead, args, spec))
-    write_json(args.output, {"model": model,
-                             "http": http, "overhead": overhead})
+    write_json(args.output, {"model": model, "http": http, "overhead": overhead})
     print(f"wrote {args.output}")
