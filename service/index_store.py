@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS items (
     metadata TEXT NOT NULL,         -- JSON object
     thumbnail BLOB,                 -- PNG thumbnail of the image as uploaded
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    model TEXT                      -- JSON name and version of the model that embedded it (NULL: the index's first)
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -160,6 +161,7 @@ class IndexStore:
         self.dim = dim
         self.spaces = [OVERALL, *aspects]
         self.model_identity = model_identity
+        self._model_key = json.dumps(model_identity, sort_keys=True)
         self.options = options or StoreOptions()
         self._lock = ReadWriteLock()
         self._items: dict[str, StoredItem] = {}
@@ -190,6 +192,8 @@ class IndexStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        if "model" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:
+            db.execute("ALTER TABLE items ADD COLUMN model TEXT")  # an index from before per-item models
         self._db = db
         self._check_identity()
         for row in db.execute("SELECT id, label, metadata, created, updated FROM items"):
@@ -234,10 +238,22 @@ class IndexStore:
                 f"index in {self.directory} holds {stored['dim']}-d vectors for spaces {stored['spaces']}, "
                 f"but the model gives {self.dim}-d vectors for {self.spaces}; use another LIKENESS_DATA_DIR "
                 "or re-index your images")
-        model_row = db.execute("SELECT value FROM store_meta WHERE key = 'model'").fetchone()
-        if model_row and json.loads(model_row[0]) != self.model_identity:
-            log.warning("index %s was built with model %s; serving %s: scores mix two models until re-indexed",
-                        self.directory, model_row[0], json.dumps(self.model_identity))
+        self._warn_about_other_models()
+
+    def _warn_about_other_models(self) -> None:
+        """Vectors of another model of the same shape load, but their scores are not comparable:
+        say how many items need re-adding, per model, until none do."""
+        db = self._require_db()
+        first = db.execute("SELECT value FROM store_meta WHERE key = 'model'").fetchone()
+        first_key = json.dumps(json.loads(first[0]), sort_keys=True) if first else self._model_key
+        stale = db.execute("SELECT COALESCE(model, ?1), COUNT(*) FROM items WHERE COALESCE(model, ?1) != ?2 "
+                           "GROUP BY COALESCE(model, ?1)", (first_key, self._model_key)).fetchall()
+        if stale:
+            total = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            log.warning("index %s: %d of %d items were embedded by another model (%s); serving %s: scores mix "
+                        "two models until those items are re-indexed (added again)", self.directory,
+                        sum(count for _, count in stale), total,
+                        "; ".join(f"{count} by {model}" for model, count in stale), self._model_key)
 
     # snapshots and recovery ------------------------------------------------------------------
     def _snapshot_identity(self) -> dict[str, Any]:
@@ -364,10 +380,11 @@ class IndexStore:
                     seq = db.execute("INSERT INTO changes (op, id, old_label) VALUES ('upsert', ?, ?)",
                                      (item.id, previous.label if previous else None)).lastrowid
                     created = previous.created if previous else now
-                    db.execute("INSERT OR REPLACE INTO items (id, label, vectors, metadata, thumbnail, created, updated) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    db.execute("INSERT OR REPLACE INTO items (id, label, vectors, metadata, thumbnail, created, updated, "
+                               "model) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                (item.id, seq, np.ascontiguousarray(item.vectors, dtype=np.float32).tobytes(),
-                                json.dumps(item.metadata, sort_keys=True), item.thumbnail, created, now))
+                                json.dumps(item.metadata, sort_keys=True), item.thumbnail, created, now,
+                                self._model_key))
                     written.append((StoredItem(item.id, int(seq), item.metadata, created, now), previous))
                 db.execute("COMMIT")
             except BaseException:

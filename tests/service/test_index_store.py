@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 
 import numpy as np
@@ -200,7 +201,52 @@ def test_an_index_built_by_another_model_of_the_same_shape_opens_with_a_warning(
     assert len(again) == 4
     again.close()
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any('"version": "1"' in m and '"version": "2"' in m and "re-indexed" in m for m in warned), warned
+    assert any('"version": "1"' in m and '"version": "2"' in m and "4 of 4 items" in m for m in warned), warned
+
+
+def test_the_other_model_warning_counts_items_not_yet_re_added_and_stops_when_all_are(tmp_path, caplog):
+    rng = np.random.default_rng(4)
+    store = make_store(tmp_path)
+    store.upsert(items(unit(rng, 4)))
+    store.close()
+
+    def reopen_warnings() -> tuple[IndexStore, list[str]]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="likeness.index"):
+            again = IndexStore(tmp_path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
+            again.open()
+        return again, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    again, warned = reopen_warnings()
+    again.upsert(items(unit(rng, 3)))  # ids 0-2 re-added with version 2; id 3 still version 1
+    again.close()
+    again, warned = reopen_warnings()
+    assert any("1 of 4 items" in m and '1 by {"name": "test", "version": "1"}' in m for m in warned), warned
+    again.upsert(items(unit(rng, 4)))
+    again.close()
+    again, warned = reopen_warnings()
+    again.close()
+    assert not [m for m in warned if "another model" in m], warned
+
+
+def test_an_index_from_before_per_item_models_opens_with_all_its_items(tmp_path, caplog):
+    """Upgrading: an items table without the model column gains it; its items count as the index's
+    first model (store_meta), so nothing is lost and the warning is right."""
+    store = make_store(tmp_path)
+    store.upsert(items(unit(np.random.default_rng(5), 4)))
+    store.close()
+    with sqlite3.connect(tmp_path / "index.sqlite3") as db:
+        db.execute("ALTER TABLE items DROP COLUMN model")
+    with caplog.at_level(logging.WARNING, logger="likeness.index"):
+        same = make_store(tmp_path)
+    assert len(same) == 4 and not [r for r in caplog.records if "another model" in r.getMessage()]
+    same.close()
+    with caplog.at_level(logging.WARNING, logger="likeness.index"):
+        newer = IndexStore(tmp_path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
+        newer.open()
+    assert len(newer) == 4
+    newer.close()
+    assert any("4 of 4 items" in r.getMessage() for r in caplog.records)
 
 
 def test_concurrent_searches_never_see_half_an_upsert(tmp_path):
