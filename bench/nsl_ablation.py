@@ -57,6 +57,7 @@ VARIANTS = [
     Variant("sphere (cosine SphereConv layer)", "sphere"),
     Variant("dynamic-lowrank (r=1)", "dynamic-lowrank", extra=("model.rank=1",)),
     Variant("dynamic-lowrank (r=1), last conv per stage", "dynamic-lowrank", extra=("model.rank=1", "model.ns_per_stage=1")),
+    Variant("dynamic-diag, last stage only", "dynamic-diag", extra=("model.ns_last_stages=1",)),
 ]
 
 

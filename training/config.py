@@ -49,6 +49,7 @@ class ModelConfig(_Section):
     depth: int | list[int] = Field(default=3, description="NS-convs per stage (one number, or one per stage)")
     residual: bool = Field(default=False, description="ResNet basic blocks after each stage's first conv")
     ns_per_stage: int = Field(default=0, ge=0, description="only the last N convs of a stage use `layer` (0 = all)")
+    ns_last_stages: int = Field(default=0, ge=0, description="only the last N stages use `layer` (0 = all)")
     embedding_dim: int = Field(default=64, ge=2)
     # conditional similarity: none | fixed | learned (masks over the embedding, one per aspect)
     masks: Literal["none", "fixed", "learned"] = "none"

@@ -19,6 +19,8 @@ from training.layers import (
     LowRankDynamicNSLConv2d,
     SphereConv2d,
     StaticNSLConv2d,
+    dns_per_tap,
+    dns_stacked_input,
     fold_static_layers,
     make_conv,
 )
@@ -77,6 +79,17 @@ def test_dynamic_layer_matches_the_definition(mode, predictor):
     torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("formulation", [dns_per_tap, dns_stacked_input])
+@pytest.mark.parametrize("channels", [(3, 5), (6, 2)])
+def test_both_dns_formulations_match_the_definition(formulation, channels):
+    """Training runs dns_per_tap, the exported graph dns_stacked_input: both must be the definition."""
+    torch.manual_seed(8)
+    cin, cout = channels
+    x, weight = torch.randn(2, cin, 6, 9), torch.randn(cout, cin, 3, 3)
+    m = 1 + torch.randn(2, 9, 6, 9)  # far from the identity, different at every position
+    torch.testing.assert_close(formulation(x, weight, m), reference_nsl(x, weight, as_full(m)), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("predictor", ["plain", "sphere"])
 def test_low_rank_dynamic_layer_matches_the_definition(predictor):
     torch.manual_seed(7)
@@ -96,6 +109,19 @@ def test_hybrid_backbone_puts_ns_layers_last_in_each_stage():
     kinds = [type(m).__name__ for m in backbone.body if "Conv" in type(m).__name__]
     assert kinds == ["Conv2d", "PlainConv2d", "PlainConv2d", "LowRankDynamicNSLConv2d",
                      "PlainConv2d", "PlainConv2d", "LowRankDynamicNSLConv2d"]
+
+
+def test_stage_hybrid_backbone_puts_ns_layers_in_the_last_stages_only():
+    from training.models import Backbone
+
+    backbone = Backbone(1, [8, 16, 32], depth=2, layer="dynamic-diag", ns_last_stages=1)
+    kinds = [type(m).__name__ for m in backbone.body if "Conv" in type(m).__name__]
+    assert kinds == ["Conv2d", "PlainConv2d", "PlainConv2d", "PlainConv2d", "PlainConv2d",
+                     "DynamicNSLConv2d", "DynamicNSLConv2d"]
+    both = Backbone(1, [8, 16, 32], depth=2, layer="dynamic-diag", ns_last_stages=2, ns_per_stage=1)
+    kinds = [type(m).__name__ for m in both.body if "Conv" in type(m).__name__]
+    assert kinds == ["Conv2d", "PlainConv2d", "PlainConv2d", "PlainConv2d", "DynamicNSLConv2d",
+                     "PlainConv2d", "DynamicNSLConv2d"]
 
 
 def test_dynamic_layer_starts_next_to_a_plain_conv():
@@ -182,6 +208,17 @@ def test_onnx_export_matches_pytorch_at_batch_1_and_7(tmp_path, layer, predictor
     model, path = exported_model(tmp_path, layer, predictor)
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     assert parity(model, path, images) < 1e-4  # parity() runs batches of 1, 7 and 64
+
+
+def test_exported_dns_graph_is_the_stacked_input_form(tmp_path):
+    """No Slice in the exported dynamic-diag graph: the shifted copies come from one depthwise conv
+    per layer (the form ONNX Runtime runs fastest), not from nine slices."""
+    _, path = exported_model(tmp_path, "dynamic-diag")
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "Slice" not in ops
+    depthwise = [node for node in onnx.load(str(path)).graph.node
+                 if node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)]
+    assert len(depthwise) == 2  # widths [8, 16], depth 1: two NS layers after the plain stem
 
 
 @pytest.mark.parametrize("layer", ["static-diag", "static-full"])

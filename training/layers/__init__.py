@@ -5,6 +5,8 @@ from training.layers.nsl import (
     PlainConv2d,
     SphereConv2d,
     StaticNSLConv2d,
+    dns_per_tap,
+    dns_stacked_input,
     fold_static_layers,
     make_conv,
 )
@@ -16,6 +18,8 @@ __all__ = [
     "PlainConv2d",
     "SphereConv2d",
     "StaticNSLConv2d",
+    "dns_per_tap",
+    "dns_stacked_input",
     "fold_static_layers",
     "make_conv",
 ]

@@ -139,19 +139,50 @@ def _predictor_width(out_channels: int, requested: int | None) -> int:
     return requested or max(8, out_channels // 4)
 
 
+def shifted_inputs(x: torch.Tensor) -> list[torch.Tensor]:
+    """x(p + δ_k) for the nine taps, zero padded: nine [N, C, H, W] views of the padded input."""
+    h, w = x.shape[2:]
+    padded = F.pad(x, (1, 1, 1, 1))
+    return [padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in TAP_OFFSETS]
+
+
+def dns_per_tap(x: torch.Tensor, weight: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Dynamic-diagonal NSL, m: [N, 9, H, W]. Nine single-tap 1x1 convs, weighted and summed."""
+    out = None
+    for k, tap_input in enumerate(shifted_inputs(x)):
+        term = F.conv2d(tap_input, weight[:, :, k // 3, k % 3, None, None]) * m[:, k:k + 1]
+        out = term if out is None else out + term
+    return out
+
+
+def dns_stacked_input(x: torch.Tensor, weight: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Dynamic-diagonal NSL, m: [N, 9, H, W]. The nine shifted copies of every channel (a depthwise
+    conv with one-hot 3x3 kernels: channel 9c + k holds x_c(p + δ_k)), weighted by m_k(p), then one
+    1x1 conv over the 9·Cin channels. Four ops, each a single pass ONNX Runtime runs well."""
+    n, c, h, w = x.shape
+    one_hot = torch.eye(TAPS, dtype=x.dtype, device=x.device).reshape(TAPS, 1, 3, 3).repeat(c, 1, 1, 1)
+    stacked = F.conv2d(x, one_hot, padding=1, groups=c).reshape(n, c, TAPS, h, w) * m.unsqueeze(1)
+    return F.conv2d(stacked.reshape(n, c * TAPS, h, w), weight.reshape(weight.shape[0], c * TAPS, 1, 1))
+
+
 class DynamicNSLConv2d(nn.Module):
     """Exact dynamic NSL (the paper's DNS / UNS): M = I + predictor(x), per sample and position.
 
-    diag (DNS), y(p) = Σ_k m_k(p) · w_kᵀ x(p + δ_k): nine single-tap 1x1 convolutions of the shifted
-    input, each weighted by its m_k and summed. Same MACs as one 3x3 conv, and of the exact
-    formulations we measured it is the fastest on CPU (docs/nsl.md): the 1x1-conv-to-9·Cout
-    expansion and the stacked-input (im2col) form move 9x the activations through memory at once.
+    diag (DNS), y(p) = Σ_k m_k(p) · w_kᵀ x(p + δ_k), has two exact formulations, each the faster one
+    where it runs (docs/nsl-kernels.md; tests hold them to the definition):
+    - in PyTorch (training), :func:`dns_per_tap`: nine single-tap 1x1 convs of the shifted input,
+      each weighted by its m_k and summed;
+    - in the exported graph (ONNX Runtime), :func:`dns_stacked_input`: the nine shifted copies of
+      the input made by one depthwise conv with one-hot kernels, weighted by m, then one 1x1 conv
+      over the 9·Cin channels. ONNX Runtime runs the per-tap graph's 9 Slices, 9 small convs and
+      their layout conversions 1.5-2x slower.
 
     full (UNS), y(p) = Σ_a w_aᵀ Σ_k M_ak(p) x(p + δ_k): the nine shifted inputs are mixed by the
     9x9 M of each position (one Einsum), then one 1x1 conv over the 9·Cin mixed channels.
 
     Only Conv, Pad, Slice, Mul, Add and Einsum: it exports to ONNX as is. Costly on CPU all the
-    same; :class:`LowRankDynamicNSLConv2d` is the affordable form.
+    same, because a 9x-wide tensor goes through memory; the affordable uses are in the low-resolution
+    last stage only (``model.ns_last_stages``) or :class:`LowRankDynamicNSLConv2d`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, mode: Literal["diag", "full"],
@@ -177,15 +208,10 @@ class DynamicNSLConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         m = self.similarity(x)
-        padded = F.pad(x, (1, 1, 1, 1))
-        shifted = [padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in TAP_OFFSETS]
         if self.mode == "diag":
-            out = None
-            for k, tap_input in enumerate(shifted):
-                term = F.conv2d(tap_input, self.weight[:, :, k // 3, k % 3, None, None]) * m[:, k:k + 1]
-                out = term if out is None else out + term
-            return out
-        mixed = torch.einsum("nakhw,nkchw->nachw", m, torch.stack(shifted, 1))
+            dns = dns_stacked_input if torch.onnx.is_in_onnx_export() else dns_per_tap
+            return dns(x, self.weight, m)
+        mixed = torch.einsum("nakhw,nkchw->nachw", m, torch.stack(shifted_inputs(x), 1))
         # Weight laid out tap-major to match the [N, 9·C] channel order of ``mixed``.
         weight = self.weight.reshape(self.weight.shape[0], c, TAPS).transpose(1, 2).reshape(-1, TAPS * c, 1, 1)
         return F.conv2d(mixed.reshape(n, TAPS * c, h, w), weight)

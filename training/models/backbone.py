@@ -6,6 +6,8 @@ stem (plain 3x3) -> for each stage: ``depth`` x (NS-conv, BN, ReLU), 2x2 max-poo
 
 - ``ns_per_stage`` > 0 keeps the first convs of each stage plain and makes only the last ones NS
   (a cheaper hybrid).
+- ``ns_last_stages`` > 0 keeps the first stages plain and makes only the last ones NS: dynamic
+  layers cost per position, so the low-resolution stages are where they are affordable.
 - ``residual`` groups the convs after a stage's first one into ResNet basic blocks (two convs and
   an identity shortcut), the structure of the fast-training "ResNet-9" family.
 """
@@ -34,7 +36,8 @@ class ResidualBlock(nn.Module):
 
 class Backbone(nn.Module):
     def __init__(self, in_channels: int, widths: list[int], depth: int | list[int], layer: str = "plain",
-                 ns_per_stage: int = 0, residual: bool = False, **layer_options: object) -> None:
+                 ns_per_stage: int = 0, residual: bool = False, ns_last_stages: int = 0,
+                 **layer_options: object) -> None:
         super().__init__()
         depths = depth if isinstance(depth, list) else [depth] * len(widths)
         if len(depths) != len(widths):
@@ -48,8 +51,11 @@ class Backbone(nn.Module):
             if stage > 0:
                 modules.append(nn.MaxPool2d(2))
 
-            def conv(index: int, cin: int, width: int = width, convs: int = convs) -> nn.Module:
-                kind = layer if ns_per_stage == 0 or index >= convs - ns_per_stage else "plain"
+            ns_stage = ns_last_stages == 0 or stage >= len(widths) - ns_last_stages
+
+            def conv(index: int, cin: int, width: int = width, convs: int = convs, ns_stage: bool = ns_stage) -> nn.Module:
+                ns_conv = ns_per_stage == 0 or index >= convs - ns_per_stage
+                kind = layer if ns_stage and ns_conv else "plain"
                 return make_conv(kind, cin, width, **layer_options)
 
             index = 0
