@@ -173,9 +173,15 @@ def _describe(values: dict[str, Any]) -> str:
 
 
 def _describe_backbone(backbone: dict[str, Any]) -> str:
-    return (f"layer `{backbone.get('layer')}` (predictor `{backbone.get('predictor')}`), widths {backbone.get('widths')}, "
-            f"{backbone.get('depth')} NS-convs per stage, {backbone.get('embedding_dim')}-d embedding, masks "
-            f"`{backbone.get('masks')}`")
+    where = []  # hybrids: where the NS layers are (the other convs are plain)
+    if backbone.get("ns_last_stages"):
+        where.append(f"in the last {backbone['ns_last_stages']} stage(s)")
+    if backbone.get("ns_per_stage"):
+        where.append(f"as the last {backbone['ns_per_stage']} conv(s) of a stage")
+    placement = f" {' and '.join(where)} only, plain elsewhere" if where else ""
+    return (f"layer `{backbone.get('layer')}` (predictor `{backbone.get('predictor')}`){placement}, widths "
+            f"{backbone.get('widths')}, {backbone.get('depth')} {'convs' if where else 'NS-convs'} per stage, "
+            f"{backbone.get('embedding_dim')}-d embedding, masks `{backbone.get('masks')}`")
 
 
 def _nested(values: dict[str, Any], indent: str = "") -> list[str]:

@@ -91,6 +91,10 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     spec.training.update(epochs_trained=3, best_epoch=2)
     assert ("Checkpoint kept: epoch 3 of the 3-epoch schedule (not the best on validation: val_map_at_r "
             "peaked at epoch 2)") in render_model_card(spec, "tiny.onnx")
+    # A hybrid backbone says where its NS layers are.
+    spec.training["backbone"].update(layer="dynamic-diag", ns_last_stages=1)
+    assert "`dynamic-diag` (predictor `plain`) in the last 1 stage(s) only, plain elsewhere" in \
+        render_model_card(spec, "tiny.onnx")
     # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
     from training.evaluate import evaluate_model
 
