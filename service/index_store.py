@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,9 +195,19 @@ class IndexStore:
         if "model" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:
             db.execute("ALTER TABLE items ADD COLUMN model TEXT")  # an index from before per-item models
         self._db = db
-        self._check_identity()
-        for row in db.execute("SELECT id, label, metadata, created, updated FROM items"):
+        first_model = self._check_identity()
+        by_other_models: Counter[str] = Counter()
+        for row in db.execute("SELECT id, label, metadata, created, updated, COALESCE(model, ?) FROM items",
+                              (first_model,)):
             self._remember(StoredItem(row[0], row[1], json.loads(row[2]), row[3], row[4]))
+            if row[5] != self._model_key:
+                by_other_models[row[5]] += 1
+        if by_other_models:
+            # Same shape, so the vectors load, but their scores are not comparable with this model's.
+            log.warning("index %s: %d of %d items were embedded by another model (%s); serving %s: scores mix "
+                        "two models until those items are re-indexed (added again)", self.directory,
+                        by_other_models.total(), len(self._items),
+                        "; ".join(f"{count} by {model}" for model, count in by_other_models.items()), self._model_key)
         # The last sequence number ever handed out, even if the log before it has been trimmed.
         last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         self._applied_seq = int(last[0]) if last else 0
@@ -223,37 +233,25 @@ class IndexStore:
                     self._db = None
                     self._lock_file.close()  # releases the flock
 
-    def _check_identity(self) -> None:
-        """Refuse an index whose vectors came from an incompatible model (other dim or aspects)."""
+    def _check_identity(self) -> str:
+        """Refuse an index whose vectors came from an incompatible model (other dim or aspects);
+        return the model that created the index (what items from before per-item models were
+        embedded by), as a sorted JSON key."""
         db = self._require_db()
         identity = {"dim": self.dim, "spaces": self.spaces}
         row = db.execute("SELECT value FROM store_meta WHERE key = 'identity'").fetchone()
         if row is None:
             db.execute("INSERT INTO store_meta VALUES ('identity', ?)", (json.dumps(identity),))
-            db.execute("INSERT OR REPLACE INTO store_meta VALUES ('model', ?)", (json.dumps(self.model_identity),))
-            return
+            db.execute("INSERT OR REPLACE INTO store_meta VALUES ('model', ?)", (self._model_key,))
+            return self._model_key
         stored = json.loads(row[0])
         if stored != identity:
             raise IndexMismatch(
                 f"index in {self.directory} holds {stored['dim']}-d vectors for spaces {stored['spaces']}, "
                 f"but the model gives {self.dim}-d vectors for {self.spaces}; use another LIKENESS_DATA_DIR "
                 "or re-index your images")
-        self._warn_about_other_models()
-
-    def _warn_about_other_models(self) -> None:
-        """Vectors of another model of the same shape load, but their scores are not comparable:
-        say how many items need re-adding, per model, until none do."""
-        db = self._require_db()
         first = db.execute("SELECT value FROM store_meta WHERE key = 'model'").fetchone()
-        first_key = json.dumps(json.loads(first[0]), sort_keys=True) if first else self._model_key
-        stale = db.execute("SELECT COALESCE(model, ?1), COUNT(*) FROM items WHERE COALESCE(model, ?1) != ?2 "
-                           "GROUP BY COALESCE(model, ?1)", (first_key, self._model_key)).fetchall()
-        if stale:
-            total = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            log.warning("index %s: %d of %d items were embedded by another model (%s); serving %s: scores mix "
-                        "two models until those items are re-indexed (added again)", self.directory,
-                        sum(count for _, count in stale), total,
-                        "; ".join(f"{count} by {model}" for model, count in stale), self._model_key)
+        return json.dumps(json.loads(first[0]), sort_keys=True) if first else self._model_key
 
     # snapshots and recovery ------------------------------------------------------------------
     def _snapshot_identity(self) -> dict[str, Any]:
