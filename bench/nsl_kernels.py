@@ -87,7 +87,7 @@ def ort_call(form: Formulation, weight: torch.Tensor, x: torch.Tensor, m: torch.
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Layer(form, weight).eval(), (x, m), buffer, input_names=["x", "m"], dynamo=False)
+        torch.onnx.export(_Layer(form, weight).eval(), (x, m), buffer, input_names=["x", "m"], dynamo=True)
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     # The plain conv's graph has no input m.
     feed = {i.name: {"x": x, "m": m}[i.name].numpy() for i in session.get_inputs()}
