@@ -160,8 +160,7 @@ class IndexStore:
         self.directory = Path(directory)
         self.dim = dim
         self.spaces = [OVERALL, *aspects]
-        self.model_identity = model_identity
-        self._model_key = json.dumps(model_identity, sort_keys=True)
+        self._model_key = json.dumps(model_identity, sort_keys=True)  # what each upserted item records
         self.options = options or StoreOptions()
         self._lock = ReadWriteLock()
         self._items: dict[str, StoredItem] = {}

@@ -190,17 +190,23 @@ def test_an_index_from_another_model_is_refused(tmp_path):
         IndexStore(tmp_path, 32, [], {"name": "other"}, options("flat")).open()
 
 
+def open_with_version_2(path, caplog) -> tuple[IndexStore, list[str]]:
+    """Open the index with a newer model of the same shape; return it and the warnings logged."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="likeness.index"):
+        store = IndexStore(path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
+        store.open()
+    return store, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_an_index_built_by_another_model_of_the_same_shape_opens_with_a_warning(tmp_path, caplog):
     """Same dimension, other model (a new default version): the vectors load, and the log says so."""
     store = make_store(tmp_path)
     store.upsert(items(unit(np.random.default_rng(3), 4)))
     store.close()
-    with caplog.at_level(logging.WARNING, logger="likeness.index"):
-        again = IndexStore(tmp_path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
-        again.open()
+    again, warned = open_with_version_2(tmp_path, caplog)
     assert len(again) == 4
     again.close()
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any('"version": "1"' in m and '"version": "2"' in m and "4 of 4 items" in m for m in warned), warned
 
 
@@ -209,22 +215,14 @@ def test_the_other_model_warning_counts_items_not_yet_re_added_and_stops_when_al
     store = make_store(tmp_path)
     store.upsert(items(unit(rng, 4)))
     store.close()
-
-    def reopen_warnings() -> tuple[IndexStore, list[str]]:
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="likeness.index"):
-            again = IndexStore(tmp_path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
-            again.open()
-        return again, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-
-    again, warned = reopen_warnings()
+    again, warned = open_with_version_2(tmp_path, caplog)
     again.upsert(items(unit(rng, 3)))  # ids 0-2 re-added with version 2; id 3 still version 1
     again.close()
-    again, warned = reopen_warnings()
+    again, warned = open_with_version_2(tmp_path, caplog)
     assert any("1 of 4 items" in m and '1 by {"name": "test", "version": "1"}' in m for m in warned), warned
     again.upsert(items(unit(rng, 4)))
     again.close()
-    again, warned = reopen_warnings()
+    again, warned = open_with_version_2(tmp_path, caplog)
     again.close()
     assert not [m for m in warned if "another model" in m], warned
 
@@ -241,12 +239,10 @@ def test_an_index_from_before_per_item_models_opens_with_all_its_items(tmp_path,
         same = make_store(tmp_path)
     assert len(same) == 4 and not [r for r in caplog.records if "another model" in r.getMessage()]
     same.close()
-    with caplog.at_level(logging.WARNING, logger="likeness.index"):
-        newer = IndexStore(tmp_path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
-        newer.open()
+    newer, warned = open_with_version_2(tmp_path, caplog)
     assert len(newer) == 4
     newer.close()
-    assert any("4 of 4 items" in r.getMessage() for r in caplog.records)
+    assert any("4 of 4 items" in m for m in warned), warned
 
 
 def test_concurrent_searches_never_see_half_an_upsert(tmp_path):
