@@ -7,7 +7,7 @@ export LIKENESS_PORT ?= 8000
 export LIKENESS_HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: serve test venv install-service install-all train train-openset bench clean-venv
+.PHONY: serve test debian-packages venv install-service install-all train train-openset bench clean-venv
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "likeness needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -31,9 +31,14 @@ install-all: $(VENV)/.all
 serve: $(VENV)/.service
 	$(PY) -m service
 
-## Install everything and run the whole test suite.
-test: $(VENV)/.all
+## Install everything and run the whole test suite: the Debian packages first (a machine that
+## cannot install them stops here, before the 5 GB of Python packages), then the extras.
+test: debian-packages $(VENV)/.all
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Fashion-MNIST, Chromium and docker-compose from Debian, when missing (see the script).
+debian-packages:
+	@bash scripts/install-debian-packages
 
 HOLDOUT := coat,shirt,sneaker,ankle boot
 

@@ -2,7 +2,8 @@
 driven by Playwright, with real Fashion-MNIST images from the shipped demo gallery.
 
 Needs /usr/bin/chromium (apt-get install chromium) and the `playwright` Python package; never
-`playwright install`. tests/web/install.sh installs both. Missing either one fails the test.
+`playwright install`. `make test` installs both (scripts/install-debian-packages, the dev extra).
+Missing either one fails the test.
 
 LIKENESS_UPDATE_SCREENSHOT=1 also copies the desktop screenshot to docs/screenshot.png.
 """
@@ -59,10 +60,10 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the web test needs the Python package 'playwright' (pip install playwright, or run "
-                    "tests/web/install.sh); do not run 'playwright install', it uses Debian's chromium")
+                    "make test); do not run 'playwright install', it uses Debian's chromium")
     if not CHROMIUM.exists():
         pytest.fail(f"the web test needs Chromium at {CHROMIUM}: apt-get install chromium "
-                    "(or run tests/web/install.sh, or point LIKENESS_CHROMIUM at a chromium binary)")
+                    "(or run scripts/install-debian-packages, or point LIKENESS_CHROMIUM at a chromium binary)")
     from playwright.sync_api import expect
 
     expect.set_options(timeout=TIMEOUT_MS)
