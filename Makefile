@@ -7,7 +7,7 @@ export LIKENESS_PORT ?= 8000
 export LIKENESS_HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: serve test debian-packages venv install-service install-all train train-openset bench clean-venv
+.PHONY: serve test debian-packages venv install-service install-all pins train train-openset bench clean-venv
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "likeness needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -39,6 +39,13 @@ test: debian-packages $(VENV)/.all
 ## Fashion-MNIST, Chromium and docker-compose from Debian, when missing (see the script).
 debian-packages:
 	@bash scripts/install-debian-packages
+
+## Recompile the Docker images' exact pins from pyproject.toml (needs PyPI). uv keeps the pins
+## already in a file; delete the file first to move everything to the newest versions.
+PINS := uv pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
+pins: $(VENV)/.all
+	$(VENV)/bin/$(PINS) --extra service -o docker/requirements-service.txt
+	$(VENV)/bin/$(PINS) --extra train -o docker/requirements-train.txt
 
 HOLDOUT := coat,shirt,sneaker,ankle boot
 

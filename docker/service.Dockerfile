@@ -3,7 +3,8 @@
 #   docker build -f docker/service.Dockerfile --target cpu -t likeness:cpu .
 #   docker build -f docker/service.Dockerfile --target gpu -t likeness:gpu .
 # The GPU target's base matches onnxruntime-gpu 1.31 (CUDA 13, cuDNN 9). Only the service extra is
-# installed (no torch), from exact pins; the final stages hold no compilers.
+# installed (no torch), from exact pins (requirements-service.txt, compiled from pyproject.toml by
+# `make pins`); the final stages hold no compilers.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # likeness training image: torch and torchvision (CUDA builds from PyPI, which also run on CPU)
-# and the training CLI. Runs as a batch job:
+# and the training CLI, from exact pins (requirements-train.txt, compiled from pyproject.toml by
+# `make pins`). Runs as a batch job:
 #   docker compose --profile train run --rm train train --config default
 #   docker compose --profile train run --rm train export --checkpoint runs/fmnist-default/best.pt --output /models/new.onnx
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm

@@ -47,7 +47,7 @@ def test_service_image_has_no_torch_and_runs_as_non_root():
     text = (REPO / "docker/service.Dockerfile").read_text()
     assert "requirements-service.txt" in text and "torch" not in text.lower().replace("no torch", "")
     pins = [line for line in (REPO / "docker/requirements-service.txt").read_text().splitlines()
-            if line and not line.startswith("#")]
+            if line.strip() and not line.lstrip().startswith("#")]
     assert not [p for p in pins if "torch" in p] and any(p.startswith("onnxruntime-gpu==") for p in pins)
     assert all("==" in p for p in pins)  # exact pins only
     assert text.count("USER 10001:10001") == 2 and text.count("HEALTHCHECK") == 2
