@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+LIKENESS := $(VENV)/bin/likeness
 export LIKENESS_PORT ?= 8000
 export LIKENESS_HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
@@ -29,7 +30,7 @@ install-all: $(VENV)/.all
 
 ## Start the API on $LIKENESS_PORT with the shipped model and demo gallery.
 serve: $(VENV)/.service
-	$(PY) -m service
+	$(LIKENESS) serve
 
 ## Install everything and run the whole test suite: the Debian packages first (a machine that
 ## cannot install them stops here, before the 5 GB of Python packages), then the extras.
@@ -52,17 +53,17 @@ HOLDOUT := coat,shirt,sneaker,ankle boot
 ## Reproduce the shipped models (about 35 minutes each on 2 cores): the default recipe and the
 ## CSN recipe, each exported with calibration, evaluation and its model card.
 train: $(VENV)/.all
-	$(PY) -m training train --config default
-	$(PY) -m training export --checkpoint runs/fmnist-default/best.pt --output models/default.onnx \
+	$(LIKENESS) train --config default
+	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt --output models/default.onnx \
 		--name likeness-fmnist --version 1.1.0
-	$(PY) -m training train --config csn
-	$(PY) -m training export --checkpoint runs/fmnist-csn/best.pt --output models/csn.onnx \
+	$(LIKENESS) train --config csn
+	$(LIKENESS) export --checkpoint runs/fmnist-csn/best.pt --output models/csn.onnx \
 		--name likeness-fmnist-csn --version 1.0.0
 
 ## The default recipe without 4 classes, then re-export so its card also shows open-set numbers.
 train-openset: $(VENV)/.all
-	$(PY) -m training train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
-	$(PY) -m training export --checkpoint runs/fmnist-default/best.pt \
+	$(LIKENESS) train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
+	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default.onnx \
 		--name likeness-fmnist --version 1.1.0
 

@@ -17,6 +17,7 @@ COPY docker/requirements-service.txt ./
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r requirements-service.txt
 COPY pyproject.toml README.md ./
+COPY likeness ./likeness
 COPY contract ./contract
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
@@ -53,6 +54,7 @@ COPY docker/requirements-service.txt ./
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r requirements-service.txt
 COPY pyproject.toml README.md ./
+COPY likeness ./likeness
 COPY contract ./contract
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .

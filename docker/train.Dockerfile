@@ -13,6 +13,7 @@ COPY docker/requirements-train.txt ./
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r requirements-train.txt
 COPY pyproject.toml README.md ./
+COPY likeness ./likeness
 COPY contract ./contract
 COPY training ./training
 COPY bench ./bench

@@ -1,7 +1,8 @@
-"""``python -m service``: run the API with uvicorn on LIKENESS_HOST:LIKENESS_PORT."""
+"""``python -m service`` (``likeness serve``): run the API with uvicorn on LIKENESS_HOST:LIKENESS_PORT."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import uvicorn
@@ -10,10 +11,22 @@ from service.app import create_app, load_state
 from service.index_store import IndexMismatch
 from service.model_runner import ModelLoadError
 from service.observability import configure_logging
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
 
-def main() -> int:
+def _settings_help() -> str:
+    lines = ["settings (environment variables, or a .env file in the working directory):"]
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.default is None else field.default
+        default = str(default).lower() if isinstance(default, bool) else default
+        lines.append(f"  LIKENESS_{name.upper()}={default}" + (f"  ({field.description})" if field.description else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=_settings_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_json, settings.log_level)
     try:

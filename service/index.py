@@ -92,12 +92,12 @@ def load(url: str, folder: Path, batch_size: int, api_key: str | None) -> dict:
     return {"added": added, "failed": len(failed)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m service.index") -> int:
     from service.index_store import IndexLocked, IndexMismatch
     from service.model_runner import ModelLoadError
     from service.settings import Settings
 
-    parser = argparse.ArgumentParser(prog="python -m service.index", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["rebuild", "add-folder", "load", "stats"])
     parser.add_argument("folder", nargs="?", type=Path)
