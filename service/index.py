@@ -104,16 +104,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
     parser.add_argument("--data-dir", type=Path, help="default: LIKENESS_DATA_DIR")
     parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH")
     parser.add_argument("--url", help="the running service, for `load`")
-    parser.add_argument("--api-key", help="for `load`, when the service requires one")
+    parser.add_argument("--api-key", help="for `load`, when the service requires one (default: LIKENESS_API_KEY)")
     parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
+    # Intermixed: `load --url URL DIR` (README, compose) puts the folder after an option.
+    args = parser.parse_intermixed_args(argv)
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("model_path", args.model)) if v is not None}
     settings = Settings(**overrides)
     try:
         if args.command == "load":
             if not args.url or not args.folder:
                 parser.error("load needs --url and a folder")
-            result = load(args.url, args.folder, args.batch_size, args.api_key)
+            api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+            result = load(args.url, args.folder, args.batch_size, api_key)
         elif args.command == "add-folder":
             if not args.folder:
                 parser.error("add-folder needs a folder")

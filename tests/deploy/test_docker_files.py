@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def test_dockerfiles_pass_hadolint():
 
 @pytest.mark.parametrize("profiles", [[], ["train", "index"]])
 def test_compose_file_is_valid(profiles):
-    compose = _tool("docker-compose", "apt-get install docker-compose (.ci/run does)")
+    compose = _tool("docker-compose", "apt-get install docker-compose (make test does)")
     args = [compose]
     for profile in profiles:
         args += ["--profile", profile]
@@ -53,3 +54,29 @@ def test_service_image_has_no_torch_and_runs_as_non_root():
     assert text.count("USER 10001:10001") == 2 and text.count("HEALTHCHECK") == 2
     assert 'VOLUME ["/app/models", "/app/data"]' in text
     assert (REPO / ".dockerignore").read_text().count(".venv") == 1
+
+
+def test_compose_passes_the_api_key_through_only_when_set():
+    compose = _tool("docker-compose", "apt-get install docker-compose (make test does)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO)}
+    rendered = {}
+    for key in (None, "a-key"):
+        done = subprocess.run([compose, "--profile", "index", "config"], cwd=REPO, capture_output=True, text=True,
+                              env={**env, "LIKENESS_API_KEY": key} if key else env)
+        assert done.returncode == 0, done.stderr
+        rendered[key] = done.stdout
+    # Unset stays unset (an empty string would be a key every write must send); set reaches both
+    # the service and the index job.
+    assert rendered[None].count("LIKENESS_API_KEY: null") == 2
+    assert rendered["a-key"].count("LIKENESS_API_KEY: a-key") == 2
+
+
+def test_env_example_names_only_settings_something_reads():
+    from service.settings import Settings
+
+    compose = (REPO / "docker-compose.yml").read_text()
+    names = re.findall(r"^#?\s*(LIKENESS_\w+)=", (REPO / ".env.example").read_text(), re.M)
+    assert names
+    for name in names:
+        setting = name.removeprefix("LIKENESS_").lower()
+        assert setting in Settings.model_fields or "${" + name in compose, f".env.example names {name}, which nothing reads"

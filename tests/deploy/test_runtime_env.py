@@ -1,26 +1,54 @@
 """Build the service's runtime environment the way docker/service.Dockerfile does (same pins, same
-install steps, same entry command and environment), in a fresh virtualenv, start it and probe it."""
+install steps, same entry command and environment) in a fresh virtualenv, and run in it every command
+docker-compose.yml runs in the service image: the server, its health checks and the index job; then
+the other index jobs and the installed `likeness` command. The training image's commands are checked
+in the suite's own environment (see test_training_image_commands)."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
+import yaml
 
 from bench.server import free_port
-from tests.conftest import REPO
+from likeness.cli import COMMANDS
+from tests.conftest import GALLERY, REPO
 
-DOCKERFILE = REPO / "docker" / "service.Dockerfile"
+SERVICE_DOCKERFILE = REPO / "docker" / "service.Dockerfile"
+TRAIN_DOCKERFILE = REPO / "docker" / "train.Dockerfile"
+API_KEY = "runtime-env-test-key"
+
+
+def dockerfile_stage(name: str) -> str:
+    text = SERVICE_DOCKERFILE.read_text()
+    start = text.index(f"AS {name}\n")
+    return text[start:text.index("FROM", start)]
 
 
 def dockerfile_cpu_stage() -> str:
-    text = DOCKERFILE.read_text()
-    start = text.index("AS cpu")
-    return text[start:text.index("FROM", start)]
+    return dockerfile_stage("cpu")
+
+
+def build_context(stage: str, workdir: Path) -> Path:
+    """What the build stage's COPY lines put in its WORKDIR, and nothing else."""
+    for line in re.findall(r"^COPY (?!--)(.+)$", stage, re.M):
+        *sources, target = line.split()
+        for source in sources:
+            destination = workdir / target / Path(source).name if target.endswith("/") else workdir / target
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy(REPO / source, destination)
+    return workdir
 
 
 def dockerfile_env(stage: str) -> dict[str, str]:
@@ -28,33 +56,80 @@ def dockerfile_env(stage: str) -> dict[str, str]:
     return dict(re.findall(r"(LIKENESS_\w+)=(\S+)", block))
 
 
-def dockerfile_cmd(stage: str) -> list[str]:
-    return json.loads(re.search(r'^CMD (\[.*\])', stage, re.M).group(1))
+def dockerfile_instruction(stage: str, instruction: str) -> list[str]:
+    return json.loads(re.search(rf"^{instruction} (\[.*\])", stage, re.M).group(1))
 
 
-def test_service_environment_built_like_the_image_serves(tmp_path):
-    venv = tmp_path / "venv"
+def dockerfile_healthcheck(stage: str) -> list[str]:
+    return json.loads(re.search(r"^HEALTHCHECK [^\n]*\n\s+CMD (\[[^\n]*\])", stage, re.M).group(1))
+
+
+def compose_services() -> dict[str, dict]:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    # A new service means new commands to run here.
+    assert set(services) == {"service", "index", "train"}, f"run the commands of {sorted(services)} in this test"
+    return services
+
+
+@pytest.fixture(scope="module")
+def service_venv(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("service-env")
+    venv = root / "venv"
+    stage = dockerfile_stage("build-cpu")
+    source = build_context(stage, root / "src")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     # The image's two install steps: the pinned requirements, then the project without dependencies.
-    subprocess.run([*pip, "-r", str(REPO / "docker/requirements-service.txt")], check=True, timeout=1200)
-    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, timeout=600)
+    assert "pip install --no-cache-dir -r requirements-service.txt" in stage
+    assert "pip install --no-cache-dir --no-deps ." in stage
+    subprocess.run([*pip, "-r", "requirements-service.txt"], cwd=source, check=True, timeout=1200)
+    subprocess.run([*pip, "--no-deps", "."], cwd=source, check=True, timeout=600)
     python = str(venv / "bin" / "python")
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     no_torch = subprocess.run([python, "-c", "import torch"], capture_output=True)
     assert no_torch.returncode != 0, "torch must not be installed in the service environment"
+    return venv
 
+
+def run(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    return done
+
+
+def test_service_image_runs_every_compose_command(service_venv, tmp_path):
     stage = dockerfile_cpu_stage()
     env = dockerfile_env(stage)
     assert env["LIKENESS_DEVICE"] == "cpu" and env["LIKENESS_HOST"] == "0.0.0.0"
     # The image's paths, mapped onto this checkout: /app/models -> models/, /app/gallery -> the gallery.
     port = free_port()
     env.update({"LIKENESS_MODEL_PATH": str(REPO / "models" / "default.onnx"), "LIKENESS_DATA_DIR": str(tmp_path / "data"),
-                "LIKENESS_GALLERY_DIR": str(REPO / "service" / "gallery"), "LIKENESS_HOST": "127.0.0.1",
-                "LIKENESS_PORT": str(port), "PATH": f"{venv / 'bin'}:/usr/bin:/bin"})
-    command = dockerfile_cmd(stage)
+                "LIKENESS_GALLERY_DIR": str(GALLERY), "LIKENESS_HOST": "127.0.0.1",
+                "LIKENESS_PORT": str(port), "PATH": f"{service_venv / 'bin'}:/usr/bin:/bin"})
+    # A folder for the index job (compose mounts LIKENESS_IMAGES_DIR at /images): one sub-folder per label.
+    images = tmp_path / "images"
+    for n, source in enumerate(sorted(GALLERY.glob("*.png"))[:6]):
+        (images / ("odd" if n % 2 else "even")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, images / ("odd" if n % 2 else "even") / source.name)
+    container = {"http://service:8000": f"http://127.0.0.1:{port}", "/images": str(images),
+                 "127.0.0.1:8000": f"127.0.0.1:{port}"}
+
+    def on_this_machine(command: list[str]) -> list[str]:
+        for inside, outside in container.items():
+            command = [arg.replace(inside, outside) for arg in command]
+        return command
+
+    services = compose_services()
+    assert "command" not in services["service"]  # the image's CMD, below
+    command = dockerfile_instruction(stage, "CMD")
     assert command == ["python", "-m", "service"]
+    # Compose passes the API key through; the index job sends it (tests the pass-through's meaning too).
+    assert "LIKENESS_API_KEY" in services["service"]["environment"]
+    assert "LIKENESS_API_KEY" in services["index"]["environment"]
     # Run from a directory without the source tree, as in the image: only the installed package counts.
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=tmp_path, env={**env, "LIKENESS_API_KEY": API_KEY},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -69,9 +144,65 @@ def test_service_environment_built_like_the_image_serves(tmp_path):
             time.sleep(0.2)
         body = ready.json()
         assert body["provider"] == "CPUExecutionProvider" and body["index_items"] == 300
-        health = subprocess.run([python, "-c", "import urllib.request; urllib.request.urlopen("
-                                 f"'http://127.0.0.1:{port}/readyz', timeout=4)"], timeout=30)
-        assert health.returncode == 0  # the image's HEALTHCHECK command
+
+        # The health checks: the image's HEALTHCHECK and compose's, which replaces it.
+        run(dockerfile_healthcheck(stage), env, tmp_path, timeout=30)
+        health = services["service"]["healthcheck"]["test"]
+        assert health[0] == "CMD"
+        run(on_this_machine(health[1:]), env, tmp_path, timeout=30)
+
+        # The index job, as compose runs it: the service image, LIKENESS_API_KEY from the environment.
+        assert services["index"]["image"] == services["service"]["image"]
+        loaded = run(on_this_machine(services["index"]["command"]), {**env, "LIKENESS_API_KEY": API_KEY}, tmp_path)
+        assert json.loads(loaded.stdout) == {"added": 6, "failed": 0}
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["index_items"] == 306
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+    # The offline index jobs (README "Index batch jobs"), through the installed command, once the
+    # service has stopped (the index lock admits one process).
+    likeness = ["likeness", "index"]
+    stats = json.loads(run([*likeness, "stats"], env, tmp_path).stdout)
+    assert stats["items"] == 306
+    rebuilt = json.loads(run([*likeness, "rebuild"], env, tmp_path).stdout)
+    assert rebuilt["items"] == 306 and rebuilt["tombstones"] == 0
+    more = tmp_path / "more"
+    (more / "new").mkdir(parents=True)
+    for source in sorted(GALLERY.glob("*.png"))[6:9]:
+        shutil.copy(source, more / "new" / source.name)
+    added = json.loads(run([*likeness, "add-folder", str(more)], env, tmp_path).stdout)
+    assert added["added"] == 3 and added["items"] == 309
+
+
+def test_service_image_has_the_likeness_command(service_venv, tmp_path):
+    env = {"PATH": f"{service_venv / 'bin'}:/usr/bin:/bin"}
+    listed = run(["likeness", "--help"], env, tmp_path, timeout=60).stdout
+    for name in COMMANDS:
+        assert name in listed
+    for name in ("serve", "index"):
+        assert run(["likeness", name, "--help"], env, tmp_path, timeout=60).stdout.startswith(f"usage: likeness {name}")
+    # The image holds no training code: the command says which extra, in one line.
+    refused = subprocess.run(["likeness", "train", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == ("likeness train: needs the 'train' extra (training, torch, onnx not installed): "
+                                      "pip install 'likeness[train]'")
+
+
+def test_training_image_commands(tmp_path):
+    """The training image's entry point with its default CMD and with each training command's --help.
+
+    Building that environment from docker/requirements-train.txt means torch and the CUDA libraries,
+    about 5 GB, on every run; so these commands run in the suite's own environment, which has the
+    train extra (tests/deploy/test_dependencies.py checks that those pins are compiled from the
+    same pyproject.toml)."""
+    text = TRAIN_DOCKERFILE.read_text()
+    entrypoint = dockerfile_instruction(text, "ENTRYPOINT")
+    assert entrypoint == ["python", "-m", "training"] and "command" not in compose_services()["train"]
+    python = [sys.executable, *entrypoint[1:]]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    assert "train" in run([*python, *dockerfile_instruction(text, "CMD")], env, tmp_path, timeout=120).stdout
+    for name, (_, (extra, _)) in COMMANDS.items():
+        if extra == "train":
+            assert "usage:" in run([*python, name, "--help"], env, tmp_path, timeout=120).stdout
