@@ -65,8 +65,7 @@ def test_compose_passes_the_api_key_through_only_when_set():
                               env={**env, "LIKENESS_API_KEY": key} if key else env)
         assert done.returncode == 0, done.stderr
         rendered[key] = done.stdout
-    # Unset stays unset (an empty string would be a key every write must send); set reaches both
-    # the service and the index job.
+    # Unset stays unset rather than becoming an empty string; set, it reaches the service and the index job.
     assert rendered[None].count("LIKENESS_API_KEY: null") == 2
     assert rendered["a-key"].count("LIKENESS_API_KEY: a-key") == 2
 
