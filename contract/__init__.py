@@ -12,9 +12,12 @@ imports torch or onnxruntime, so both sides can depend on it.
 """
 
 from contract.images import (
+    ACCEPTED_FORMATS,
     ImageError,
     decode_image,
+    load_image,
     load_image_file,
+    open_image,
     prepare_image,
 )
 from contract.spec import (
@@ -30,6 +33,7 @@ from contract.spec import (
 )
 
 __all__ = [
+    "ACCEPTED_FORMATS",
     "ASPECTS_OUTPUT",
     "EMBEDDING_OUTPUT",
     "IMAGES_INPUT",
@@ -41,6 +45,8 @@ __all__ = [
     "ModelSpec",
     "SpecError",
     "decode_image",
+    "load_image",
     "load_image_file",
+    "open_image",
     "prepare_image",
 ]

@@ -2,6 +2,9 @@
 
 decode (Pillow) -> EXIF orientation -> model mode (L or RGB, transparency onto the background)
 -> resize to the model's size with the spec's fit mode and filter -> uint8 [H, W, C].
+
+Every way an input can fail (unknown format, truncated or corrupt data, a header that lies, a
+mode that cannot be converted) raises :class:`ImageError`; nothing else escapes from Pillow.
 """
 
 from __future__ import annotations
@@ -34,23 +37,32 @@ class ImageError(ValueError):
         self.message = message
 
 
-def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:
-    """Decode bytes into a fully loaded, EXIF-oriented Pillow image.
+# The formats an upload may be in: the common raster formats (and torchvision's image-folder
+# extensions). Pillow can open many more; some of them (EPS) run Ghostscript on what they open,
+# others are rarely tested scientific or legacy formats, so they are refused before any plugin runs.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, WebP, TIFF or PNM (PBM/PGM/PPM)"
 
-    The pixel limit is checked on the header, before any pixel is decoded, so a decompression
-    bomb costs nothing. Raises :class:`ImageError` for empty, unreadable, oversized or truncated input.
+
+def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:
+    """Read an image's header only (format, size, mode) and check the pixel limit; no pixel is
+    decoded yet, so a decompression bomb costs nothing. Finish with :func:`load_image`.
+
+    Raises :class:`ImageError` for empty, unrecognised, oversized or corrupt input.
     """
     if not data:
         raise ImageError("empty", f"{name}: the file is empty")
     try:
         with warnings.catch_warnings():
-            # Our own limit below is the one that applies; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Our own limit below is the one that applies; Pillow's warnings would only be noise.
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", f"{name}: not a recognised image format") from None
+        raise ImageError("not_an_image", f"{name}: not a recognised image format (send {ACCEPTED_NAMES})") from None
     except Image.DecompressionBombError:
         raise ImageError("too_many_pixels", f"{name}: image exceeds the pixel limit of {max_pixels}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin reading a hostile header can raise anything
+        raise ImageError("corrupt_image", f"{name}: the image header is truncated or corrupt ({_reason(exc)})") from None
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("not_an_image", f"{name}: image has no pixels")
@@ -59,16 +71,47 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.
             "too_many_pixels",
             f"{name}: image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
         )
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError("corrupt_image", f"{name}: image data is truncated or corrupt ({exc})") from None
     return image
 
 
-def prepare_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """Convert to the model's mode and size; return uint8 [H, W, C] (C is 1 or 3)."""
+def load_image(image: Image.Image, *, name: str = "image") -> Image.Image:
+    """Decode the pixels of an image from :func:`open_image` and apply its EXIF orientation."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except Exception as exc:  # noqa: BLE001 - truncated data, bad EXIF, decoder errors of every kind
+        raise ImageError("corrupt_image", f"{name}: image data is truncated or corrupt ({_reason(exc)})") from None
+
+
+def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:
+    """Decode bytes into a fully loaded, EXIF-oriented Pillow image.
+
+    The pixel limit is checked on the header, before any pixel is decoded, so a decompression
+    bomb costs nothing. Raises :class:`ImageError` for empty, unreadable, oversized or truncated input.
+    """
+    return load_image(open_image(data, max_pixels=max_pixels, name=name), name=name)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def prepare_image(image: Image.Image, spec: InputSpec, *, name: str = "image") -> np.ndarray:
+    """Convert to the model's mode and size; return uint8 [H, W, C] (C is 1 or 3).
+
+    Raises :class:`ImageError` (``unsupported_image``) for a mode Pillow cannot convert (LAB, HSV).
+    """
+    try:
+        return _prepare(image, spec)
+    except Exception as exc:  # noqa: BLE001 - Pillow refuses some conversions with ValueError, others otherwise
+        raise ImageError("unsupported_image", f"{name}: a {image.mode} image cannot be converted to the "
+                         f"model's {spec.mode} input ({_reason(exc)})") from None
+
+
+def _prepare(image: Image.Image, spec: InputSpec) -> np.ndarray:
     image = _to_mode(image, spec.mode, spec.pad_value)
     size = (spec.width, spec.height)
     resample = _RESAMPLE[spec.resample]
@@ -89,7 +132,7 @@ def prepare_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
 def load_image_file(path: str | Path, spec: InputSpec, *, max_pixels: int = 50_000_000) -> np.ndarray:
     """Read an image file from disk through the same path the service uses for uploads."""
     path = Path(path)
-    return prepare_image(decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path)), spec)
+    return prepare_image(decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path)), spec, name=str(path))
 
 
 def _to_mode(image: Image.Image, mode: str, background: int) -> Image.Image:
