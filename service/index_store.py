@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from service.item_fields import text_problem, value_problem
 from service.vector_index import IndexOptions, VectorIndex
 
 log = logging.getLogger("likeness.index")
@@ -89,16 +90,20 @@ class NewItem:
 class StoredItem:
     id: str
     label: int
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None  # None when ``problem`` is set
     created: float
     updated: float
+    # Why this row cannot be returned as stored (an older version accepted metadata the rules in
+    # service/item_fields.py now refuse): reads show the row with this error, not fail the page.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
 class Hit:
     id: str
     score: float
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,11 +201,17 @@ class IndexStore:
         self._db = db
         first_model = self._check_identity()
         by_other_models: Counter[str] = Counter()
+        unreadable = 0
         for row in db.execute("SELECT id, label, metadata, created, updated, COALESCE(model, ?) FROM items",
                               (first_model,)):
-            self._remember(StoredItem(row[0], row[1], json.loads(row[2]), row[3], row[4]))
+            item = _stored_item(*row[:5])
+            unreadable += item.problem is not None
+            self._remember(item)
             if row[5] != self._model_key:
                 by_other_models[row[5]] += 1
+        if unreadable:
+            log.warning("index %s: %d item(s) hold metadata that cannot be returned as stored (written by an older "
+                        "version); reads show them with an error: delete or re-add them", self.directory, unreadable)
         if by_other_models:
             # Same shape, so the vectors load, but their scores are not comparable with this model's.
             log.warning("index %s: %d of %d items were embedded by another model (%s); serving %s: scores mix "
@@ -318,8 +329,12 @@ class IndexStore:
         indexes = self._indexes if indexes is None else indexes
         db = self._require_db()
         changes = db.execute("SELECT seq, op, id, old_label FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+        added: set[int] = set()
         for change_seq, op, item_id, old_label in changes:
-            if old_label is not None:
+            # A label up to ``seq`` is in the indexes; a later one only if this replay added it. An
+            # id upserted twice after ``seq`` retires a version that was never added: tombstoning it
+            # would count a vector that is not there (HNSW's count is stored minus tombstones).
+            if old_label is not None and (old_label <= seq or old_label in added):
                 for index in indexes.values():
                     index.remove(np.array([old_label], dtype=np.int64))
             current = self._items.get(item_id)
@@ -328,6 +343,7 @@ class IndexStore:
                 vectors = self._decode_vectors(row[0])
                 for s, space in enumerate(self.spaces):
                     indexes[space].add(np.array([change_seq], dtype=np.int64), vectors[s][None])
+                added.add(change_seq)
         return len(changes)
 
     def _rebuild_from_table(self, progress: Callable[[int], None] | None = None, chunk: int = 50_000) -> None:
@@ -366,6 +382,13 @@ class IndexStore:
             if item.vectors.shape != (len(self.spaces), self.dim):
                 raise ValueError(f"item {item.id!r}: vectors {item.vectors.shape}, "
                                  f"expected {(len(self.spaces), self.dim)}")
+            # The API checks these first; this keeps every other writer (ingest) from storing
+            # what no read could return.
+            problem = text_problem(item.id) or value_problem(item.metadata)
+            if problem is None and not isinstance(item.metadata, dict):
+                problem = "metadata is not an object"
+            if problem:
+                raise ValueError(f"item {item.id!r}: {problem}")
         now = time.time()
         with self._lock.write():
             db = self._require_db()
@@ -513,18 +536,25 @@ class IndexStore:
             exact = allowed is not None and index.options.type != "flat" and (
                 len(allowed) <= self.options.exact_filter_max
                 or len(allowed) <= self.options.exact_filter_fraction * max(1, index.ntotal))
+            if not exact:
+                scores, labels = index.search(query, k, allowed)
+                # An approximate index can come back short (an HNSW graph walk that does not reach
+                # enough items, IVF lists that hold fewer than k): then answer exactly.
+                eligible = len(self._ids_by_label) if allowed is None else len(allowed)
+                exact = len(labels) < min(k, eligible)
+                if exact and allowed is None:
+                    allowed = np.fromiter(self._ids_by_label, dtype=np.int64, count=len(self._ids_by_label))
             if exact:
                 vectors = index.reconstruct(allowed)
                 scores = vectors @ query
                 top = np.argsort(-scores, kind="stable")[:k]
                 scores, labels = scores[top], allowed[top]
-            else:
-                scores, labels = index.search(query, k, allowed)
             hits = []
             for score, label in zip(scores, labels):
                 item_id = self._ids_by_label.get(int(label))
                 if item_id is not None:  # a live label: replaced and deleted versions have none
-                    hits.append(Hit(item_id, float(score), self._items[item_id].metadata))
+                    item = self._items[item_id]
+                    hits.append(Hit(item_id, float(score), item.metadata, item.problem))
             return hits[:k]
 
     def _matching(self, where: dict[str, Any]) -> np.ndarray:
@@ -564,14 +594,14 @@ class IndexStore:
     def _remember(self, item: StoredItem) -> None:
         self._items[item.id] = item
         self._ids_by_label[item.label] = item.id
-        for key, value in item.metadata.items():
+        for key, value in (item.metadata or {}).items():
             if not isinstance(value, (dict, list)):
                 self._postings[(key, _filter_key(value))].add(item.label)
 
     def _forget(self, item: StoredItem) -> None:
         self._items.pop(item.id, None)
         self._ids_by_label.pop(item.label, None)
-        for key, value in item.metadata.items():
+        for key, value in (item.metadata or {}).items():
             if not isinstance(value, (dict, list)):
                 postings = self._postings.get((key, _filter_key(value)))
                 if postings is not None:
@@ -586,6 +616,22 @@ class IndexStore:
         if self._db is None:
             raise RuntimeError("index store is closed")
         return self._db
+
+
+def _stored_item(item_id: str, label: int, metadata: str, created: float, updated: float) -> StoredItem:
+    """A row of the items table; metadata that breaks the rules of service/item_fields.py (written by
+    an older version, or edited by hand) is kept as a problem rather than failing every read. (Ids
+    need no such care: SQLite refuses text that is not UTF-8, so none was ever stored.)"""
+    try:
+        value = json.loads(metadata)
+    except (ValueError, RecursionError) as exc:
+        problem = f"the stored metadata is not readable JSON ({exc})"
+    else:
+        problem = value_problem(value) or (None if isinstance(value, dict) else "the stored metadata is not an object")
+    if problem:
+        return StoredItem(item_id, label, None, created, updated,
+                          f"this item cannot be returned as stored: {problem}; delete it or add it again")
+    return StoredItem(item_id, label, value, created, updated)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -295,3 +295,79 @@ def test_searches_on_worker_threads_use_the_configured_faiss_threads(tmp_path):
     worker.join()
     assert seen["after"] == 1
     store.close()
+
+
+def test_replay_counts_an_id_upserted_several_times_after_the_snapshot_once(tmp_path):
+    """Issue 17, finding 8: HNSW counted a tombstone for a version the replay never added."""
+    rng = np.random.default_rng(8)
+    vectors = unit(rng, 301)
+    store = make_store(tmp_path, "hnsw", snapshot_every=0)
+    store.upsert(items(vectors[:300]))
+    store.snapshot()
+    for round_ in range(3):  # one id upserted three times after the snapshot, and a new one
+        store.upsert([NewItem("item-7", vectors[300][None, :], {"round": round_})])
+    store.upsert([NewItem("new", vectors[299][None, :], {})])
+    del store  # "crash": no close, no snapshot
+    store = make_store(tmp_path, "hnsw", snapshot_every=0)
+    assert len(store) == 301
+    stats = store.stats()
+    assert stats["spaces"]["overall"] == 301, stats
+    assert store.search(vectors[300], 1)[0].id == "item-7"
+    store.close()
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_search_returns_k_results_when_k_items_pass(tmp_path, kind):
+    """Issue 17, finding 9: an HNSW walk can reach fewer than k items (about 193 of 300 on the
+    service's defaults); the store then answers exactly."""
+    rng = np.random.default_rng(9)
+    vectors = unit(rng, 300)
+    store = make_store(tmp_path, kind)
+    store.upsert(items(vectors))
+    assert len(store.search(vectors[0], 300)) == 300
+    for i in range(0, 300, 3):
+        store.delete(f"item-{i}")
+    hits = store.search(vectors[1], 300)
+    assert len(hits) == 200 and len({h.id for h in hits}) == 200
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].id == "item-1"
+    store.close()
+
+
+def test_upsert_refuses_what_no_read_could_return(tmp_path):
+    rng = np.random.default_rng(10)
+    store = make_store(tmp_path)
+    vector = unit(rng, 1)
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    for bad in ({"x": "\ud800"}, {"x": float("nan")}, {"x": deep},
+                {"x": b"bytes"}):
+        with pytest.raises(ValueError):
+            store.upsert([NewItem("a", vector, bad)])
+    with pytest.raises(ValueError):
+        store.upsert([NewItem("b\udcff", vector, {})])
+    assert len(store) == 0
+    store.close()
+
+
+def test_rows_an_older_version_stored_load_with_their_problem(tmp_path, caplog):
+    rng = np.random.default_rng(11)
+    store = make_store(tmp_path)
+    store.upsert(items(unit(rng, 4)))
+    store.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite3")
+    with db:
+        db.execute("UPDATE items SET metadata = ? WHERE id = 'item-1'", ('{"x": "\\ud800"}',))
+        db.execute("UPDATE items SET metadata = ? WHERE id = 'item-2'", ("not json",))
+    db.close()
+    caplog.set_level(logging.WARNING)
+    store = make_store(tmp_path)
+    assert "2 item(s) hold metadata that cannot be returned" in caplog.text
+    listed = store.list(None, 10)
+    assert [i.problem is None for i in listed] == [True, False, False, True]
+    assert listed[0].metadata == {"label": "0"} and listed[1].metadata is None
+    hits = {h.id: h for h in store.search(unit(rng, 1)[0], 10)}
+    assert set(hits) == {"item-0", "item-1", "item-2", "item-3"}
+    assert hits["item-2"].error and hits["item-2"].metadata is None and hits["item-0"].error is None
+    store.close()
