@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import faiss
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import web
@@ -50,7 +51,8 @@ def load_state(settings: Settings) -> ServiceState:
     store.open()
     if settings.seed_gallery and len(store) == 0:
         seed_gallery(store, runner, settings.gallery_dir)
-    return ServiceState(settings, runner, store, InferenceEngine(runner, settings.max_pixels))
+    engine = InferenceEngine(runner, settings.max_pixels, max_request_pixels=settings.max_pixels_per_request)
+    return ServiceState(settings, runner, store, engine)
 
 
 def create_app(settings: Settings | None = None, preloaded: ServiceState | None = None) -> FastAPI:
@@ -74,6 +76,9 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
         metrics.index_replayed.set(state.store.replayed_changes)
         log.info("ready: provider %s (%s), %d items in %s, batching %s", provider.active, provider.reason,
                  len(state.store), settings.data_dir, "on" if batcher else "off")
+        if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("LIKENESS_API_KEY is not set (or empty) and the service listens on %s: anyone who can "
+                        "reach it can add and delete items", settings.host)
         app.state.service = state
         try:
             yield
@@ -83,12 +88,20 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
                 await batcher.stop()
             state.store.close()
 
+    # With the key required on reads, the schema needs it too, and the browser pages /docs and
+    # /redoc (which cannot send it when they fetch the schema) are off.
+    protect_docs = settings.api_key_for_reads and settings.api_key is not None
     app = FastAPI(
         title="likeness",
         version="0.1.0",
         description="Image similarity: compare two images, search an indexed catalogue, manage the index.",
         lifespan=lifespan,
+        **({"openapi_url": None, "docs_url": None, "redoc_url": None} if protect_docs else {}),
     )
+    if protect_docs:
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_read_key)])
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
     app.state.metrics = metrics
     app.state.settings = settings
     app.state.service = None

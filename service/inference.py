@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from contract import ImageError, decode_image, prepare_image
+from contract import ImageError, load_image, open_image, prepare_image
 from service.batching import DynamicBatcher
 from service.model_runner import Embeddings, ModelRunner
 
@@ -28,26 +29,49 @@ class ImagePreparationError(Exception):
         self.field, self.error = field, error
 
 
+class PreparationAbandoned(Exception):
+    """The client went away (or the request timed out) while its images were being prepared."""
+
+
 class InferenceEngine:
-    def __init__(self, runner: ModelRunner, max_pixels: int, batcher: DynamicBatcher | None = None) -> None:
+    def __init__(self, runner: ModelRunner, max_pixels: int, batcher: DynamicBatcher | None = None,
+                 max_request_pixels: int | None = None) -> None:
         self.runner = runner
         self.max_pixels = max_pixels
+        self.max_request_pixels = max_request_pixels  # all images of one request together
         self.batcher = batcher  # set by the app's lifespan when batching is on
 
-    def _prepare(self, uploads: list[tuple[str, bytes]], thumbnails: bool) -> list[PreparedImage]:
-        prepared = []
+    def _prepare(self, uploads: list[tuple[str, bytes]], thumbnails: bool,
+                 abandoned: threading.Event | None = None) -> list[PreparedImage]:
+        # Headers first (cheap): the per-request pixel limit is checked before any pixel is decoded.
+        opened = []
         for field, data in uploads:
             try:
-                image = decode_image(data, max_pixels=self.max_pixels, name=field)
-                array = prepare_image(image, self.runner.spec.input)
+                opened.append((field, open_image(data, max_pixels=self.max_pixels, name=field)))
+            except ImageError as exc:
+                raise ImagePreparationError(field, exc) from None
+        total = sum(image.width * image.height for _, image in opened)
+        if self.max_request_pixels is not None and total > self.max_request_pixels:
+            raise ImagePreparationError(opened[0][0], ImageError(
+                "too_many_pixels", f"the {len(opened)} images hold {total} pixels together, over the limit of "
+                f"{self.max_request_pixels} per request (LIKENESS_MAX_PIXELS_PER_REQUEST)"))
+        prepared = []
+        for field, image in opened:
+            if abandoned is not None and abandoned.is_set():
+                raise PreparationAbandoned()
+            try:
+                image = load_image(image, name=field)
+                array = prepare_image(image, self.runner.spec.input, name=field)
             except ImageError as exc:
                 raise ImagePreparationError(field, exc) from None
             prepared.append(PreparedImage(array, make_thumbnail(image) if thumbnails else None))
         return prepared
 
-    async def prepare(self, uploads: list[tuple[str, bytes]], thumbnails: bool = False) -> list[PreparedImage]:
-        """Decode and prepare in a worker thread; raises ImagePreparationError naming the field."""
-        return await run_in_threadpool(self._prepare, uploads, thumbnails)
+    async def prepare(self, uploads: list[tuple[str, bytes]], thumbnails: bool = False,
+                      abandoned: threading.Event | None = None) -> list[PreparedImage]:
+        """Decode and prepare in a worker thread; raises ImagePreparationError naming the field, or
+        PreparationAbandoned once ``abandoned`` is set (the worker stops before the next image)."""
+        return await run_in_threadpool(self._prepare, uploads, thumbnails, abandoned)
 
     async def embed(self, images: list[np.ndarray]) -> Embeddings:
         """Embed prepared images: through the dynamic batcher, or one ONNX Runtime call per request."""
@@ -57,9 +81,14 @@ class InferenceEngine:
         return await run_in_threadpool(self.runner.embed, stacked)
 
 
-def make_thumbnail(image: Image.Image) -> bytes:
-    thumb = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
-    thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-    out = io.BytesIO()
-    thumb.save(out, format="PNG", optimize=True)
+def make_thumbnail(image: Image.Image) -> bytes | None:
+    """A PNG of the image, longest side THUMBNAIL_SIDE; None for a mode Pillow cannot show (the
+    model may still read it, e.g. 16-bit or float images: their item simply has no thumbnail)."""
+    try:
+        thumb = image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA", "P") else "RGB")
+        thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        out = io.BytesIO()
+        thumb.save(out, format="PNG", optimize=True)
+    except Exception:  # noqa: BLE001 - a thumbnail is a convenience; the item is stored without one
+        return None
     return out.getvalue()

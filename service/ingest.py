@@ -10,6 +10,7 @@ import numpy as np
 from contract import ImageError, decode_image, prepare_image
 from service.index_store import IndexStore, NewItem
 from service.inference import make_thumbnail
+from service.item_fields import id_problem, value_problem
 from service.model_runner import Embeddings, ModelRunner
 
 
@@ -21,19 +22,27 @@ def item_vectors(out: Embeddings, row: int) -> np.ndarray:
 
 
 def ingest_files(store: IndexStore, runner: ModelRunner, entries: list[tuple[str, Path, dict]], max_pixels: int,
-                 batch_size: int = 64, progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+                 batch_size: int = 64, progress: Callable[[int], None] | None = None,
+                 max_id_length: int = 256) -> tuple[int, list[str]]:
     """Embed and upsert ``(id, path, metadata)`` entries in batches; unusable files are skipped and
     reported (one line each), never half-added. Returns (items added, skipped lines)."""
     added, skipped = 0, []
     for start in range(0, len(entries), batch_size):
         arrays, items = [], []
         for item_id, path, metadata in entries[start:start + batch_size]:
+            # The API's rules: an id or metadata no read could return (a file name that is not
+            # UTF-8, say) is skipped here rather than refused by the store for the whole batch.
+            problem = id_problem(item_id, max_id_length) or value_problem(metadata)
+            if problem:
+                skipped.append(f"{path}: {problem}")
+                continue
             try:
                 image = decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path))
+                array = prepare_image(image, runner.spec.input, name=str(path))
             except (ImageError, OSError) as exc:
                 skipped.append(f"{path}: {getattr(exc, 'message', exc)}")
                 continue
-            arrays.append(prepare_image(image, runner.spec.input))
+            arrays.append(array)
             items.append(NewItem(item_id, np.empty(0), metadata, make_thumbnail(image)))
         if arrays:
             out = runner.embed(np.stack(arrays))

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads per FAISS search (0 = FAISS default)")
 
     # Security
-    api_key: SecretStr | None = Field(default=None, description="required on writes (and reads, see below) when set")
+    api_key: SecretStr | None = Field(default=None, description="required on writes (and reads, see below) when set; "
+                                      "empty means unset")
     api_key_for_reads: bool = Field(default=False, description="require the API key on every endpoint but health")
 
     # Logs
@@ -60,7 +61,22 @@ class Settings(BaseSettings):
     max_k: int = Field(default=1000, ge=1)
     max_metadata_bytes: int = Field(default=4096, ge=2)
     max_id_length: int = Field(default=256, ge=1)
+    max_pixels_per_request: int = Field(default=50_000_000, ge=1, description="all images of one request together, "
+                                        "checked on the headers")
     request_timeout_s: float = Field(default=30.0, gt=0, description="whole request, upload included")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: object) -> object:
+        # LIKENESS_API_KEY= (set but empty, as docker compose passes an unset variable) must not
+        # become a key that an empty X-API-Key header matches. HTTP strips the spaces around a
+        # header value, so a key's own surrounding spaces could never match either.
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
 
 
 @lru_cache

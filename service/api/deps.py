@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,8 +9,10 @@ from fastapi import Request, UploadFile
 
 from service.api.errors import ApiError, image_error
 from service.index_store import OVERALL, IndexStore
-from service.inference import ImagePreparationError, InferenceEngine, PreparedImage
+from service.inference import ImagePreparationError, InferenceEngine, PreparationAbandoned, PreparedImage
+from service.item_fields import FieldError, id_problem, parse_object
 from service.model_runner import ModelRunner
+from service.observability import client_gone_var
 from service.settings import Settings
 
 
@@ -51,9 +52,13 @@ async def read_uploads(files: list[tuple[str, UploadFile]], state: ServiceState)
 async def prepare(state: ServiceState, files: list[tuple[str, UploadFile]], thumbnails: bool = False
                   ) -> list[PreparedImage]:
     try:
-        return await state.engine.prepare(await read_uploads(files, state), thumbnails)
+        return await state.engine.prepare(await read_uploads(files, state), thumbnails, client_gone_var.get())
     except ImagePreparationError as exc:
         raise image_error(exc.error, exc.field) from None
+    except PreparationAbandoned:
+        # Nobody reads this answer; the access log and metrics do (nginx's "client closed request").
+        raise ApiError(499, "client_closed_request", "the client went away before its images were prepared") \
+            from None
 
 
 def check_k(k: int, state: ServiceState) -> int:
@@ -74,19 +79,17 @@ def resolve_aspect(aspect: str | None, state: ServiceState) -> str | None:
 
 
 def parse_metadata(raw: str | None, field: str, limit: int, code: str = "invalid_metadata") -> dict[str, Any]:
+    """A JSON object by the rules of service/item_fields.py: what is accepted can always be returned."""
     if raw in (None, ""):
         return {}
-    if len(raw.encode()) > limit:
+    if len(raw.encode("utf-8", "surrogatepass")) > limit:
         too_large = "filter_too_large" if code == "invalid_filter" else "metadata_too_large"
         raise ApiError(413, too_large, f"{field}: over the limit of {limit} bytes "
                        "(LIKENESS_MAX_METADATA_BYTES)", field)
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, code, f"{field}: not valid JSON ({exc.msg})", field) from None
-    if not isinstance(value, dict):
-        raise ApiError(422, code, f"{field}: must be a JSON object, got {type(value).__name__}", field)
-    return value
+        return parse_object(raw)
+    except FieldError as exc:
+        raise ApiError(422, code, f"{field}: {exc}", field) from None
 
 
 def parse_filter(raw: str | None, state: ServiceState) -> dict[str, Any] | None:
@@ -102,18 +105,9 @@ def parse_filter(raw: str | None, state: ServiceState) -> dict[str, Any] | None:
 
 
 def check_id(item_id: str, field: str, limit: int) -> str:
-    if not item_id or item_id != item_id.strip():
-        raise ApiError(422, "invalid_id", f"{field}: ids must be non-empty with no leading or trailing spaces", field)
-    if len(item_id) > limit:
-        raise ApiError(422, "invalid_id", f"{field}: id is longer than the limit of {limit} characters", field)
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in item_id):
-        raise ApiError(422, "invalid_id", f"{field}: ids may not contain control characters", field)
-    # Ids travel in URL paths (GET /items/{id}): browsers drop '.' and '..' segments, and
-    # '<id>/thumbnail' is the thumbnail route.
-    segments = item_id.split("/")
-    if any(segment in (".", "..") for segment in segments) or (len(segments) > 1 and segments[-1] == "thumbnail"):
-        raise ApiError(422, "invalid_id", f"{field}: ids may not have '.' or '..' path segments or end in "
-                       "'/thumbnail'", field)
+    problem = id_problem(item_id, limit)
+    if problem:
+        raise ApiError(422, "invalid_id", f"{field}: {problem}", field)
     return item_id
 
 

@@ -1,4 +1,7 @@
-"""One error shape for every 4xx: ``{"detail": message, "code": short_code, "field": name or null}``."""
+"""One error shape for every error, 500 included: ``{"detail": message, "code": short_code, "field": name or null}``.
+
+Unexpected errors become the JSON 500 in service/observability.py (the outermost middleware).
+"""
 
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
+        codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), detail), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

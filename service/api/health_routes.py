@@ -43,7 +43,8 @@ async def model(request: Request):
                          index=state.store.stats(),
                          limits={name: getattr(state.settings, name) for name in (
                              "max_upload_bytes", "max_pixels", "max_images_per_request", "max_k",
-                             "max_metadata_bytes", "max_id_length", "request_timeout_s")})
+                             "max_metadata_bytes", "max_id_length", "max_pixels_per_request",
+                             "request_timeout_s")})
 
 
 @protected_router.get("/metrics", response_class=Response)

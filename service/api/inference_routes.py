@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import ServiceState, check_k, get_state, parse_filter, prepare, resolve_aspect
+from service.api.forms import Utf8FormRoute
 from service.api.schemas import EmbedResponse, ErrorResponse, SearchResponse, SimilarityResponse
 from service.index_store import OVERALL
 
-router = APIRouter(tags=["similarity"])
+router = APIRouter(tags=["similarity"], route_class=Utf8FormRoute)
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
 
 
@@ -64,7 +65,8 @@ async def search(
     else:
         query, space = out.aspects[0, state.runner.spec.aspects.index(aspect)], aspect
     hits = await run_in_threadpool(state.store.search, query, k, space, where)
-    return SearchResponse(results=[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata} for h in hits],
+    return SearchResponse(results=[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
+                                   for h in hits],
                           aspect=aspect, model=state.model_ref)
 
 

@@ -15,12 +15,13 @@ from service.api.deps import (
     prepare,
 )
 from service.api.errors import ApiError
+from service.api.forms import Utf8FormRoute
 from service.api.schemas import Deleted, ErrorResponse, ItemPage, ItemResponse, ItemsAdded
-from service.index_store import NewItem
+from service.index_store import NewItem, StoredItem
 from service.ingest import item_vectors
 from service.security import require_write_key
 
-router = APIRouter(tags=["items"])
+router = APIRouter(tags=["items"], route_class=Utf8FormRoute)
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
 
 
@@ -64,8 +65,7 @@ async def list_items(
 ) -> ItemPage:
     """Indexed items in id order, a page at a time; pass ``next`` back as ``after`` for the next page."""
     items = state.store.list(after, limit)
-    return ItemPage(items=[ItemResponse(id=i.id, metadata=i.metadata, created=i.created, updated=i.updated)
-                           for i in items],
+    return ItemPage(items=[item_response(i) for i in items],
                     next=items[-1].id if len(items) == limit else None)
 
 
@@ -86,7 +86,14 @@ async def get_item(item_id: str, state: ServiceState = Depends(get_state)) -> It
     item = state.store.get(item_id)
     if item is None:
         raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
-    return ItemResponse(id=item.id, metadata=item.metadata, created=item.created, updated=item.updated)
+    return item_response(item)
+
+
+def item_response(item: StoredItem) -> ItemResponse:
+    """A stored item as returned; one the store could not read back comes with its error, so a
+    page holding it still answers."""
+    return ItemResponse(id=item.id, metadata=item.metadata, created=item.created, updated=item.updated,
+                        error=item.problem)
 
 
 @router.delete("/items/{item_id:path}", response_model=Deleted, responses=ERRORS,

@@ -28,10 +28,15 @@ class SimilarityResponse(BaseModel):
     model: ModelRef
 
 
+UNREADABLE = ("set only for an item stored by an older version with metadata that cannot be returned as "
+              "stored; metadata is then null: delete or re-add the item")
+
+
 class SearchHit(BaseModel):
     id: str
     score: float
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None
+    error: str | None = Field(default=None, description=UNREADABLE)
 
 
 class SearchResponse(BaseModel):
@@ -47,9 +52,10 @@ class ItemsAdded(BaseModel):
 
 class ItemResponse(BaseModel):
     id: str
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None
     created: float = Field(description="unix time")
     updated: float = Field(description="unix time")
+    error: str | None = Field(default=None, description=UNREADABLE)
 
 
 class ItemPage(BaseModel):

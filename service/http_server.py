@@ -1,0 +1,128 @@
+"""Limits on a connection before its request reaches the app, which cannot see it until then.
+
+uvicorn closes an idle kept-alive connection after ``timeout_keep_alive``, but has no bound on how
+long a request's headers may take: a client that connects and sends nothing, or trickles a few
+header bytes a second, holds a connection (and a file descriptor) for as long as it likes. The
+protocol here gives the request line and headers ``HEADER_TIMEOUT_S`` from the connection (or
+from the first byte of the next request on a kept-alive one) and ``MAX_HEADER_BYTES``; past
+either it answers with the service's JSON error (408 or 431) and closes.
+
+Run the server with ``uvicorn.run(app, ..., **uvicorn_options())``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from service.api.errors import error_body
+
+HEADER_TIMEOUT_S = 10.0
+MAX_HEADER_BYTES = 64 * 1024
+KEEP_ALIVE_S = 5
+
+log = logging.getLogger("likeness.http")
+
+
+class HeaderLimits:
+    """Mixed into a uvicorn HTTP protocol (httptools or h11). Both create ``self.cycle`` when a
+    request's headers are complete, which is how the limits know the headers are done."""
+
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    max_header_bytes: int = MAX_HEADER_BYTES
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        waiting_before = self._waiting_for_headers()
+        super().data_received(data)  # type: ignore[misc]
+        if self._waiting_for_headers():
+            # Counted only while no request is running: a chunk that ends one request's body can
+            # start the next one's headers, but a body is never counted.
+            self._header_bytes += len(data) if waiting_before else 0
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(431, "headers_too_large",
+                             f"the request line and headers are over the limit of {self.max_header_bytes} bytes")
+                return
+            self._arm_header_timer()
+        else:
+            self._disarm_header_timer()
+            self._header_bytes = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        # The next request's headers get their own full allowance, armed by its first byte;
+        # until then the connection is idle and uvicorn's keep-alive timeout applies.
+        self._header_bytes = 0
+
+    def _waiting_for_headers(self) -> bool:
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            loop = asyncio.get_running_loop()
+            self._header_timer = loop.call_later(self.header_timeout_s, self._on_header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if getattr(self, "_header_timer", None) is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        transport = self.transport  # type: ignore[attr-defined]
+        if transport.is_closing() or not self._waiting_for_headers():
+            return
+        if self._header_bytes == 0 and getattr(self, "cycle", None) is None:
+            transport.close()  # a connection that never said anything gets no answer
+            return
+        self._refuse(408, "header_timeout",
+                     f"the request headers took longer than the limit of {self.header_timeout_s:g} s")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        transport = self.transport  # type: ignore[attr-defined]
+        self._disarm_header_timer()
+        reasons = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+        body = json.dumps(error_body(code, message)).encode()
+        request_id = uuid.uuid4().hex
+        log.info("%s: %s (request id %s)", code, message, request_id)
+        transport.write(b"".join([
+            b"HTTP/1.1 %d %s\r\n" % (status, reasons[status]),
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"x-request-id: %s\r\n" % request_id.encode(),
+            b"connection: close\r\n\r\n",
+            body,
+        ]))
+        transport.close()
+
+
+def header_limited_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES
+                            ) -> type[asyncio.Protocol]:
+    """uvicorn's own HTTP protocol (httptools when installed, else h11) with :class:`HeaderLimits`."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # httptools is optional; h11 always comes with uvicorn
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    return type(f"HeaderLimited{base.__name__}", (HeaderLimits, base),
+                {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes})
+
+
+def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
+                    keep_alive_s: int = KEEP_ALIVE_S) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` that bound time and bytes before a
+    request's headers are complete, and how long an idle kept-alive connection stays open."""
+    return {"http": header_limited_protocol(header_timeout_s, max_header_bytes), "timeout_keep_alive": keep_alive_s,
+            "h11_max_incomplete_event_size": max_header_bytes}
