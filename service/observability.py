@@ -68,7 +68,7 @@ class RequestContextMiddleware:
         except Exception:
             if state["started"]:
                 raise  # half an answer is out: only closing the connection can tell the client
-            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unexpected error in %s %s", scope.get("method"), _for_log(scope.get("path", "")))
             state["status"] = 500
             # No "Connection: close": the request was read or is discarded by the server, so the
             # client's next request on this connection is served as usual.
@@ -78,10 +78,15 @@ class RequestContextMiddleware:
         finally:
             gone.set()  # whatever still runs for this request on a worker thread may stop
             watch.stop()
-            access_log.info("%s %s %d %.1fms", scope.get("method"), scope.get("path"), state["status"],
+            access_log.info("%s %s %d %.1fms", scope.get("method"), _for_log(scope.get("path", "")), state["status"],
                             (time.perf_counter() - started) * 1000)
             client_gone_var.reset(gone_token)
             request_id_var.reset(token)
+
+
+def _for_log(text: str) -> str:
+    """Client text fit for a plain log line: a path with %0A in it must not start a forged line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class _DisconnectWatch:

@@ -147,3 +147,17 @@ def test_image_preparation_stops_when_the_client_goes_away(live, monkeypatch):
     stopped_at = len(loaded)
     time.sleep(1.0)
     assert len(loaded) == stopped_at and 1 <= stopped_at <= 12, stopped_at
+
+
+def test_a_path_cannot_forge_a_line_in_the_access_log(live, caplog):
+    caplog.set_level("INFO", logger="likeness.access")
+    connection = http.client.HTTPConnection("127.0.0.1", live, timeout=10)
+    connection.request("GET", "/items/x%0A127.0.0.1%20GET%20/admin%20200")
+    assert connection.getresponse().status == 404
+    connection.close()
+    deadline = time.monotonic() + 5
+    while not (lines := [r.getMessage() for r in caplog.records if r.name == "likeness.access"]):
+        assert time.monotonic() < deadline, "no access log line"  # it is written after the response
+        time.sleep(0.05)
+    assert any("\\n127.0.0.1 GET /admin" in line for line in lines), lines
+    assert all("\n" not in line for line in lines)
