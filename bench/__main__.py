@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "nsl-ablation": "bench.nsl_ablation",
+    "similarity-ablation": "bench.similarity_ablation",
     "nsl-kernels": "bench.nsl_kernels",
     "index": "bench.index_bench",
     "load": "bench.load",

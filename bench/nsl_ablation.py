@@ -247,7 +247,7 @@ def select_variants(requested: list[str] | None) -> list[Variant]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("nsl-ablation", __doc__)
-    parser.add_argument("--config", default="default")
+    parser.add_argument("--config", default="class-only")  # the recipe these pages were made with
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-limit", type=int, default=20000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])

@@ -156,7 +156,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("openset", __doc__)
-    parser.add_argument("--config", default="default")
+    parser.add_argument("--config", default="class-only")  # the recipe these pages were made with
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=1000)

@@ -77,6 +77,10 @@ class ModelSpec(_Strict):
     # Per-aspect decision and calibration, fitted on validation pairs of that aspect.
     aspect_decisions: dict[str, Decision] = Field(default_factory=dict)
     aspect_calibrations: dict[str, Calibration] = Field(default_factory=dict)
+    # "The same image": the cosine at or above which two images are one image after light edits
+    # (re-encoding, rescaling, a small crop or shift, brightness), fitted on validation edits.
+    # ``decision`` stays "the same kind of thing". None in models exported before it existed.
+    near_duplicate: Decision | None = None
     training: dict[str, Any] = Field(default_factory=dict, description="data, objective, backbone, command")
     metrics: dict[str, Any] = Field(default_factory=dict, description="evaluation results, by split")
 

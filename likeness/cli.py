@@ -77,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
         return index(rest, prog="likeness index")
     from training.cli import main as training
 
-    return training([command, *rest])
+    return training([command, *rest], prog="likeness")

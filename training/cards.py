@@ -63,17 +63,23 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
         *_metrics_table(metrics),
         "",
     ]
+    if "near_duplicates" in test:
+        out += _near_duplicate_section(test["near_duplicates"])
     calib = test.get("calibration")
     out += [
         "## Decision and calibration",
         "",
-        f"- Decision: cosine >= {spec.decision.threshold:.4f} means *same* ({spec.decision.rule}).",
+        f"- Decision: cosine >= {spec.decision.threshold:.4f} means *the same kind of thing* (same class; "
+        f"{spec.decision.rule}).",
         f"- Probability: Platt scaling, P(same) = 1 / (1 + exp(-({spec.calibration.a:.3f} * cosine + "
         f"{spec.calibration.b:.3f}))), fitted on {spec.calibration.fitted_on}; it assumes equal priors.",
     ]
     if calib:
         out.append(f"- On test pairs: accuracy at the threshold {calib['accuracy_at_threshold']:.4f}, "
                    f"expected calibration error {calib['ece']:.4f}, Brier score {calib['brier']:.4f}.")
+    if spec.near_duplicate is not None:
+        out.append(f"- The same image: cosine >= {spec.near_duplicate.threshold:.4f} ({spec.near_duplicate.rule}); "
+                   "`/similarity` returns it as `near_duplicate`, and `/search` takes it as `min_score`.")
     for name, decision in spec.aspect_decisions.items():
         out.append(f"- Aspect `{name}`: threshold {decision.threshold:.4f} ({decision.rule}).")
     out.append("")
@@ -137,6 +143,27 @@ def _selection(training: dict[str, Any]) -> str:
     if training.get("epochs_trained") == training.get("best_epoch"):
         return f"best {training.get('selected_on')} on validation"
     return f"not the best on validation: {training.get('selected_on')} peaked at epoch {training.get('best_epoch')}"
+
+
+def _near_duplicate_section(near: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Near-duplicates: does an edited copy find its original?",
+        "",
+        f"{near['queries']} seeded test images, each edited as below, saved as a file and prepared as the "
+        f"service prepares an upload, then searched against all {near['gallery']} test images. R@1: the "
+        "original scores above every other image (ties count as misses).",
+        "",
+        "| edit | R@1 |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {value:.4f} |" for name, value in near["recall_at_1"].items()]
+    lines += [f"| **mean** | **{near['mean_recall_at_1']:.4f}** |",
+              f"| **worst** ({near['worst_edit']}) | **{near['worst_recall_at_1']:.4f}** |", ""]
+    if decision := near.get("decision"):
+        lines += [f"\"The same image\" threshold (the spec's `near_duplicate`, fitted on validation): cosine >= "
+                  f"{decision['threshold']:.4f}. On test it accepts {decision['copies_accepted']:.2%} of the edited "
+                  f"copies and {decision['nearest_others_accepted']:.2%} of each original's nearest other image.", ""]
+    return lines
 
 
 def _open_set_section(open_set: dict[str, Any]) -> list[str]:

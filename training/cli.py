@@ -35,9 +35,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m training") -> int:
+    """Parse and run one command; ``prog`` is how the user called it (``likeness`` for the installed
+    command), used in help, errors and the command lines recorded in runs and model cards."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -65,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return _run(args, argv)
+        return _run(args, [*prog.split(), *argv])
     except _user_errors() as error:  # evaluated only when something is raised
         # A wrong checkpoint, a missing dataset, a bad data file: one line that says what to fix,
         # not a traceback.
-        print(f"python -m training {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 
@@ -84,12 +86,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return ExportError, DatasetNotFound, DatasetFormatError, AspectDataError, SpecError, ImageError
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+def _run(args: argparse.Namespace, command: list[str]) -> int:
     if args.command == "train":
         from training.trainer import train
 
         config = load_config(args.config, _overrides(args))
-        run_dir = train(config, resume=args.resume, command=["python", "-m", "training", *argv],
+        run_dir = train(config, resume=args.resume, command=command,
                         progress=not args.no_progress)
         print(run_dir)
         return 0
@@ -97,7 +99,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         from training.export import export_checkpoint
 
         result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
-                                   data_dir=args.data_dir, command=["python", "-m", "training", *argv],
+                                   data_dir=args.data_dir, command=command,
                                    open_set_checkpoint=args.open_set_checkpoint)
         print(json.dumps(result, indent=2))
         return 0

@@ -37,6 +37,10 @@ class AugmentConfig(_Section):
     crop_padding: int = Field(default=2, ge=0)
     hflip: bool = True
     erasing: float = Field(default=0.0, ge=0, le=1, description="probability of random erasing (Zhong et al.)")
+    # The edited second view of the instance term (objective.instance_weight > 0).
+    edit_min_scale: float = Field(default=0.5, gt=0, le=1, description="smallest down-and-up rescale factor")
+    edit_color: float = Field(default=0.25, ge=0, lt=1, description="brightness and contrast jitter (+/-)")
+    edit_jpeg_min_quality: int = Field(default=40, ge=1, le=95, description="lowest JPEG quality of the view")
 
 
 class ModelConfig(_Section):
@@ -72,10 +76,23 @@ class ObjectiveConfig(_Section):
     # CSN regularisers (Veit et al. defaults).
     embed_norm_weight: float = 5e-3
     mask_l1_weight: float = 5e-4
-    # Weight of an extra class-level metric loss on the unmasked embedding (conditional models).
+    # Weight of an extra class-level metric loss on the unmasked embedding (conditional models),
+    # and which loss: ArcFace, or normalised softmax (gentler: it does not crush a class to a point).
     overall_weight: float = 0.0
+    overall_loss: Literal["arcface", "normalized-softmax"] = "arcface"
     # Weight of a per-aspect proxy loss (normalised softmax) in each aspect's masked space.
     aspect_weight: float = 0.0
+    # Instance term: two views of every image (the second edited, see augment.edit_*), a loss that
+    # makes each view's partner its nearest neighbour in the batch, added with this weight to the
+    # class loss, so the embedding keeps *which image* as well as *which class*.
+    # ntxent (SimCLR's, temperature) or margin (a triplet margin on cosines).
+    instance_weight: float = Field(default=0.0, ge=0)
+    instance_loss: Literal["ntxent", "margin"] = "ntxent"
+    instance_temperature: float = Field(default=0.1, gt=0)
+    instance_margin: float = Field(default=0.1, gt=0)
+    # Scale of the class-level proxy losses (ArcFace, normalised softmax); None = the loss's default.
+    # A large scale crushes each class towards its proxy.
+    scale: float | None = Field(default=None, gt=0)
 
 
 class OptimConfig(_Section):
@@ -94,6 +111,8 @@ class OptimConfig(_Section):
 class EvalConfig(_Section):
     pairs: int = Field(default=100_000, ge=100, description="pairs per class balance for pair metrics")
     batch_size: int = Field(default=1024, ge=1)
+    near_duplicates: int = Field(default=1000, ge=1, description="originals edited for near-duplicate R@1 (test)")
+    val_near_duplicates: int = Field(default=200, ge=0, description="the same on validation, every epoch (0 = off)")
 
 
 class TrainConfig(_Section):

@@ -3,6 +3,8 @@
 - retrieval on the test split, leave-one-out (P@1, R-Precision, MAP@R);
 - pair verification on seeded balanced test pairs (ROC-AUC, EER, TAR@FAR=1e-3);
 - the calibrated probability's quality on those test pairs (ECE, Brier, accuracy at the threshold);
+- near-duplicate R@1: edited copies of seeded test images, prepared as the service prepares an
+  upload, searched against the whole test split (training.evaluation.near_duplicates);
 - open-set numbers on held-out classes, and per-aspect numbers for conditional models.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import Calibration, Decision, ModelSpec
+from contract import Calibration, Decision, InputSpec, ModelSpec
 from training.config import DataConfig, TrainConfig
 from training.evaluation import (
     Embedder,
@@ -27,6 +29,7 @@ from training.evaluation import (
     torch_embedder,
 )
 from training.evaluation.fewshot import few_shot_accuracy
+from training.evaluation.near_duplicates import near_duplicate_metrics, near_duplicate_pairs
 from training.tasks import Task, load_task
 
 VALIDATION_PAIR_SEED = 101
@@ -53,6 +56,24 @@ def calibrate(embedder: Embedder, task: Task, config: TrainConfig
     return decision, calibration, decisions, calibrations
 
 
+def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, input_spec: InputSpec) -> Decision:
+    """The "same image" threshold: equal error rate between edited copies of validation images and
+    each original's nearest other validation image (training.evaluation.near_duplicates)."""
+    scores, same = near_duplicate_pairs(embedder, task.splits.val.images, input_spec, config.eval.near_duplicates,
+                                        batch_size=config.eval.batch_size)
+    return fit_decision(scores, same, "validation: edited copies vs each original's nearest other image")
+
+
+def near_duplicate_quality(embedder: Embedder, images: np.ndarray, config: TrainConfig, input_spec: InputSpec,
+                           decision: Decision) -> dict[str, float]:
+    """On test: the share of edited copies called the same image, and of nearest other images called it."""
+    scores, same = near_duplicate_pairs(embedder, images, input_spec, config.eval.near_duplicates,
+                                        batch_size=config.eval.batch_size)
+    accepted = scores >= decision.threshold
+    return {"threshold": decision.threshold, "copies_accepted": round(float(accepted[same].mean()), 6),
+            "nearest_others_accepted": round(float(accepted[~same].mean()), 6)}
+
+
 def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calibration,
                         threshold: float) -> dict[str, float]:
     probabilities = 1.0 / (1.0 + np.exp(-(calibration.a * scores + calibration.b)))
@@ -64,12 +85,18 @@ def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calib
 
 
 def evaluate_split(embedder: Embedder, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
-                   decision: Decision | None = None, calibration: Calibration | None = None) -> dict[str, Any]:
+                   decision: Decision | None = None, calibration: Calibration | None = None,
+                   input_spec: InputSpec | None = None) -> dict[str, Any]:
+    """Retrieval and pair metrics of one split; with ``input_spec``, near-duplicate R@1 too."""
     embeddings, _ = embed_all(embedder, images, config.eval.batch_size)
     metrics: dict[str, Any] = evaluate_embeddings(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
     if calibration is not None and decision is not None:
         _, scores, same = pair_metrics(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
         metrics["calibration"] = calibration_quality(scores, same, calibration, decision.threshold)
+    if input_spec is not None:
+        metrics["near_duplicates"] = near_duplicate_metrics(embedder, images, input_spec, config.eval.near_duplicates,
+                                                            batch_size=config.eval.batch_size,
+                                                            gallery_embeddings=embeddings)
     return metrics
 
 
@@ -86,13 +113,14 @@ def open_set_metrics(embedder: Embedder, images: np.ndarray, labels: np.ndarray,
 
 
 def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibration: Calibration | None = None,
-                  decision: Decision | None = None) -> dict[str, Any]:
-    """All test-side numbers for a model, keyed by split."""
+                  decision: Decision | None = None, input_spec: InputSpec | None = None) -> dict[str, Any]:
+    """All test-side numbers for a model, keyed by split (near-duplicates need the ``input_spec``)."""
     splits = task.splits
     if decision is None and calibration is not None:
         raise ValueError("calibration quality needs the decision threshold too")
     metrics: dict[str, Any] = {
-        "test": evaluate_split(embedder, splits.test.images, splits.test.labels, config, decision, calibration),
+        "test": evaluate_split(embedder, splits.test.images, splits.test.labels, config, decision, calibration,
+                               input_spec),
     }
     if splits.test_unseen is not None:
         metrics["test_unseen"] = open_set_metrics(embedder, splits.test_unseen.images, splits.test_unseen.labels, config)
@@ -114,6 +142,7 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         embedder = onnx_embedder(path)
         decision, calibration = spec.decision, spec.calibration
         seed = int(spec.training.get("seed", 0))
+        input_spec = spec.input
     else:
         from training.trainer import load_trained_model
 
@@ -122,6 +151,7 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         data, seed = config_saved.data, config_saved.seed
         embedder = torch_embedder(model)
         decision = calibration = None
+        input_spec = InputSpec.model_validate(saved["input"])
     if dataset:
         data.dataset = dataset
     if data_dir:
@@ -133,5 +163,5 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
     task = load_task(config)
     if split == "val":
         return {"val": evaluate_split(embedder, task.splits.val.images, task.splits.val.labels, config,
-                                      decision, calibration)}
-    return evaluate_task(embedder, task, config, calibration, decision)
+                                      decision, calibration, input_spec)}
+    return evaluate_task(embedder, task, config, calibration, decision, input_spec)

@@ -31,7 +31,7 @@ from contract import (
 )
 from training.cards import write_model_card
 from training.config import TrainConfig
-from training.evaluate import calibrate, evaluate_task
+from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
 from training.layers import fold_static_layers
 from training.tasks import load_task
@@ -180,7 +180,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             raise ExportError(f"ONNX Runtime and PyTorch disagree by {difference:.2e} (> {PARITY_TOLERANCE:g})")
         embedder = onnx_embedder(bare)
         decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
-        metrics = evaluate_task(embedder, task, config, calibration, decision)
+        near_duplicate = fit_near_duplicate(embedder, task, config, input_spec)
+        metrics = evaluate_task(embedder, task, config, calibration, decision, input_spec)
+        metrics["test"]["near_duplicates"]["decision"] = near_duplicate_quality(
+            embedder, task.splits.test.images, config, input_spec, near_duplicate)
         metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
                              "static_layers_folded": folded}
         if open_set:
@@ -195,6 +198,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             calibration=calibration,
             aspect_decisions=aspect_decisions,
             aspect_calibrations=aspect_calibrations,
+            near_duplicate=near_duplicate,
             training=_training_record(config, saved, checkpoint, command),
             metrics=metrics,
         )
@@ -225,6 +229,7 @@ def _training_record(config: TrainConfig, saved: dict[str, Any], checkpoint: str
         "epochs_trained": saved["state"]["epoch"],
         # The learning curve, so time-to-quality can be read off the shipped file.
         "curve": [{k: row[k] for k in ("epoch", "train_seconds", "val_precision_at_1", "val_map_at_r",
+                                       "val_near_duplicate_r1", "val_near_duplicate_worst_r1",
                                        "val_triplet_accuracy", "train_images_per_s") if k in row}
                   for row in saved["state"]["history"]],
         "best_epoch": best.get("epoch"),

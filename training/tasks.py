@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from training.config import TrainConfig
 from training.data.sources import Splits, load_splits
-from training.data.torch_data import ImageDataset, make_augment, make_loader
+from training.data.torch_data import ImageDataset, make_augment, make_edit_augment, make_loader
 from training.evaluation import Embedder
 
 
@@ -35,21 +35,26 @@ class Task(Protocol):
 
 
 class ClassTask:
-    """One label per image; model selection on validation MAP@R."""
+    """One label per image; model selection on validation MAP@R, and with the instance term on the
+    mean of MAP@R and near-duplicate R@1 (both jobs: MAP@R alone would keep the early epoch where
+    classes are tightest and copies least told apart)."""
 
     aspects: list[str] = []
     aspect_classes: list[int] = []
-    selection_metric = "val_map_at_r"
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        both = config.objective.instance_weight > 0 and config.eval.val_near_duplicates > 0
+        self.selection_metric = "val_map_at_r_and_near_duplicate_r1" if both else "val_map_at_r"
         data = config.data
         self.splits = load_splits(data.dataset, data.data_dir, val_size=data.val_size, seed=config.seed,
                                   holdout_classes=data.holdout_classes, train_limit=data.train_limit,
                                   test_limit=data.test_limit, download=data.download,
                                   image_size=data.image_size, channels=data.channels)
         _, height, width, _ = self.splits.train.images.shape
-        self.dataset = ImageDataset(self.splits.train, make_augment(config.augment, height, width))
+        # The instance term needs a second, edited view of every image.
+        view = make_edit_augment(config.augment, height, width) if config.objective.instance_weight > 0 else None
+        self.dataset = ImageDataset(self.splits.train, make_augment(config.augment, height, width), view)
 
     def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         optim = self.config.optim
@@ -60,11 +65,18 @@ class ClassTask:
         return max(1, len(self.dataset) // self.config.optim.batch_size)
 
     def validate(self, embed: Embedder) -> dict[str, float]:
-        """Retrieval metrics on the validation split, keys prefixed ``val_``."""
+        """Retrieval metrics on the validation split, keys prefixed ``val_``, and near-duplicate R@1
+        (mean and worst edit) of ``eval.val_near_duplicates`` edited validation images."""
         from training.evaluation import embed_all, retrieval_metrics
+        from training.evaluation.near_duplicates import validation_near_duplicates
 
-        embeddings, _ = embed_all(embed, self.splits.val.images, self.config.eval.batch_size)
-        return {f"val_{k}": v for k, v in retrieval_metrics(embeddings, self.splits.val.labels).items()}
+        images = self.splits.val.images
+        embeddings, _ = embed_all(embed, images, self.config.eval.batch_size)
+        values = {f"val_{k}": v for k, v in retrieval_metrics(embeddings, self.splits.val.labels).items()}
+        values.update(validation_near_duplicates(embed, images, embeddings, self.config.eval.val_near_duplicates))
+        if "val_near_duplicate_r1" in values:
+            values["val_map_at_r_and_near_duplicate_r1"] = (values["val_map_at_r"] + values["val_near_duplicate_r1"]) / 2
+        return values
 
     def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
         """Per-aspect labels of a split, for conditional models; a class task has none."""

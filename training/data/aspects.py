@@ -31,7 +31,7 @@ from contract import InputSpec, load_image_file
 from training.config import TrainConfig
 from training.data.arrays import LabeledImages, stratified_split
 from training.data.sources import FASHION_MNIST_CLASSES, Splits, load_raw
-from training.data.torch_data import Transform, make_augment
+from training.data.torch_data import Transform, make_augment, make_edit_augment
 
 # name -> RGB. Distinct hues at full saturation; white leaves the grey image as it is.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -206,8 +206,9 @@ class TripletDataset(Dataset):
     """Yields one CSN triplet: three augmented uint8 HWC images and the aspect index."""
 
     def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
-                 labels: np.ndarray, aspects: list[str]) -> None:
+                 labels: np.ndarray, aspects: list[str], view_augment: Transform | None = None) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
+        self.view_augment = view_augment  # an edited second view of the anchor, for the instance term
         self.labels = labels
         # The task's aspects, in its order: the data may carry more (a task-specific network
         # trains on one aspect of three-aspect data).
@@ -216,15 +217,18 @@ class TripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.triplets)
 
-    def _image(self, index: int) -> torch.Tensor:
+    def _image(self, index: int, augment: Transform | None = None) -> torch.Tensor:
         image = torch.from_numpy(self.data.images[index])
-        if self.augment is not None:
-            image = self.augment(image.permute(2, 0, 1)).permute(1, 2, 0)
+        augment = augment or self.augment
+        if augment is not None:
+            image = augment(image.permute(2, 0, 1)).permute(1, 2, 0)
         return image.contiguous()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         anchor, close, far, aspect = (int(v) for v in self.triplets[index])
+        views = {"images_anchor_view": self._image(anchor, self.view_augment)} if self.view_augment else {}
         return {
+            **views,
             "images_anchor": self._image(anchor), "images_close": self._image(close), "images_far": self._image(far),
             "aspect": torch.tensor(aspect),
             # Joint labels (same on every aspect) of the three images, for the optional class-level
@@ -315,6 +319,8 @@ class AspectTask:
         self.test_triplets = sample_triplets(self.test.labels, self.aspects, data.eval_triplets, config.seed + 13)
         _, height, width, _ = self.train.images.shape
         self.augment = make_augment(config.augment, height, width)
+        self.view_augment = (make_edit_augment(config.augment, height, width)
+                             if config.objective.instance_weight > 0 else None)
 
     # training --------------------------------------------------------------------------------
     def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -323,7 +329,7 @@ class AspectTask:
         triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
                                    self.config.seed * 1000 + epoch)
         dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint,
-                                 self.aspects)
+                                 self.aspects, self.view_augment)
         per_rank = max(1, self.config.optim.batch_size // world_size)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
@@ -344,9 +350,13 @@ class AspectTask:
 
         embeddings, aspects = embed_all(embed, self.val.images, self.config.eval.batch_size)
         accuracy = triplet_accuracy(self._aspect_space(embeddings, aspects), self.val_triplets, self.aspects)
+        from training.evaluation.near_duplicates import validation_near_duplicates
+
         return {"val_triplet_accuracy": accuracy.pop("overall"),
                 **{f"val_triplet_accuracy_{k}": v for k, v in accuracy.items()},
-                "val_precision_at_1": retrieval_metrics(embeddings, self.val_joint)["precision_at_1"]}
+                "val_precision_at_1": retrieval_metrics(embeddings, self.val_joint)["precision_at_1"],
+                **validation_near_duplicates(embed, self.val.images, embeddings,
+                                             self.config.eval.val_near_duplicates)}
 
     def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
         source = {"val": self.val, "test": self.test}[split]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
@@ -28,21 +29,67 @@ def make_augment(config: AugmentConfig, height: int, width: int) -> Transform | 
     return v2.Compose(steps) if steps else None
 
 
-class ImageDataset(Dataset):
-    """Yields {"images": uint8 [H, W, C], "labels": int64}; augmentation works on CHW and converts back."""
+class RandomResolution(nn.Module):
+    """Scale an image down by a random factor in [min_scale, 1] and back up to its size: the blur of a
+    re-upload at a smaller size, or of an upscaled copy prepared back to the model's size."""
 
-    def __init__(self, data: LabeledImages, augment: Transform | None = None) -> None:
+    def __init__(self, min_scale: float) -> None:
+        super().__init__()
+        self.min_scale = min_scale
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        scale = float(torch.empty(1).uniform_(self.min_scale, 1.0))
+        small = (max(1, round(height * scale)), max(1, round(width * scale)))
+        down = v2.functional.resize(image, list(small), antialias=True)
+        return v2.functional.resize(down, [height, width], antialias=True)
+
+
+def make_edit_augment(config: AugmentConfig, height: int, width: int) -> Transform:
+    """The second view for the instance term: the usual crop and flip, then the edits a copy of an
+    image meets on its way back to the service (training.evaluation.near_duplicates measures the same
+    kinds): resolution changes, a small crop resized back, brightness and contrast, JPEG."""
+    base = make_augment(config, height, width)
+    steps: list[Transform] = [base] if base is not None else []
+    steps += [
+        v2.RandomApply([RandomResolution(config.edit_min_scale)], p=0.5),
+        v2.RandomApply([v2.RandomResizedCrop((height, width), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True)],
+                       p=0.3),
+        v2.RandomApply([v2.ColorJitter(brightness=config.edit_color, contrast=config.edit_color)], p=0.8),
+        v2.RandomApply([v2.JPEG((config.edit_jpeg_min_quality, 95))], p=0.5),
+    ]
+    return v2.Compose(steps)
+
+
+class ImageDataset(Dataset):
+    """Yields {"images": uint8 [H, W, C], "labels": int64}; augmentation works on CHW and converts back.
+
+    With ``view_augment``, each item also has ``images_view``: a second, independently augmented
+    view of the same image (the positive of the instance term).
+    """
+
+    def __init__(self, data: LabeledImages, augment: Transform | None = None,
+                 view_augment: Transform | None = None) -> None:
         self.data = data
         self.augment = augment
+        self.view_augment = view_augment
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image = torch.from_numpy(self.data.images[index])
-        if self.augment is not None:
-            image = self.augment(image.permute(2, 0, 1)).permute(1, 2, 0)
-        return {"images": image.contiguous(), "labels": torch.tensor(int(self.data.labels[index]))}
+        item = {"images": _apply(self.augment, image), "labels": torch.tensor(int(self.data.labels[index]))}
+        if self.view_augment is not None:
+            item["images_view"] = _apply(self.view_augment, image)
+        return item
+
+
+def _apply(augment: Transform | None, image: torch.Tensor) -> torch.Tensor:
+    """Run a CHW augmentation on an HWC uint8 image."""
+    if augment is None:
+        return image.contiguous()
+    return augment(image.permute(2, 0, 1)).permute(1, 2, 0).contiguous()
 
 
 class ShardedSampler(Sampler[int]):

@@ -9,6 +9,10 @@ A model without masks makes this the *standard triplet network* baseline: one em
 notion of similarity. ``overall_weight`` > 0 adds an ArcFace loss on the unmasked embedding with
 joint labels (alike on every aspect), so the overall embedding stays a strong retrieval embedding.
 
+``instance_weight`` > 0 adds the instance term (training.objectives.instance) between each anchor
+and a second, edited view of it, on the unmasked embedding: the same image after edits stays the
+nearest thing to itself while the masks learn what "alike" means per aspect.
+
 ``aspect_weight`` > 0 adds, for each aspect, a normalised-softmax proxy loss in that aspect's masked
 space with that aspect's labels. Random triplets give a weak, noisy signal (most are already
 satisfied, a few conflict across aspects); one proxy per aspect value pulls every image of the
@@ -24,6 +28,7 @@ from pytorch_metric_learning.distances import LpDistance
 from torch import nn
 
 from training.objectives.base import LossOutput, Objective
+from training.objectives.instance import build_instance_loss
 
 
 class ConditionalTripletObjective(Objective):
@@ -31,7 +36,8 @@ class ConditionalTripletObjective(Objective):
 
     def __init__(self, margin: float = 0.2, embed_norm_weight: float = 5e-3, mask_l1_weight: float = 5e-4,
                  overall_loss: nn.Module | None = None, overall_weight: float = 0.0,
-                 aspect_losses: list[nn.Module] | None = None, aspect_weight: float = 0.0) -> None:
+                 aspect_losses: list[nn.Module] | None = None, aspect_weight: float = 0.0,
+                 instance: nn.Module | None = None, instance_weight: float = 0.0) -> None:
         super().__init__()
         self.triplet = losses.TripletMarginLoss(margin=margin, distance=LpDistance(normalize_embeddings=True))
         self.embed_norm_weight = embed_norm_weight
@@ -40,12 +46,22 @@ class ConditionalTripletObjective(Objective):
         self.overall_weight = overall_weight
         self.aspect_losses = nn.ModuleList(aspect_losses or [])
         self.aspect_weight = aspect_weight
+        self.instance, self.instance_weight = instance, instance_weight
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
         n = len(batch["aspect"])
-        images = torch.cat([batch["images_anchor"], batch["images_close"], batch["images_far"]])
-        out = model(images, raw=True)
+        views = [batch["images_anchor"], batch["images_close"], batch["images_far"]]
+        with_instance = self.instance is not None and self.instance_weight > 0
+        if with_instance:
+            views.append(batch["images_anchor_view"])
+        out = model(torch.cat(views), raw=True)
         stats: dict[str, float] = {}
+        instance = None
+        if with_instance:  # split off the anchors' edited views; the rest is the triplets' as before
+            if isinstance(out, tuple):
+                instance_view, out = out[0][3 * n:], (out[0][:3 * n], out[1])
+            else:
+                instance_view, out = out[3 * n:], out[:3 * n]
         if isinstance(out, tuple):
             raw, masks = out
             compared = raw * masks[batch["aspect"]].repeat(3, 1)
@@ -69,16 +85,26 @@ class ConditionalTripletObjective(Objective):
                 for a in range(len(self.aspect_losses))]).mean()
             stats["aspect_loss"] = float(per_aspect.detach())
             loss = loss + self.aspect_weight * per_aspect
+        if with_instance:
+            instance = self.instance(raw[:n], instance_view)
+            stats["instance_loss"] = float(instance.detach())
+            loss = loss + self.instance_weight * instance
         return LossOutput(loss, stats)
 
 
 def build_csn_objective(config, num_classes: int, embedding_dim: int, aspect_classes: list[int]) -> Objective:
     overall = None
-    if config.overall_weight > 0:
-        overall = losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=64)
+    if config.overall_weight > 0 and config.overall_loss == "normalized-softmax":
+        overall = losses.NormalizedSoftmaxLoss(num_classes, embedding_dim, temperature=1 / (config.scale or 20))
+    elif config.overall_weight > 0:
+        overall = losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=config.scale or 64)
     aspect_losses = None
     if config.aspect_weight > 0:
         aspect_losses = [losses.NormalizedSoftmaxLoss(n, embedding_dim, temperature=0.05) for n in aspect_classes]
     margin = config.margin if config.margin is not None else 0.2
+    instance = None
+    if config.instance_weight > 0:
+        instance = build_instance_loss(config.instance_loss, config.instance_temperature, config.instance_margin)
     return ConditionalTripletObjective(margin, config.embed_norm_weight, config.mask_l1_weight, overall,
-                                       config.overall_weight, aspect_losses, config.aspect_weight)
+                                       config.overall_weight, aspect_losses, config.aspect_weight,
+                                       instance, config.instance_weight)

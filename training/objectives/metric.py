@@ -23,8 +23,9 @@ class MetricObjective(Objective):
         self.batch_kind = batch_kind  # type: ignore[assignment]
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-        embeddings = model(batch["images"], raw=True)
-        labels = batch["labels"]
+        return self.embedding_loss(model(batch["images"], raw=True), batch["labels"])
+
+    def embedding_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         stats: dict[str, float] = {}
         if self.miner is not None:
             mined = self.miner(embeddings, labels)
@@ -46,9 +47,12 @@ class ClassifierObjective(Objective):
         self.loss = nn.CrossEntropyLoss()
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-        logits = self.classifier(model(batch["images"], raw=True))
-        loss = self.loss(logits, batch["labels"])
-        accuracy = (logits.argmax(1) == batch["labels"]).float().mean().item()
+        return self.embedding_loss(model(batch["images"], raw=True), batch["labels"])
+
+    def embedding_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        logits = self.classifier(embeddings)
+        loss = self.loss(logits, labels)
+        accuracy = (logits.argmax(1) == labels).float().mean().item()
         return LossOutput(loss, {"train_accuracy": accuracy})
 
 
@@ -86,10 +90,12 @@ def build_metric_objective(config: ObjectiveConfig, num_classes: int, embedding_
     if name == "supcon":
         return MetricObjective(losses.SupConLoss(temperature=config.margin or 0.1), _miner(config.miner, 0.1))
     if name == "arcface":
-        loss = losses.ArcFaceLoss(num_classes, embedding_dim, margin=config.margin or 28.6, scale=64)
+        loss = losses.ArcFaceLoss(num_classes, embedding_dim, margin=config.margin or 28.6, scale=config.scale or 64)
         return MetricObjective(loss, None, batch_kind="shuffled")
     if name == "normalized-softmax":
-        loss = losses.NormalizedSoftmaxLoss(num_classes, embedding_dim, temperature=config.margin or 0.05)
+        # The temperature is 1 / scale; ``margin`` named it before ``scale`` existed and still does.
+        temperature = 1 / config.scale if config.scale else (config.margin or 0.05)
+        loss = losses.NormalizedSoftmaxLoss(num_classes, embedding_dim, temperature=temperature)
         return MetricObjective(loss, None, batch_kind="shuffled")
     if name == "proxy-anchor":
         loss = losses.ProxyAnchorLoss(num_classes, embedding_dim, margin=config.margin or 0.1, alpha=32)

@@ -1,0 +1,83 @@
+"""Near-duplicate R@1 on real Fashion-MNIST images, with embedders whose behaviour is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.losses import NTXentLoss
+
+from contract import InputSpec
+from training.evaluation.near_duplicates import EDITS, edited_queries, near_duplicate_metrics, recall_at_1
+from training.objectives.instance import InstanceContrastiveLoss
+
+SPEC = InputSpec(height=28, width=28, channels=1)
+
+
+def pixels(images: np.ndarray) -> tuple[np.ndarray, None]:
+    x = images.reshape(len(images), -1).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), None
+
+
+@pytest.fixture(scope="module")
+def gallery(fashion_test):
+    return fashion_test.images[:1000]
+
+
+def test_raw_pixels_find_re_encodes_and_lose_shifted_copies(gallery):
+    """Raw pixels are the known case: photometric edits keep the original first, a shift of a pixel
+    or two does not. The metric must see both."""
+    result = near_duplicate_metrics(pixels, gallery, SPEC, queries=200)
+    r1 = result["recall_at_1"]
+    assert r1["jpeg q90"] == 1.0 and r1["RGB"] == 1.0 and r1["brightness x0.85"] == 1.0
+    assert r1["shift 2px"] < 0.5
+    assert result["worst_recall_at_1"] == min(r1.values()) and result["worst_edit"] in ("shift 2px", "downscale 0.5x")
+    assert result["queries"] == 200 and result["gallery"] == 1000
+
+
+def test_edited_queries_are_prepared_as_the_service_prepares_an_upload(gallery):
+    """An upscaled RGB JPEG comes back to the model's 28x28x1 uint8 layout, close to the original."""
+    out = edited_queries(gallery[:5], SPEC, EDITS["upscale 4x, RGB, jpeg q95"])
+    assert out.shape == (5, 28, 28, 1) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - gallery[:5].astype(int)).mean() < 12
+    assert not np.array_equal(out, gallery[:5])
+
+
+def test_ties_are_misses_and_exact_copies_count_as_the_original():
+    gallery = np.eye(4, dtype=np.float32)
+    constant = np.ones((2, 4), dtype=np.float32) / 2
+    originals = np.array([0, 1])
+    same = np.zeros((2, 4), bool)
+    same[0, 0] = same[1, 1] = True
+    assert recall_at_1(constant, gallery, originals, same) == 0.0  # all four tie
+    assert recall_at_1(gallery[:2], gallery, originals, same) == 1.0
+    # Item 2 a pixel copy of item 0: a tie with it is no miss.
+    same[0, 2] = True
+    tied = np.array([[0.7, 0.0, 0.7, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype=np.float32)
+    assert recall_at_1(tied, np.eye(4, dtype=np.float32), originals, same) == 1.0
+
+
+def test_the_instance_loss_is_ntxent_with_the_image_index_as_label():
+    torch.manual_seed(0)
+    a, b = torch.randn(12, 8), torch.randn(12, 8)
+    ours = InstanceContrastiveLoss(temperature=0.1)(a, b)
+    labels = torch.arange(12).repeat(2)
+    reference = NTXentLoss(temperature=0.1)(torch.cat([a, b]), labels)
+    assert float(ours) == pytest.approx(float(reference), abs=1e-5)
+    # Aligned views score lower than shuffled ones.
+    assert float(InstanceContrastiveLoss(0.1)(a, a + 0.01 * b)) < float(ours)
+
+
+def test_the_instance_margin_loss_is_the_library_triplet_margin_loss_with_all_triplets():
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.losses import TripletMarginLoss
+
+    from training.objectives.instance import InstanceMarginLoss
+
+    torch.manual_seed(1)
+    a, b = torch.randn(10, 6), torch.randn(10, 6)
+    ours = InstanceMarginLoss(margin=0.1)(a, b)
+    reference = TripletMarginLoss(margin=0.1, distance=CosineSimilarity())(torch.cat([a, b]), torch.arange(10).repeat(2))
+    assert float(ours) == pytest.approx(float(reference), abs=1e-5)
+    # Views already nearer each other than anything else by the margin cost nothing.
+    assert float(InstanceMarginLoss(0.1)(torch.eye(6)[:3], torch.eye(6)[:3])) == 0.0

@@ -1,0 +1,188 @@
+"""Near-duplicate retrieval: does a lightly edited copy of an image find its original first?
+
+For a fixed, seeded sample of gallery images, each edit below is applied to the original as a user
+would apply it (in Pillow, then saved as PNG or JPEG bytes). The edited file is then decoded and
+prepared exactly as the service prepares an upload (:func:`contract.decode_image` and
+:func:`contract.prepare_image` with the model's input spec), embedded, and searched against the
+whole gallery. R@1 is the fraction of queries whose original scores strictly above every other
+gallery item; a tie is a miss (a hash that cannot tell two items apart has not found the original),
+and gallery items pixel-identical to the original count as the original.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from contract import InputSpec, decode_image, prepare_image
+from training.evaluation.embed import Embedder, embed_all
+
+QUERY_SEED = 404
+Edit = Callable[[Image.Image], bytes]
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _scaled(image: Image.Image, factor: float) -> Image.Image:
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return image.resize(size, Image.Resampling.BICUBIC if factor > 1 else Image.Resampling.BILINEAR)
+
+
+def _shifted(image: Image.Image, dx: int, dy: int) -> Image.Image:
+    """Move the content by (dx, dy) pixels; the uncovered border takes the corner pixel's value."""
+    canvas = Image.new(image.mode, image.size, image.getpixel((0, 0)))
+    canvas.paste(image, (dx, dy))
+    return canvas
+
+
+def _cropped(image: Image.Image, fraction: float) -> Image.Image:
+    """Cut ``fraction`` of the width and height (half from each side), then resize back."""
+    dx, dy = max(1, round(image.width * fraction / 2)), max(1, round(image.height * fraction / 2))
+    return image.crop((dx, dy, image.width - dx, image.height - dy)).resize(image.size, Image.Resampling.BICUBIC)
+
+
+def _brightness(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Brightness(image).enhance(factor)
+
+
+def _contrast(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Contrast(image).enhance(factor)
+
+
+EDITS: dict[str, Edit] = {
+    "jpeg q90": lambda im: _jpeg(im, 90),
+    "jpeg q70": lambda im: _jpeg(im, 70),
+    "jpeg q50": lambda im: _jpeg(im, 50),
+    "upscale 4x, RGB, jpeg q95": lambda im: _jpeg(_scaled(im, 4).convert("RGB"), 95),
+    "upscale 2x": lambda im: _png(_scaled(im, 2)),
+    "downscale 0.75x": lambda im: _png(_scaled(im, 0.75)),
+    "downscale 0.5x": lambda im: _png(_scaled(im, 0.5)),
+    "RGB": lambda im: _png(im.convert("RGB")),
+    "brightness x0.85": lambda im: _png(_brightness(im, 0.85)),
+    "brightness x1.15": lambda im: _png(_brightness(im, 1.15)),
+    "contrast x0.8": lambda im: _png(_contrast(im, 0.8)),
+    "contrast x1.2": lambda im: _png(_contrast(im, 1.2)),
+    "shift 1px": lambda im: _png(_shifted(im, 1, 0)),
+    "shift 2px": lambda im: _png(_shifted(im, 1, 1)),
+    "crop 8% and resize back": lambda im: _png(_cropped(im, 0.08)),
+    "brightness x0.9 + jpeg q80": lambda im: _jpeg(_brightness(im, 0.9), 80),
+    "crop 8% + jpeg q80": lambda im: _jpeg(_cropped(im, 0.08), 80),
+}
+
+
+def edited_queries(images: np.ndarray, spec: InputSpec, edit: Edit) -> np.ndarray:
+    """Apply ``edit`` to each uint8 [H, W, C] image, then prepare the resulting file as the service does."""
+    prepared = []
+    for array in images:
+        original = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        data = edit(original)
+        prepared.append(prepare_image(decode_image(data, max_pixels=50_000_000), spec))
+    return np.stack(prepared)
+
+
+def query_sample(gallery_size: int, queries: int, seed: int = QUERY_SEED) -> np.ndarray:
+    """The fixed, seeded gallery positions used as originals (sorted, without repeats)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(gallery_size, min(queries, gallery_size), replace=False))
+
+
+def recall_at_1(query_embeddings: np.ndarray, gallery_embeddings: np.ndarray, originals: np.ndarray,
+                same_as_original: np.ndarray) -> float:
+    """Fraction of queries whose original scores strictly above every gallery item that is not it.
+
+    ``same_as_original[q, g]`` marks gallery items that count as query q's original (itself and exact
+    pixel copies of it), so duplicates in the gallery do not turn a hit into a tie.
+    """
+    scores = query_embeddings @ gallery_embeddings.T
+    own = scores[np.arange(len(originals)), originals]
+    others = np.where(same_as_original, -np.inf, scores).max(axis=1)
+    return float(np.mean(own > others))
+
+
+def exact_copies(gallery: np.ndarray, originals: np.ndarray) -> np.ndarray:
+    """bool [queries, gallery]: gallery items pixel-identical to each original (the original included)."""
+    flat = gallery.reshape(len(gallery), -1)
+    keys = {}
+    for g, row in enumerate(flat):
+        keys.setdefault(row.tobytes(), []).append(g)
+    same = np.zeros((len(originals), len(gallery)), dtype=bool)
+    for q, o in enumerate(originals):
+        same[q, keys[flat[o].tobytes()]] = True
+    return same
+
+
+def near_duplicate_metrics(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, queries: int = 1000,
+                           edits: dict[str, Edit] | None = None, batch_size: int = 1024,
+                           gallery_embeddings: np.ndarray | None = None, seed: int = QUERY_SEED) -> dict:
+    """Near-duplicate R@1 per edit, their mean and the worst edit.
+
+    ``gallery`` is uint8 [N, H, W, C] in the model's input layout (the prepared originals);
+    ``queries`` originals are drawn from it with ``seed``. Pass ``gallery_embeddings`` when they are
+    already computed. Embeddings are compared by dot product, so they must be L2-normalised.
+    """
+    edits = edits or EDITS
+    if gallery_embeddings is None:
+        gallery_embeddings, _ = embed_all(embedder, gallery, batch_size)
+    originals = query_sample(len(gallery), queries, seed)
+    same = exact_copies(gallery, originals)
+    per_edit: dict[str, float] = {}
+    for name, edit in edits.items():
+        embedded, _ = embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)
+        per_edit[name] = round(recall_at_1(embedded, gallery_embeddings, originals, same), 6)
+    worst = min(per_edit, key=per_edit.get)
+    return {
+        "recall_at_1": per_edit,
+        "mean_recall_at_1": round(float(np.mean(list(per_edit.values()))), 6),
+        "worst_edit": worst,
+        "worst_recall_at_1": per_edit[worst],
+        "queries": int(len(originals)),
+        "gallery": int(len(gallery)),
+    }
+
+
+def near_duplicate_pairs(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, queries: int,
+                         edits: dict[str, Edit] | None = None, batch_size: int = 1024,
+                         seed: int = QUERY_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Cosines of "the same image" and of "another image that looks most like it", for a threshold.
+
+    Same: each edited copy against its original. Different: each original against its nearest
+    gallery item that is not a pixel copy of it (the hardest "other image" there is), once per edit
+    so both sides weigh the same. Returns (scores, same).
+    """
+    edits = edits or EDITS
+    gallery_embeddings, _ = embed_all(embedder, gallery, batch_size)
+    originals = query_sample(len(gallery), queries, seed)
+    same_as = exact_copies(gallery, originals)
+    nearest_other = np.where(same_as, -np.inf, gallery_embeddings[originals] @ gallery_embeddings.T).max(axis=1)
+    positives = []
+    for edit in edits.values():
+        embedded, _ = embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)
+        positives.append(np.einsum("nd,nd->n", embedded, gallery_embeddings[originals]))
+    scores = np.concatenate([*positives, np.tile(nearest_other, len(positives))]).astype(np.float64)
+    same = np.concatenate([np.ones(len(originals) * len(positives), bool), np.zeros(len(originals) * len(positives), bool)])
+    return scores, same
+
+
+def validation_near_duplicates(embedder: Embedder, images: np.ndarray, embeddings: np.ndarray,
+                               queries: int) -> dict[str, float]:
+    """The per-epoch validation numbers: mean and worst-edit R@1 of ``queries`` edited images
+    (prepared with the default spec for the images' own size and channels)."""
+    if not queries:
+        return {}
+    _, height, width, channels = images.shape
+    near = near_duplicate_metrics(embedder, images, InputSpec(height=height, width=width, channels=channels),
+                                  queries, gallery_embeddings=embeddings)
+    return {"val_near_duplicate_r1": near["mean_recall_at_1"], "val_near_duplicate_worst_r1": near["worst_recall_at_1"]}
