@@ -8,7 +8,8 @@ import sys
 import uvicorn
 
 from service.app import create_app, load_state
-from service.index_store import IndexMismatch
+from service.http_server import uvicorn_options
+from service.index_store import IndexLocked, IndexMismatch
 from service.model_runner import ModelLoadError
 from service.observability import configure_logging
 from service.settings import Settings, get_settings
@@ -32,12 +33,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
     try:
         # Load before serving: an unusable model or index ends the process here, with one line.
         state = load_state(settings)
-    except (ModelLoadError, IndexMismatch) as exc:
+    except (ModelLoadError, IndexMismatch, IndexLocked) as exc:
         print(f"likeness: cannot start: {exc}", file=sys.stderr)
         return 1
-    # Our middleware writes the access log (with request ids); uvicorn's would repeat it.
+    # Our middleware writes the access log (with request ids); uvicorn's would repeat it. The
+    # protocol options bound the time and bytes a client may take before its headers are complete.
     uvicorn.run(create_app(settings, preloaded=state), host=settings.host, port=settings.port,
-                log_config=None, access_log=False)
+                log_config=None, access_log=False, **uvicorn_options())
     return 0
 
 

@@ -38,23 +38,28 @@ class HeaderLimits:
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._header_tail = b""  # the last bytes seen, for a blank line split across chunks
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        waiting_before = self._waiting_for_headers()
-        super().data_received(data)  # type: ignore[misc]
         if self._waiting_for_headers():
-            # Counted only while no request is running: a chunk that ends one request's body can
-            # start the next one's headers, but a body is never counted.
-            self._header_bytes += len(data) if waiting_before else 0
+            # Counted before the parser sees the chunk (one chunk can carry the rest of an
+            # oversized header block and complete it), and only up to the blank line that ends the
+            # headers: a body in the same chunk is never counted.
+            seen = self._header_tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._header_tail))
+            self._header_tail = seen[-3:]
             if self._header_bytes > self.max_header_bytes:
                 self._refuse(431, "headers_too_large",
                              f"the request line and headers are over the limit of {self.max_header_bytes} bytes")
                 return
+        super().data_received(data)  # type: ignore[misc]
+        if self._waiting_for_headers():
             self._arm_header_timer()
         else:
             self._disarm_header_timer()
-            self._header_bytes = 0
+            self._header_bytes, self._header_tail = 0, b""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
@@ -64,7 +69,7 @@ class HeaderLimits:
         super().on_response_complete()  # type: ignore[misc]
         # The next request's headers get their own full allowance, armed by its first byte;
         # until then the connection is idle and uvicorn's keep-alive timeout applies.
-        self._header_bytes = 0
+        self._header_bytes, self._header_tail = 0, b""
 
     def _waiting_for_headers(self) -> bool:
         cycle = getattr(self, "cycle", None)

@@ -1,0 +1,50 @@
+"""``python -m service`` as a process: what its own start-up and protocol options do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from bench.server import free_port
+from tests.conftest import DEFAULT_MODEL, REPO
+
+
+def _environment(tmp_path, port: int) -> dict[str, str]:
+    return {**os.environ, "LIKENESS_MODEL_PATH": str(DEFAULT_MODEL), "LIKENESS_DATA_DIR": str(tmp_path / "data"),
+            "LIKENESS_SEED_GALLERY": "false", "LIKENESS_PORT": str(port), "LIKENESS_HOST": "127.0.0.1"}
+
+
+def test_the_server_bounds_headers_and_a_second_server_on_the_same_index_says_why_it_cannot_start(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=_environment(tmp_path, port),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.2)
+        # Headers past the limit get the JSON 431 of service.http_server, not a dropped connection.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+            reply = conn.recv(65536).decode("latin-1")
+        assert reply.startswith("HTTP/1.1 431") and "headers_too_large" in reply
+        # A second process on the same data directory: one line and exit 1, no traceback.
+        second = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, env=_environment(tmp_path, free_port()),
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines()[-1].startswith("likeness: cannot start:")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
