@@ -33,16 +33,20 @@ async def similarity(
     if out.aspects is not None:
         per_aspect = np.einsum("ad,ad->a", out.aspects[0], out.aspects[1])
         aspect_scores = {name: round(float(s), 6) for name, s in zip(spec.aspects, per_aspect)}
+    near = None
     if aspect is None:
         score, decision, calibration = float(out.embedding[0] @ out.embedding[1]), spec.decision, spec.calibration
+        near = spec.near_duplicate
     else:
         score = aspect_scores[aspect]
         decision = spec.aspect_decisions.get(aspect, spec.decision)
         calibration = spec.aspect_calibrations.get(aspect, spec.calibration)
     return SimilarityResponse(
         score=round(score, 6), probability=round(calibration.probability(score), 6),
-        same=score >= decision.threshold, threshold=decision.threshold, aspect=aspect, aspects=aspect_scores,
-        model=state.model_ref)
+        same=score >= decision.threshold, threshold=decision.threshold,
+        near_duplicate=None if near is None else score >= near.threshold,
+        near_duplicate_threshold=None if near is None else near.threshold,
+        aspect=aspect, aspects=aspect_scores, model=state.model_ref)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
@@ -52,9 +56,13 @@ async def search(
     aspect: Annotated[str | None, Form(description="search this aspect's subspace")] = None,
     filter: Annotated[str | None, Form(description='JSON object: only items whose metadata equals each field, '
                                                    'e.g. {"label": "3"}')] = None,
+    min_score: Annotated[float | None, Form(description="drop hits scoring below this cosine; the model's "
+                                                        "near_duplicate_threshold (GET /model, /similarity) "
+                                                        "keeps only copies of the query image", ge=-1.0,
+                                            le=1.0)] = None,
     state: ServiceState = Depends(get_state),
 ) -> SearchResponse:
-    """The k most similar indexed items, best first, optionally filtered by metadata equality."""
+    """The k most similar indexed items, best first, optionally filtered by metadata equality and a minimum score."""
     k = check_k(k, state)
     aspect = resolve_aspect(aspect, state)
     where = parse_filter(filter, state)
@@ -65,6 +73,8 @@ async def search(
     else:
         query, space = out.aspects[0, state.runner.spec.aspects.index(aspect)], aspect
     hits = await run_in_threadpool(state.store.search, query, k, space, where)
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
     return SearchResponse(results=[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
                                    for h in hits],
                           aspect=aspect, model=state.model_ref)

@@ -21,8 +21,15 @@ class ModelRef(BaseModel):
 class SimilarityResponse(BaseModel):
     score: float = Field(description="cosine similarity in [-1, 1] (of the aspect's subspace when aspect is set)")
     probability: float = Field(description="calibrated P(same), fitted on validation pairs with equal priors")
-    same: bool = Field(description="score >= threshold")
+    same: bool = Field(description="score >= threshold: the same kind of thing (class, or the aspect's value)")
     threshold: float
+    near_duplicate: bool | None = Field(
+        default=None, description="score >= near_duplicate_threshold: the same image after light edits (re-encoding, "
+                                  "rescaling, a small crop or shift, brightness); null for aspects and for models "
+                                  "without the threshold")
+    near_duplicate_threshold: float | None = Field(
+        default=None, description="the model's 'same image' cosine, fitted on edited validation images; pass it as "
+                                  "/search's min_score to find copies of an image")
     aspect: str | None = Field(default=None, description="the aspect this decision is about, or null for overall")
     aspects: dict[str, float] = Field(default_factory=dict, description="cosine per aspect, for models with aspects")
     model: ModelRef
