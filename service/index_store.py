@@ -512,6 +512,18 @@ class IndexStore:
             row = self._require_db().execute("SELECT thumbnail FROM items WHERE id = ?", (item_id,)).fetchone()
         return row[0] if row else None
 
+    def vector(self, item_id: str, space: str = OVERALL) -> np.ndarray | None:
+        """The stored float32 [dim] vector of an item in one space (as embedded when it was
+        added: L2-normalised), or None if there is no such item."""
+        if space not in self.spaces:
+            raise KeyError(space)
+        with self._lock.read():
+            item = self._items.get(item_id)
+            if item is None:
+                return None
+            row = self._require_db().execute("SELECT vectors FROM items WHERE label = ?", (item.label,)).fetchone()
+        return self._decode_vectors(row[0])[self.spaces.index(space)].copy()
+
     def list(self, after: str | None, limit: int) -> list[StoredItem]:
         """Items in id order, starting after the cursor ``after``, at most ``limit`` (the id index pages)."""
         with self._lock.read():

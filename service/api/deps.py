@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from fastapi import Request, UploadFile
 from service.api.errors import ApiError, image_error
 from service.index_store import OVERALL, IndexStore
 from service.inference import ImagePreparationError, InferenceEngine, PreparationAbandoned, PreparedImage
-from service.item_fields import FieldError, id_problem, parse_object
+from service.item_fields import FieldError, id_problem, parse_object, value_problem
 from service.model_runner import ModelRunner
 from service.observability import client_gone_var
 from service.settings import Settings
@@ -35,11 +36,15 @@ def get_state(request: Request) -> ServiceState:
     return state
 
 
-async def read_uploads(files: list[tuple[str, UploadFile]], state: ServiceState) -> list[tuple[str, bytes]]:
-    if len(files) > state.settings.max_images_per_request:
+def check_image_count(count: int, field: str, state: ServiceState) -> None:
+    if count > state.settings.max_images_per_request:
         raise ApiError(413, "too_many_images",
-                       f"{len(files)} images in one request; the limit is {state.settings.max_images_per_request}",
-                       files[0][0])
+                       f"{count} images in one request; the limit is {state.settings.max_images_per_request} "
+                       "(LIKENESS_MAX_IMAGES_PER_REQUEST)", field)
+
+
+async def read_uploads(files: list[tuple[str, UploadFile]], state: ServiceState) -> list[tuple[str, bytes]]:
+    check_image_count(len(files), files[0][0], state)
     out = []
     for field, upload in files:
         data = await upload.read()
@@ -51,8 +56,14 @@ async def read_uploads(files: list[tuple[str, UploadFile]], state: ServiceState)
 
 async def prepare(state: ServiceState, files: list[tuple[str, UploadFile]], thumbnails: bool = False
                   ) -> list[PreparedImage]:
+    return await prepare_bytes(state, await read_uploads(files, state), thumbnails)
+
+
+async def prepare_bytes(state: ServiceState, uploads: list[tuple[str, bytes]], thumbnails: bool = False
+                        ) -> list[PreparedImage]:
+    """Decode and prepare (field, bytes) pairs under the pixel limits; image errors name the field."""
     try:
-        return await state.engine.prepare(await read_uploads(files, state), thumbnails, client_gone_var.get())
+        return await state.engine.prepare(uploads, thumbnails, client_gone_var.get())
     except ImagePreparationError as exc:
         raise image_error(exc.error, exc.field) from None
     except PreparationAbandoned:
@@ -96,7 +107,25 @@ def parse_filter(raw: str | None, state: ServiceState) -> dict[str, Any] | None:
     """A metadata filter: a JSON object of scalar values, each matched by equality."""
     if raw in (None, ""):
         return None
-    where = parse_metadata(raw, "filter", state.settings.max_metadata_bytes, code="invalid_filter")
+    return _scalar_filter(parse_metadata(raw, "filter", state.settings.max_metadata_bytes, code="invalid_filter"))
+
+
+def check_filter(where: dict[str, Any] | None, state: ServiceState) -> dict[str, Any] | None:
+    """A metadata filter that came as a JSON object (a JSON body): the same limit and rules as
+    :func:`parse_filter`'s text."""
+    if not where:
+        return None
+    problem = value_problem(where)  # first: it also bounds the depth json.dumps recurses to
+    if problem:
+        raise ApiError(422, "invalid_filter", f"filter: {problem}", "filter")
+    limit = state.settings.max_metadata_bytes
+    if len(json.dumps(where, ensure_ascii=False).encode("utf-8")) > limit:
+        raise ApiError(413, "filter_too_large", f"filter: over the limit of {limit} bytes "
+                       "(LIKENESS_MAX_METADATA_BYTES)", "filter")
+    return _scalar_filter(where)
+
+
+def _scalar_filter(where: dict[str, Any]) -> dict[str, Any] | None:
     for key, value in where.items():
         if isinstance(value, (dict, list)):
             raise ApiError(422, "invalid_filter", f"filter: field {key!r} must be a string, number, boolean or null",

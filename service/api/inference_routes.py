@@ -1,34 +1,83 @@
-"""POST /similarity, /search and /embed."""
+"""POST /similarity, /search, /search/batch and /embed.
+
+/similarity and /search take multipart uploads or a JSON body (base64 images; /search also a
+stored item's id or a raw vector), dispatched on Content-Type (service/api/json_bodies.py);
+/search/batch takes JSON only. Every shape ends in the same functions below, so the limits, the
+errors and the answers are the same whichever way a request came.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import ServiceState, check_k, get_state, parse_filter, prepare, resolve_aspect
+from service.api.deps import (
+    ServiceState,
+    check_filter,
+    check_image_count,
+    check_k,
+    get_state,
+    parse_filter,
+    prepare,
+    prepare_bytes,
+    resolve_aspect,
+)
+from service.api.errors import ApiError
 from service.api.forms import Utf8FormRoute
-from service.api.schemas import EmbedResponse, ErrorResponse, SearchResponse, SimilarityResponse
+from service.api.json_bodies import JsonBodyRoute, decode_image, json_body_doc, read_json
+from service.api.schemas import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    EmbedResponse,
+    ErrorResponse,
+    SearchRequest,
+    SearchResponse,
+    SimilarityRequest,
+    SimilarityResponse,
+)
 from service.index_store import OVERALL
+from service.model_runner import Embeddings
 
-router = APIRouter(tags=["similarity"], route_class=Utf8FormRoute)
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
+# JSON routes first: each matches only a JSON Content-Type; everything else falls through to the
+# multipart route on the same path, which documents both shapes (json_body_doc).
+json_router = APIRouter(tags=["similarity"], route_class=JsonBodyRoute)
+form_router = APIRouter(tags=["similarity"], route_class=Utf8FormRoute)
+router = APIRouter(tags=["similarity"])  # the module's routes, JSON routes first (bottom of the file)
 
 
-@router.post("/similarity", response_model=SimilarityResponse, responses=ERRORS)
+# similarity ----------------------------------------------------------------------------------
+@form_router.post("/similarity", response_model=SimilarityResponse, responses=ERRORS,
+                  openapi_extra=json_body_doc(SimilarityRequest))
 async def similarity(
     image_a: Annotated[UploadFile, File(description="first image")],
     image_b: Annotated[UploadFile, File(description="second image")],
     aspect: Annotated[str | None, Form(description="decide on this aspect instead of overall")] = None,
     state: ServiceState = Depends(get_state),
 ) -> SimilarityResponse:
-    """How alike are two images: cosine, calibrated probability and a decision at the model's threshold."""
-    spec = state.runner.spec
+    """How alike are two images: cosine, calibrated probability and a decision at the model's threshold.
+
+    Multipart (`image_a`, `image_b` files) or JSON (`{"image_a": "<base64>", "image_b": "<base64>"}`)."""
     aspect = resolve_aspect(aspect, state)
     prepared = await prepare(state, [("image_a", image_a), ("image_b", image_b)])
-    out = await state.engine.embed([p.array for p in prepared])
+    return compare(state, await state.engine.embed([p.array for p in prepared]), aspect)
+
+
+@json_router.post("/similarity", response_model=SimilarityResponse, include_in_schema=False)
+async def similarity_json(request: Request, state: ServiceState = Depends(get_state)) -> SimilarityResponse:
+    body = await read_json(request, SimilarityRequest)
+    aspect = resolve_aspect(body.aspect, state)
+    uploads = [("image_a", decode_image(body.image_a, "image_a")), ("image_b", decode_image(body.image_b, "image_b"))]
+    prepared = await prepare_bytes(state, uploads)
+    return compare(state, await state.engine.embed([p.array for p in prepared]), aspect)
+
+
+def compare(state: ServiceState, out: Embeddings, aspect: str | None) -> SimilarityResponse:
+    """The answer for a pair of embeddings (rows 0 and 1 of ``out``)."""
+    spec = state.runner.spec
     aspect_scores: dict[str, float] = {}
     if out.aspects is not None:
         per_aspect = np.einsum("ad,ad->a", out.aspects[0], out.aspects[1])
@@ -49,7 +98,9 @@ async def similarity(
         aspect=aspect, aspects=aspect_scores, model=state.model_ref)
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+# search --------------------------------------------------------------------------------------
+@form_router.post("/search", response_model=SearchResponse, responses=ERRORS,
+                  openapi_extra=json_body_doc(SearchRequest))
 async def search(
     image: Annotated[UploadFile, File(description="query image")],
     k: Annotated[int, Form(description="number of results (1..max_k)")] = 10,
@@ -62,25 +113,101 @@ async def search(
                                             le=1.0)] = None,
     state: ServiceState = Depends(get_state),
 ) -> SearchResponse:
-    """The k most similar indexed items, best first, optionally filtered by metadata equality and a minimum score."""
+    """The k most similar indexed items, best first, optionally filtered by metadata equality and a minimum score.
+
+    Multipart (an `image` file) or JSON with exactly one query: `{"image": "<base64>"}`, `{"id": "<indexed id>"}`
+    (the stored vector: no upload, no inference) or `{"vector": [...]}` (`embedding_dim` numbers, normalised here)."""
     k = check_k(k, state)
     aspect = resolve_aspect(aspect, state)
     where = parse_filter(filter, state)
     prepared = await prepare(state, [("image", image)])
-    out = await state.engine.embed([prepared[0].array])
-    if aspect is None:
-        query, space = out.embedding[0], OVERALL
+    queries = embedded_queries(state, await state.engine.embed([prepared[0].array]), aspect)
+    return SearchResponse(results=(await find(state, queries, k, aspect, where, min_score))[0], aspect=aspect,
+                          model=state.model_ref)
+
+
+@json_router.post("/search", response_model=SearchResponse, include_in_schema=False)
+async def search_json(request: Request, state: ServiceState = Depends(get_state)) -> SearchResponse:
+    body = await read_json(request, SearchRequest)
+    given = [name for name in ("image", "id", "vector") if getattr(body, name) is not None]
+    if len(given) != 1:
+        raise ApiError(422, "invalid_query", "give exactly one of image, id or vector"
+                       + (f" (got {' and '.join(given)})" if given else ""), given[1] if given else "image")
+    k = check_k(body.k, state)
+    aspect = resolve_aspect(body.aspect, state)
+    where = check_filter(body.filter, state)
+    space = aspect or OVERALL
+    if body.id is not None:
+        query = await run_in_threadpool(state.store.vector, body.id, space)
+        if query is None:
+            raise ApiError(404, "not_found", f"no item with id {body.id!r}", "id")
+    elif body.vector is not None:
+        query = normalised(body.vector, state.runner.spec.embedding_dim)
     else:
-        query, space = out.aspects[0, state.runner.spec.aspects.index(aspect)], aspect
-    hits = await run_in_threadpool(state.store.search, query, k, space, where)
-    if min_score is not None:
-        hits = [h for h in hits if h.score >= min_score]
-    return SearchResponse(results=[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
-                                   for h in hits],
-                          aspect=aspect, model=state.model_ref)
+        prepared = await prepare_bytes(state, [("image", decode_image(body.image, "image"))])
+        query = embedded_queries(state, await state.engine.embed([prepared[0].array]), aspect)[0]
+    return SearchResponse(results=(await find(state, [query], k, aspect, where, body.min_score))[0], aspect=aspect,
+                          model=state.model_ref)
 
 
-@router.post("/embed", response_model=EmbedResponse, responses=ERRORS)
+@router.post("/search/batch", response_model=BatchSearchResponse, responses=ERRORS,
+                  openapi_extra=json_body_doc(BatchSearchRequest, multipart=False))
+async def search_batch(request: Request, state: ServiceState = Depends(get_state)) -> BatchSearchResponse:
+    """/search for several images in one request (JSON only): `{"images": ["<base64>", ...], "k": 10}` answers
+    one result list per image, in request order. At most `max_images_per_request` images; `filter`, `aspect` and
+    `min_score` apply to every image."""
+    body = await read_json(request, BatchSearchRequest)
+    check_image_count(len(body.images), "images", state)
+    k = check_k(body.k, state)
+    aspect = resolve_aspect(body.aspect, state)
+    where = check_filter(body.filter, state)
+    uploads = [(f"images[{i}]", decode_image(text, f"images[{i}]")) for i, text in enumerate(body.images)]
+    prepared = await prepare_bytes(state, uploads)
+    queries = embedded_queries(state, await state.engine.embed([p.array for p in prepared]), aspect)
+    return BatchSearchResponse(results=await find(state, queries, k, aspect, where, body.min_score), aspect=aspect,
+                               model=state.model_ref)
+
+
+def embedded_queries(state: ServiceState, out: Embeddings, aspect: str | None) -> list[np.ndarray]:
+    """One query vector per embedded image: the overall embedding, or the aspect's."""
+    if aspect is None:
+        return list(out.embedding)
+    return list(out.aspects[:, state.runner.spec.aspects.index(aspect)])
+
+
+def normalised(vector: list[float], dim: int) -> np.ndarray:
+    """A client's query vector, checked (``dim`` finite numbers, not all zero) and L2-normalised."""
+    if len(vector) != dim:
+        raise ApiError(422, "invalid_vector", f"vector: {len(vector)} numbers, but the model's embedding_dim is {dim}",
+                       "vector")
+    values = np.asarray(vector, dtype=np.float64)
+    largest = float(np.abs(values).max())
+    if not np.isfinite(largest):  # the body parser refuses NaN and Infinity; this guards other callers
+        raise ApiError(422, "invalid_vector", "vector: every number must be finite", "vector")
+    if largest == 0:
+        raise ApiError(422, "invalid_vector", "vector: all zeros has no direction to search in", "vector")
+    values /= largest  # so the norm cannot overflow
+    return (values / np.linalg.norm(values)).astype(np.float32)
+
+
+async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: str | None,
+               where: dict[str, Any] | None, min_score: float | None) -> list[list[dict[str, Any]]]:
+    """Each query's hits, as the response's dicts; all searches in one trip to a worker thread."""
+    space = aspect or OVERALL
+
+    def run() -> list[list[dict[str, Any]]]:
+        out = []
+        for query in queries:
+            hits = state.store.search(query, k, space, where)
+            out.append([{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
+                        for h in hits if min_score is None or h.score >= min_score])
+        return out
+
+    return await run_in_threadpool(run)
+
+
+# embed ---------------------------------------------------------------------------------------
+@form_router.post("/embed", response_model=EmbedResponse, responses=ERRORS)
 async def embed(
     image: Annotated[list[UploadFile], File(description="one or more images")],
     state: ServiceState = Depends(get_state),
@@ -94,3 +221,7 @@ async def embed(
         aspects = [{name: row[a].tolist() for a, name in enumerate(names)} for row in out.aspects]
     return EmbedResponse(embeddings=out.embedding.tolist(), aspect_embeddings=aspects,
                          dim=int(out.embedding.shape[1]), model=state.model_ref)
+
+
+router.include_router(json_router)
+router.include_router(form_router)

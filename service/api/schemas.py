@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorResponse(BaseModel):
@@ -50,6 +50,52 @@ class SearchResponse(BaseModel):
     results: list[SearchHit] = Field(description="best first")
     aspect: str | None = None
     model: ModelRef
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[list[SearchHit]] = Field(description="one list per query image, in request order, each best first")
+    aspect: str | None = None
+    model: ModelRef
+
+
+# JSON request bodies (Content-Type: application/json), the shape vector-service clients send.
+# Unknown fields are refused, so a misspelt "top_k" is a 422 rather than silently k=10.
+BASE64 = "base64 of the image file (standard alphabet; a data:...;base64, prefix and line breaks are allowed)"
+MIN_SCORE = ("drop hits scoring below this cosine; the model's near_duplicate_threshold (GET /model, "
+             "/similarity) keeps only copies of the query")
+FILTER = 'only items whose metadata equals each field, e.g. {"label": "3"}'
+
+
+class JsonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SimilarityRequest(JsonRequest):
+    image_a: str = Field(description=BASE64)
+    image_b: str = Field(description=BASE64)
+    aspect: str | None = Field(default=None, description="decide on this aspect instead of overall")
+
+
+class SearchRequest(JsonRequest):
+    """Exactly one query: ``image``, ``id`` or ``vector``."""
+
+    image: str | None = Field(default=None, description=BASE64)
+    id: str | None = Field(default=None, description="search with the stored vector of this indexed item (no upload, "
+                                                    "no inference); the item itself is among the results")
+    vector: list[float] | None = Field(default=None, description="a query vector of the model's embedding_dim "
+                                                                "(GET /model), finite; normalised by the server")
+    k: int = Field(default=10, description="number of results (1..max_k)")
+    aspect: str | None = Field(default=None, description="search this aspect's subspace")
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description=MIN_SCORE)
+
+
+class BatchSearchRequest(JsonRequest):
+    images: list[str] = Field(min_length=1, description=f"query images (at most max_images_per_request), {BASE64}")
+    k: int = Field(default=10, description="number of results per image (1..max_k)")
+    aspect: str | None = Field(default=None, description="search this aspect's subspace")
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description=MIN_SCORE)
 
 
 class ItemsAdded(BaseModel):
