@@ -35,8 +35,8 @@ class Variant:
     overrides: tuple[str, ...] = ()
 
 
-NS20 = ('objective.name="normalized-softmax"', "objective.scale=20")
-ARC64 = ('objective.name="arcface"', "objective.scale=64")
+NS20 = ('objective.name="normalized-softmax"', "objective.scale=20", "model.embedding_dim=64")
+ARC64 = ('objective.name="arcface"', "objective.scale=64", "model.embedding_dim=64")
 NONE = ("objective.instance_weight=0",)
 NTXENT = ('objective.instance_loss="ntxent"', "objective.instance_temperature=0.1")
 MARGIN = ('objective.instance_loss="margin"', "objective.instance_margin=0.1")
@@ -52,11 +52,17 @@ VARIANTS = [
     Variant("arcface + NT-Xent instance x0.5", (*ARC64, *NTXENT, "objective.instance_weight=0.5")),
     Variant("arcface + NT-Xent instance x1, 128-d", (*ARC64, *NTXENT, "objective.instance_weight=1.0",
                                                      "model.embedding_dim=128")),
+    Variant("arcface + NT-Xent instance x1, 128-d, anti-aliased pooling",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", "model.embedding_dim=128", "model.antialias=true")),
+    Variant("arcface + NT-Xent instance x1, 128-d, anti-aliased pooling, zoom p=0.6",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", "model.embedding_dim=128", "model.antialias=true",
+             "augment.edit_zoom=0.6")),
+    Variant("arcface + NT-Xent instance x1, 128-d, dynamic-diag NSL in the last stage",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", "model.embedding_dim=128", 'model.layer="dynamic-diag"',
+             "model.ns_last_stages=1")),
     Variant("arcface + NT-Xent instance x1, temperature 0.2", (*ARC64, 'objective.instance_loss="ntxent"',
                                                                "objective.instance_temperature=0.2",
                                                                "objective.instance_weight=1.0")),
-    Variant("normalized-softmax + margin instance x1, dynamic-diag NSL in the last stage",
-            (*NS20, *MARGIN, "objective.instance_weight=1.0", 'model.layer="dynamic-diag"', "model.ns_last_stages=1")),
 ]
 
 
@@ -79,14 +85,14 @@ def measure(embedder, args: argparse.Namespace, seed: int = 0) -> dict[str, Any]
     from training.evaluation.near_duplicates import near_duplicate_metrics
     from training.tasks import load_task
 
-    task = load_task(load_config(args.config, [f"data.holdout_classes={_toml_list(HOLDOUT)}", f"seed={seed}"]))
+    task = load_task(load_config(args.config, [f"data.holdout_classes={_toml_list(HOLDOUT)}", f"seed={seed}", *args.set]))
     test, unseen = task.splits.test, task.splits.test_unseen
     seen_embeddings, _ = embed_all(embedder, test.images)
     seen = retrieval_metrics(seen_embeddings, test.labels)
     unseen_embeddings, _ = embed_all(embedder, unseen.images)
     near = near_duplicate_metrics(embedder, test.images, InputSpec(height=28, width=28, channels=1), args.queries,
                                   gallery_embeddings=seen_embeddings)
-    auc = pair_metrics(seen_embeddings, test.labels, 50_000, seed=202)[0]["roc_auc"]
+    auc = pair_metrics(seen_embeddings, test.labels, min(50_000, 10 * len(test)), seed=202)[0]["roc_auc"]
     return {"near_duplicates": near, "seen_precision_at_1": seen["precision_at_1"], "seen_map_at_r": seen["map_at_r"],
             "seen_roc_auc": auc, "unseen_map_at_r": retrieval_metrics(unseen_embeddings, unseen.labels)["map_at_r"]}
 
@@ -94,7 +100,7 @@ def measure(embedder, args: argparse.Namespace, seed: int = 0) -> dict[str, Any]
 def baselines(args: argparse.Namespace) -> list[dict[str, Any]]:
     from training.tasks import load_task
 
-    task = load_task(load_config(args.config, [f"data.holdout_classes={_toml_list(HOLDOUT)}"]))
+    task = load_task(load_config(args.config, [f"data.holdout_classes={_toml_list(HOLDOUT)}", *args.set]))
     pixels = task.splits.train.images.reshape(len(task.splits.train), -1).astype(np.float32) / 255.0
     mean = pixels.mean(axis=0)
     _, _, vt = np.linalg.svd(pixels[:20000] - mean, full_matrices=False)

@@ -41,6 +41,7 @@ class AugmentConfig(_Section):
     edit_min_scale: float = Field(default=0.5, gt=0, le=1, description="smallest down-and-up rescale factor")
     edit_color: float = Field(default=0.25, ge=0, lt=1, description="brightness and contrast jitter (+/-)")
     edit_jpeg_min_quality: int = Field(default=40, ge=1, le=95, description="lowest JPEG quality of the view")
+    edit_zoom: float = Field(default=0.3, ge=0, le=1, description="probability of a crop of up to 20% of the area resized back")
 
 
 class ModelConfig(_Section):
@@ -52,6 +53,7 @@ class ModelConfig(_Section):
     widths: list[int] = Field(default_factory=lambda: [32, 64, 128])
     depth: int | list[int] = Field(default=3, description="NS-convs per stage (one number, or one per stage)")
     residual: bool = Field(default=False, description="ResNet basic blocks after each stage's first conv")
+    antialias: bool = Field(default=False, description="anti-aliased max-pooling between stages (shift-robust)")
     ns_per_stage: int = Field(default=0, ge=0, description="only the last N convs of a stage use `layer` (0 = all)")
     ns_last_stages: int = Field(default=0, ge=0, description="only the last N stages use `layer` (0 = all)")
     embedding_dim: int = Field(default=64, ge=2)

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import csn, index_bench, load, nsl_ablation, nsl_kernels, openset, quality, serving
+from bench import csn, index_bench, load, nsl_ablation, nsl_kernels, openset, quality, serving, similarity_ablation
 from tests.conftest import DEFAULT_MODEL
 
 TINY_TRAINING = ["model.widths=[8, 16]", "model.depth=1", "data.test_limit=600", "eval.pairs=1000",
@@ -40,9 +40,26 @@ def test_index_benchmark(tmp_path):
 
 def test_quality_benchmark(tmp_path):
     output = tmp_path / "quality.md"
-    quality.main(["--model", str(DEFAULT_MODEL), "--limit", "500", "--pairs", "500", "--output", str(output)])
+    quality.main(["--model", str(DEFAULT_MODEL), "--limit", "500", "--pairs", "500", "--queries", "40",
+                  "--output", str(output)])
     results = _written(output)["results"]
     assert len(results) == 6 and all(0 <= r["precision_at_1"] <= 1 for r in results.values())
+    near = results["raw pixels (cosine)"]["near_duplicates"]
+    assert near["queries"] == 40 and near["recall_at_1"]["jpeg q90"] == 1.0
+    assert "Near-duplicate R@1 by edit" in output.read_text()
+
+
+def test_similarity_ablation(tmp_path):
+    output = tmp_path / "similarity.md"
+    similarity_ablation.main(["--epochs", "1", "--train-limit", "800", "--seeds", "0", "--queries", "30",
+                              "--variants", "arcface + NT-Xent instance x1", *_sets(TINY_TRAINING),
+                              "--output", str(output)])
+    results = _written(output)["results"]
+    assert [r["variant"] for r in results] == ["raw pixels (cosine)", "PCA-64 of pixels", "pHash (imagehash)",
+                                                "arcface + NT-Xent instance x1"]
+    assert all(0 <= r["near_duplicates"]["worst_recall_at_1"] <= r["near_duplicates"]["mean_recall_at_1"] <= 1
+               for r in results)
+    assert "unseen MAP@R" in output.read_text()
 
 
 def test_nsl_ablation(tmp_path):

@@ -250,3 +250,30 @@ def test_residual_backbone_with_static_layers_folds_and_exports(tmp_path):
     path = tmp_path / "residual.onnx"
     export_onnx(model, InputSpec(height=28, width=28, channels=1), path, aspects=False)
     assert parity(model, path, images.numpy().repeat(10, axis=0)) < 1e-4
+
+
+def test_anti_aliased_pooling_moves_less_under_a_one_pixel_shift_and_exports(tmp_path):
+    """Blur before subsampling (training.layers.pooling): a feature map and its copy shifted by one
+    pixel come out closer than through a plain stride-2 max-pool, and the backbone exports exactly."""
+    from training.layers.pooling import BlurPool2d, downsample
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 8, 28, 28)
+    shifted = torch.roll(x, 1, dims=3)
+
+    def change(pool):
+        a, b = pool(x)[..., 2:-2, 2:-2], pool(shifted)[..., 2:-2, 2:-2]  # away from the rolled border
+        return float((a - b).abs().mean())
+
+    assert change(downsample(8, antialias=True)) < 0.6 * change(downsample(8, antialias=False))
+    assert float(BlurPool2d(8)(torch.ones(1, 8, 28, 28)).sub(1).abs().max()) < 1e-6  # a flat map stays flat
+    torch.manual_seed(6)
+    model = build_model(ModelConfig(widths=[8, 16, 16], depth=1, embedding_dim=16, antialias=True), 1, [0.3], [0.3])
+    model.train()
+    with torch.no_grad():
+        model(torch.randint(0, 256, (16, 28, 28, 1), dtype=torch.uint8))
+    model.eval()
+    path = tmp_path / "antialias.onnx"
+    export_onnx(model, InputSpec(height=28, width=28, channels=1), path, aspects=False)
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    assert parity(model, path, images) < 1e-4

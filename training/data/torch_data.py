@@ -54,7 +54,7 @@ def make_edit_augment(config: AugmentConfig, height: int, width: int) -> Transfo
     steps += [
         v2.RandomApply([RandomResolution(config.edit_min_scale)], p=0.5),
         v2.RandomApply([v2.RandomResizedCrop((height, width), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True)],
-                       p=0.3),
+                       p=config.edit_zoom),
         v2.RandomApply([v2.ColorJitter(brightness=config.edit_color, contrast=config.edit_color)], p=0.8),
         v2.RandomApply([v2.JPEG((config.edit_jpeg_min_quality, 95))], p=0.5),
     ]

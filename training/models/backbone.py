@@ -1,7 +1,7 @@
 """A configurable CNN in the spirit of the NSL paper's 9-layer network.
 
 stem (plain 3x3) -> for each stage: ``depth`` x (NS-conv, BN, ReLU), 2x2 max-pool between stages
--> global average pool. The layer type is a name from :data:`training.layers.LAYER_TYPES`, so
+(anti-aliased with ``antialias``, training.layers.pooling) -> global average pool. The layer type is a name from :data:`training.layers.LAYER_TYPES`, so
 "plain vs NSL" is a config switch.
 
 - ``ns_per_stage`` > 0 keeps the first convs of each stage plain and makes only the last ones NS
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from training.layers import make_conv
+from training.layers.pooling import downsample
 
 
 class ResidualBlock(nn.Module):
@@ -37,7 +38,7 @@ class ResidualBlock(nn.Module):
 class Backbone(nn.Module):
     def __init__(self, in_channels: int, widths: list[int], depth: int | list[int], layer: str = "plain",
                  ns_per_stage: int = 0, residual: bool = False, ns_last_stages: int = 0,
-                 **layer_options: object) -> None:
+                 antialias: bool = False, **layer_options: object) -> None:
         super().__init__()
         depths = depth if isinstance(depth, list) else [depth] * len(widths)
         if len(depths) != len(widths):
@@ -49,7 +50,7 @@ class Backbone(nn.Module):
         channels = widths[0]
         for stage, (width, convs) in enumerate(zip(widths, depths)):
             if stage > 0:
-                modules.append(nn.MaxPool2d(2))
+                modules.append(downsample(channels, antialias))
 
             ns_stage = ns_last_stages == 0 or stage >= len(widths) - ns_last_stages
 

@@ -79,7 +79,7 @@ class EmbeddingModel(nn.Module):
 def build_model(config: ModelConfig, in_channels: int, mean: list[float], std: list[float],
                 aspects: int = 0) -> EmbeddingModel:
     backbone = Backbone(in_channels, config.widths, config.depth, config.layer, config.ns_per_stage,
-                        config.residual, config.ns_last_stages, predictor=config.predictor,
+                        config.residual, config.ns_last_stages, antialias=config.antialias, predictor=config.predictor,
                         predictor_width=config.predictor_width or None, rank=config.rank,
                         sphere_activation=config.sphere_activation)
     masks = None
