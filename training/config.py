@@ -54,6 +54,11 @@ class ModelConfig(_Section):
     depth: int | list[int] = Field(default=3, description="NS-convs per stage (one number, or one per stage)")
     residual: bool = Field(default=False, description="ResNet basic blocks after each stage's first conv")
     antialias: bool = Field(default=False, description="anti-aliased max-pooling between stages (shift-robust)")
+    # Split embedding: the last instance_dims dimensions hold the instance term (the same image),
+    # the rest the class loss (the same kind of thing); the served cosine weighs the instance part
+    # by instance_share. 0 = one shared space.
+    instance_dims: int = Field(default=0, ge=0)
+    instance_share: float = Field(default=0.3, ge=0, le=1)
     ns_per_stage: int = Field(default=0, ge=0, description="only the last N convs of a stage use `layer` (0 = all)")
     ns_last_stages: int = Field(default=0, ge=0, description="only the last N stages use `layer` (0 = all)")
     embedding_dim: int = Field(default=64, ge=2)

@@ -175,7 +175,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     # Model and objective
     model = build_model(config.model, spec.channels, mean, std, aspects=len(task.aspects))
     objective: Objective = build_objective(config.objective, len(splits.train.classes), config.model.embedding_dim,
-                                           aspect_classes=task.aspect_classes)
+                                           aspect_classes=task.aspect_classes, instance_dims=config.model.instance_dims)
     total_steps = task.steps_per_epoch(objective.batch_kind) * config.optim.epochs
     if config.optim.max_steps:
         total_steps = min(total_steps, config.optim.max_steps)

@@ -38,8 +38,14 @@ class EmbeddingModel(nn.Module):
     """Normalises the contract's uint8 NHWC input inside the graph, so no consumer can drift."""
 
     def __init__(self, backbone: Backbone, embedding_dim: int, mean: list[float], std: list[float],
-                 masks: ConditionalMasks | None = None) -> None:
+                 masks: ConditionalMasks | None = None, instance_dims: int = 0, instance_share: float = 0.0) -> None:
         super().__init__()
+        if instance_dims and (masks is not None or not 0 < instance_dims < embedding_dim):
+            raise ValueError("instance_dims must leave class dimensions, and does not combine with masks")
+        # Two jobs, two subspaces: the first D - k dimensions learn the class, the last k the image
+        # itself; the served embedding weighs them so that its cosine is
+        # (1 - share) * class cosine + share * instance cosine.
+        self.instance_dims, self.instance_share = instance_dims, instance_share
         self.backbone = backbone
         self.head = nn.Linear(backbone.out_channels, embedding_dim)
         self.masks = masks
@@ -70,6 +76,10 @@ class EmbeddingModel(nn.Module):
         features = self.features(images)
         if raw:
             return features if self.masks is None else (features, self.masks())
+        if self.instance_dims:
+            k = self.instance_dims
+            return torch.cat([F.normalize(features[:, :-k], dim=-1) * (1 - self.instance_share) ** 0.5,
+                              F.normalize(features[:, -k:], dim=-1) * self.instance_share ** 0.5], dim=-1)
         embedding = F.normalize(features, dim=-1)
         if self.masks is None:
             return embedding
@@ -87,4 +97,4 @@ def build_model(config: ModelConfig, in_channels: int, mean: list[float], std: l
         if aspects < 1:
             raise ValueError("masks need at least one aspect (data.aspects)")
         masks = ConditionalMasks(aspects, config.embedding_dim, learned=config.masks == "learned")
-    return EmbeddingModel(backbone, config.embedding_dim, mean, std, masks)
+    return EmbeddingModel(backbone, config.embedding_dim, mean, std, masks, config.instance_dims, config.instance_share)

@@ -10,10 +10,11 @@ from training.objectives.metric import METRIC_OBJECTIVES, build_metric_objective
 
 
 def build_objective(config: ObjectiveConfig, num_classes: int, embedding_dim: int,
-                    aspect_classes: list[int] | None = None) -> Objective:
-    """The objective ``config`` names, with the instance term added when ``instance_weight`` > 0."""
+                    aspect_classes: list[int] | None = None, instance_dims: int = 0) -> Objective:
+    """The objective ``config`` names, with the instance term added when ``instance_weight`` > 0
+    (on the last ``instance_dims`` dimensions when the embedding is split, the class loss on the rest)."""
     if config.name in METRIC_OBJECTIVES:
-        objective = build_metric_objective(config, num_classes, embedding_dim)
+        objective = build_metric_objective(config, num_classes, embedding_dim - instance_dims)
     elif config.name == "csn":
         objective = build_csn_objective(config, num_classes, embedding_dim, aspect_classes or [])
     else:
@@ -21,7 +22,7 @@ def build_objective(config: ObjectiveConfig, num_classes: int, embedding_dim: in
         raise ValueError(f"unknown objective {config.name!r}; choose one of {choices}")
     if config.instance_weight > 0 and config.name != "csn":  # CSN adds its own on the anchors
         instance = build_instance_loss(config.instance_loss, config.instance_temperature, config.instance_margin)
-        objective = InstanceAwareObjective(objective, instance, config.instance_weight)
+        objective = InstanceAwareObjective(objective, instance, config.instance_weight, instance_dims)
     return objective
 
 

@@ -78,8 +78,10 @@ def build_instance_loss(name: str, temperature: float, margin: float) -> nn.Modu
 class InstanceAwareObjective(Objective):
     """A class-level objective on both views, plus ``weight`` x the instance term between them."""
 
-    def __init__(self, inner: Objective, instance: nn.Module, weight: float) -> None:
+    def __init__(self, inner: Objective, instance: nn.Module, weight: float, instance_dims: int = 0) -> None:
         super().__init__()
+        # With a split embedding the class loss sees the first D - k dimensions, the instance term the last k.
+        self.instance_dims = instance_dims
         if not hasattr(inner, "embedding_loss"):
             raise ValueError(f"{type(inner).__name__} cannot take an instance term (it draws its own batches)")
         self.inner, self.instance, self.weight = inner, instance, weight
@@ -88,7 +90,9 @@ class InstanceAwareObjective(Objective):
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
         n = len(batch["images"])
         embeddings = model(torch.cat([batch["images"], batch["images_view"]]), raw=True)
-        out = self.inner.embedding_loss(embeddings, batch["labels"].repeat(2))
-        instance = self.instance(embeddings[:n], embeddings[n:])
+        k = self.instance_dims
+        classes, own = (embeddings[:, :-k], embeddings[:, -k:]) if k else (embeddings, embeddings)
+        out = self.inner.embedding_loss(classes, batch["labels"].repeat(2))
+        instance = self.instance(own[:n], own[n:])
         stats = {**out.stats, "class_loss": float(out.loss.detach()), "instance_loss": float(instance.detach())}
         return LossOutput(out.loss + self.weight * instance, stats)
