@@ -30,6 +30,7 @@ from bench.common import (
     write_json,
 )
 from training.config import TrainConfig, load_config
+from training.evaluation.embed import pixel_embedder
 
 HOLDOUT = ["coat", "shirt", "sneaker", "ankle boot"]
 
@@ -70,16 +71,6 @@ def config_for(entry: Entry, args: argparse.Namespace, work: Path) -> TrainConfi
 
 def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
-
-
-def pixel_embedder(pca: np.ndarray | None = None, mean: np.ndarray | None = None):
-    def run(images: np.ndarray):
-        x = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        if pca is not None:
-            x = (x - mean) @ pca
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), None
-
-    return run
 
 
 def evaluate_entry(entry: Entry, args: argparse.Namespace, work: Path) -> dict[str, Any]:

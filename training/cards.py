@@ -184,6 +184,11 @@ def _open_set_section(open_set: dict[str, Any]) -> list[str]:
     for name, shot in unseen.get("few_shot", {}).items():
         lines.append(f"| {name} accuracy ({shot['episodes']} episodes) | | "
                      f"{shot['accuracy']:.4f} ± {shot['ci95']:.4f} |")
+    if pixels := open_set.get("unseen_raw_pixels"):
+        delta = (unseen["map_at_r"] - pixels["map_at_r"]) * 100
+        lines += ["", f"Raw pixels (cosine) on the same unseen-class images: P@1 {pixels['precision_at_1']:.4f}, "
+                      f"MAP@R {pixels['map_at_r']:.4f}, pair ROC-AUC {pixels['roc_auc']:.4f}; this recipe's unseen-class "
+                      f"MAP@R is {delta:+.2f} points from theirs."]
     lines += ["", "Trained with:", "", "```", str(open_set.get("train_command")), "```", ""]
     return lines
 

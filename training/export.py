@@ -133,17 +133,23 @@ def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.M
 def open_set_recipe_metrics(model: nn.Module, saved: dict[str, Any], config: TrainConfig,
                             data_dir: str | None = None) -> dict[str, Any]:
     """The open-set run's seen- and unseen-class numbers, for the shipped model's card."""
-    from training.evaluate import evaluate_split, open_set_metrics
+    from training.evaluate import TEST_PAIR_SEED, evaluate_split, open_set_metrics
+    from training.evaluation import embed_all, evaluate_embeddings
+    from training.evaluation.embed import pixel_embedder
 
     if data_dir:
         config.data.data_dir = data_dir
     task = load_task(config)
     embedder = torch_embedder(model)
+    unseen = task.splits.test_unseen
+    pixels, _ = embed_all(pixel_embedder(), unseen.images)
     return {
         "holdout_classes": list(config.data.holdout_classes),
         "train_command": saved.get("command"),
         "seen": evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config),
-        "unseen": open_set_metrics(embedder, task.splits.test_unseen.images, task.splits.test_unseen.labels, config),
+        "unseen": open_set_metrics(embedder, unseen.images, unseen.labels, config),
+        # The baseline a learned embedding must beat on classes it never saw, on the same images.
+        "unseen_raw_pixels": evaluate_embeddings(pixels, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
     }
 
 

@@ -53,3 +53,16 @@ def embed_all(embedder: Embedder, images: np.ndarray, batch_size: int = 1024) ->
             aspect_chunks.append(aspects)
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     return embeddings, (np.concatenate(aspect_chunks) if aspect_chunks else None)
+
+
+def pixel_embedder(basis: np.ndarray | None = None, mean: np.ndarray | None = None) -> Embedder:
+    """The baseline every learned model must beat: raw pixels in [0, 1] (or their projection on a
+    PCA ``basis`` after subtracting ``mean``), L2-normalised, compared by cosine."""
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, None]:
+        x = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        if basis is not None:
+            x = (x - mean) @ basis
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), None
+
+    return run
