@@ -13,6 +13,9 @@ def build_objective(config: ObjectiveConfig, num_classes: int, embedding_dim: in
                     aspect_classes: list[int] | None = None, instance_dims: int = 0) -> Objective:
     """The objective ``config`` names, with the instance term added when ``instance_weight`` > 0
     (on the last ``instance_dims`` dimensions when the embedding is split, the class loss on the rest)."""
+    if instance_dims and not (config.instance_weight > 0 and config.name in METRIC_OBJECTIVES):
+        raise ValueError("model.instance_dims splits the embedding for the instance term: it needs "
+                         "objective.instance_weight > 0 and a class-label objective (not csn)")
     if config.name in METRIC_OBJECTIVES:
         objective = build_metric_objective(config, num_classes, embedding_dim - instance_dims)
     elif config.name == "csn":
