@@ -49,6 +49,7 @@ VARIANTS = [
     Variant("normalized-softmax, scale 20, class only", (*NS20, *NONE)),
     Variant("arcface + NT-Xent instance x1", (*ARC64, *NTXENT, "objective.instance_weight=1.0")),
     Variant("arcface + NT-Xent instance x0.5", (*ARC64, *NTXENT, "objective.instance_weight=0.5")),
+    Variant("arcface + margin instance x1 (margin 0.1)", (*ARC64, *MARGIN, "objective.instance_weight=1.0")),
     Variant("arcface + NT-Xent instance x1, temperature 0.2", (*ARC64, 'objective.instance_loss="ntxent"',
                                                                "objective.instance_temperature=0.2",
                                                                "objective.instance_weight=1.0")),
