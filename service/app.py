@@ -43,7 +43,8 @@ def load_state(settings: Settings) -> ServiceState:
         # Many searches run at once; one OpenMP thread each keeps them from fighting over the cores.
         # (This covers startup work on this thread; searches set it on their own threads.)
         faiss.omp_set_num_threads(settings.faiss_threads)
-    runner = ModelRunner(settings.model_path, settings.device, settings.allow_cpu_fallback, settings.intra_op_threads)
+    runner = ModelRunner(settings.model_path, settings.device, settings.allow_cpu_fallback, settings.intra_op_threads,
+                         settings.intra_op_spinning)
     runner.warm_up()
     spec = runner.spec
     store = IndexStore(settings.data_dir, spec.embedding_dim, spec.aspects,

@@ -83,7 +83,8 @@ class DynamicBatcher:
                 if remaining <= 0:
                     break
                 try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining)
+                    async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                        request = await self._queue.get()
                 except TimeoutError:
                     break
             if size + len(request.images) > self.max_batch:

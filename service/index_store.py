@@ -115,6 +115,10 @@ class StoreOptions:
     exact_filter_fraction: float = 0.1
 
 
+class LockBusy(RuntimeError):
+    """A non-blocking read found a writer holding or waiting for the lock."""
+
+
 class ReadWriteLock:
     """Many readers or one writer; a waiting writer blocks new readers so writes are not starved."""
 
@@ -125,8 +129,11 @@ class ReadWriteLock:
         self._writers_waiting = 0
 
     @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self, blocking: bool = True) -> Iterator[None]:
+        """Hold the lock for reading; with ``blocking=False``, raise LockBusy instead of waiting."""
         with self._cond:
+            if not blocking and (self._writer or self._writers_waiting):
+                raise LockBusy()
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
@@ -531,14 +538,21 @@ class IndexStore:
                                               (after or "", limit)).fetchall()
             return [self._items[row[0]] for row in rows]
 
+    @property
+    def size_hint(self) -> int:
+        """How many items, read without the lock (it may be a write behind): for choosing how to
+        search, never for answering."""
+        return len(self._ids_by_label)
+
     def search(self, query: np.ndarray, k: int, space: str = OVERALL,
-               where: dict[str, Any] | None = None) -> list[Hit]:
+               where: dict[str, Any] | None = None, blocking: bool = True) -> list[Hit]:
         """The k nearest live items by cosine, best first, optionally only those whose metadata
-        equals every field of ``where``. Selective filters are searched exactly."""
+        equals every field of ``where``. Selective filters are searched exactly. With
+        ``blocking=False`` it raises LockBusy rather than wait for a write (an event loop's call)."""
         if space not in self.spaces:
             raise KeyError(space)
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
-        with self._lock.read():
+        with self._lock.read(blocking):
             index = self._indexes[space]
             allowed = None
             if where:

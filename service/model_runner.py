@@ -29,6 +29,7 @@ log = logging.getLogger("likeness.model")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+SMALL_BATCH = 2  # images per call at most for the one-thread session
 
 
 class ModelLoadError(RuntimeError):
@@ -71,14 +72,11 @@ def _cuda_unavailable_reason() -> str | None:
 
 class ModelRunner:
     def __init__(self, path: str | Path, device: str = "auto", allow_cpu_fallback: bool = False,
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, intra_op_spinning: bool = False) -> None:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist (set LIKENESS_MODEL_PATH)")
-        options = ort.SessionOptions()
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
+        options = _options(intra_op_threads, intra_op_spinning)
         self.session, self.provider = self._open(path, options, device, allow_cpu_fallback)
         try:
             self.spec = ModelSpec.from_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
@@ -86,6 +84,13 @@ class ModelRunner:
             raise ModelLoadError(str(exc)) from None
         self._check_graph(path)
         self.path = path
+        # Small batches (a /search, a /similarity pair) run on a one-thread session: for a model this
+        # size, handing each layer of one image to the pool's other threads and waking them costs
+        # more CPU than it saves time (docs/serving.md). Larger batches get every intra-op thread.
+        self._small_session = None
+        if self.provider.active == CPU and intra_op_threads != 1 and (os.cpu_count() or 1) > 1:
+            single = _options(1, intra_op_spinning)
+            self._small_session = _session(path, single, [CPU])
         log.info("model %s %s on %s (%s)", self.spec.name, self.spec.version, self.provider.active, self.provider.reason)
 
     @staticmethod
@@ -130,13 +135,30 @@ class ModelRunner:
 
     def embed(self, images: np.ndarray) -> Embeddings:
         """uint8 [N, H, W, C] -> embeddings. Thread-safe: ONNX Runtime sessions allow concurrent runs."""
-        result = self.session.run(self._outputs, {IMAGES_INPUT: np.ascontiguousarray(images, dtype=np.uint8)})
+        session = self._small_session if self._small_session is not None and len(images) <= SMALL_BATCH else \
+            self.session
+        result = session.run(self._outputs, {IMAGES_INPUT: np.ascontiguousarray(images, dtype=np.uint8)})
         return Embeddings(result[0], result[1] if len(result) > 1 else None)
 
     def warm_up(self) -> None:
         """One inference at startup, so the first request does not pay for lazy initialisation."""
         spec = self.spec.input
-        self.embed(np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))
+        zeros = np.zeros((SMALL_BATCH + 1, spec.height, spec.width, spec.channels), np.uint8)
+        self.embed(zeros[:1])  # the one-thread session, when there is one
+        self.embed(zeros)
+
+
+def _options(intra_op_threads: int, spinning: bool) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    # ONNX Runtime's pool threads spin-wait after each run for the next one. For this model a run
+    # is about a millisecond, so between requests the spinning was most of the CPU the service
+    # burned (docs/serving.md); off, a thread sleeps and is woken in microseconds.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    return options
 
 
 def _session(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:

@@ -58,7 +58,9 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, watch.receive, send_with_id), self.timeout_s)
+            # asyncio.timeout runs the app in this task; wait_for would start a task per request.
+            async with asyncio.timeout(self.timeout_s):
+                await self.app(scope, watch.receive, send_with_id)
         except TimeoutError:
             if not state["started"]:
                 state["status"] = 408

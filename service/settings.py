@@ -21,6 +21,8 @@ class Settings(BaseSettings):
         default="auto", description="auto: CUDA when it really loads, else CPU; cuda: require CUDA")
     allow_cpu_fallback: bool = Field(default=False, description="with device=cuda, start on CPU if CUDA fails")
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per inference (0 = cores)")
+    intra_op_spinning: bool = Field(default=False, description="let ONNX Runtime's threads spin-wait between runs: "
+                                    "a little lower latency for much more CPU per request")
 
     # Inference batching: concurrent requests share one ONNX Runtime call.
     batching: bool = Field(default=True, description="group concurrent requests into one inference call")

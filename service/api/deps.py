@@ -29,7 +29,8 @@ class ServiceState:
         return {"name": self.runner.spec.name, "version": self.runner.spec.version}
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    # async: FastAPI runs a plain-def dependency in a worker thread, a thread hop on every request.
     state = getattr(request.app.state, "service", None)
     if state is None:
         raise ApiError(503, "not_ready", "the model and index are not loaded yet")

@@ -371,3 +371,24 @@ def test_rows_an_older_version_stored_load_with_their_problem(tmp_path, caplog):
     assert set(hits) == {"item-0", "item-1", "item-2", "item-3"}
     assert hits["item-2"].error and hits["item-2"].metadata is None and hits["item-0"].error is None
     store.close()
+
+
+def test_stored_vectors_per_space_and_a_search_that_will_not_wait(tmp_path):
+    """vector() returns what upsert stored, per space; search(blocking=False) refuses to wait for a
+    writer (the API's event loop then searches on a worker thread instead)."""
+    from service.index_store import LockBusy
+
+    store = make_store(tmp_path, aspects=["colour"])
+    rng = np.random.default_rng(0)
+    vectors = np.stack([unit(rng, 2), unit(rng, 2)], axis=1)  # [2 items, 2 spaces, DIM]
+    store.upsert([NewItem(f"v-{i}", v) for i, v in enumerate(vectors)])
+    np.testing.assert_array_equal(store.vector("v-1"), vectors[1, 0])
+    np.testing.assert_array_equal(store.vector("v-1", "colour"), vectors[1, 1])
+    assert store.vector("missing") is None and store.size_hint == 2
+    with pytest.raises(KeyError):
+        store.vector("v-1", "no-such-space")
+    assert store.search(vectors[0, 0], 1, blocking=False)[0].id == "v-0"
+    with store._lock.write():
+        with pytest.raises(LockBusy):
+            store.search(vectors[0, 0], 1, blocking=False)
+    store.close()
