@@ -15,6 +15,7 @@ BENCHMARKS = {
     "csn": "bench.csn",
     "quality": "bench.quality",
     "serving": "bench.serving",
+    "serving-cpu": "bench.serving_cpu",
     "all": "bench.all",
 }
 

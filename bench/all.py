@@ -20,6 +20,8 @@ RUNS: dict[str, list[str]] = {
     "quality": [],
     "nsl-kernels": [],
     "serving": ["--repeats", "3"],
+    # The before-figure of issue 21 (server CPU per request) is the service code of this commit.
+    "serving-cpu": ["--baseline", "9a39b7f", "--seconds", "3"],
     "load": ["--rounds", "2"],
     "index": [],
     "csn": ["--epochs", "2", "--triplets", "20000"],

@@ -5,7 +5,9 @@ service, with dynamic batching on and off, measured in the same run.
 
 Both servers run from the start; the load alternates between them in ``--rounds`` slices so a
 noisy neighbour hits both alike. Each client sends its next request as soon as the previous
-answers. Mix: 45% search (k=10), 45% similarity, 10% add (a fresh id each time).
+answers. Mix: 45% search (k=10), 45% similarity, 10% add (a fresh id each time). Beside req/s and
+p50/p99, each configuration's server CPU per request (the server process's user + system time, all
+threads, from /proc/PID/stat).
 Writes docs/load.md and docs/results/load.json.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import random
 import tempfile
@@ -52,13 +55,17 @@ class Workload:
         self.rng = random.Random(seed)
         manifest = json.loads((GALLERY / "manifest.json").read_text())["items"]
         self.images = [(GALLERY / e["file"]).read_bytes() for e in manifest]
+        self.search_json = mix is not None and "search_json" in mix  # /search with a JSON body instead
         mix = mix or MIX
         total = sum(mix.values())
-        self.search_below = mix.get("search", 0) / total
+        self.search_below = (mix.get("search", 0) + mix.get("search_json", 0)) / total
         self.similarity_below = self.search_below + mix.get("similarity", 0) / total
 
     def next(self) -> tuple[str, str, bytes, str]:
         roll = self.rng.random()
+        if roll < self.search_below and self.search_json:
+            image = base64.b64encode(self.rng.choice(self.images)).decode()
+            return "search", "/search", json.dumps({"image": image, "k": 10}).encode(), "application/json"
         if roll < self.search_below:
             body, ctype = _multipart([("image", "q.png", self.rng.choice(self.images)), ("k", "", "10")])
             return "search", "/search", body, ctype
@@ -94,7 +101,18 @@ async def drive(url: str, clients: int, seconds: float, seed: int,
     return records
 
 
-def summarise(records: list[tuple[str, float, int]], seconds: float) -> dict:
+def measure(server: ServerProcess, clients: int, seconds: float, seed: int,
+            mix: dict[str, float] | None = None) -> tuple[list[tuple[str, float, int]], float]:
+    """:func:`drive` against ``server``; also returns the CPU seconds the server process used meanwhile
+    (all its threads, from /proc), the cost a deployment pays per request whatever the latency."""
+    before = server.cpu_seconds()
+    records = asyncio.run(drive(server.url, clients, seconds, seed, mix))
+    return records, server.cpu_seconds() - before
+
+
+def summarise(records: list[tuple[str, float, int]], seconds: float, cpu_seconds: float | None = None) -> dict:
+    """Throughput and latency percentiles (all and per endpoint); with ``cpu_seconds`` (the server's
+    over the same time), also server CPU milliseconds per successful request."""
     ok = [r for r in records if 200 <= r[2] < 300]
     latencies = sorted(r[1] for r in ok)
 
@@ -106,7 +124,8 @@ def summarise(records: list[tuple[str, float, int]], seconds: float) -> dict:
         values = sorted(r[1] for r in ok if r[0] == name)
         per_endpoint[name] = {"requests": len(values), "p50_ms": pct(values, 0.5), "p99_ms": pct(values, 0.99)}
     return {"requests": len(records), "errors": len(records) - len(ok), "throughput_rps": len(ok) / seconds,
-            "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99), "endpoints": per_endpoint}
+            "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99), "endpoints": per_endpoint,
+            "cpu_ms_per_request": None if cpu_seconds is None else cpu_seconds * 1000 / max(len(ok), 1)}
 
 
 def run(seconds: float, clients: int, rounds: int, extra_env: dict[str, str] | None = None) -> dict:
@@ -115,22 +134,25 @@ def run(seconds: float, clients: int, rounds: int, extra_env: dict[str, str] | N
         servers = {name: ServerProcess(Path(tmp) / name.replace(" ", "-") / "data", **env, **(extra_env or {})).start()
                    for name, env in configs.items()}
         records: dict[str, list] = {name: [] for name in configs}
+        cpu = dict.fromkeys(configs, 0.0)
         try:
             for round_ in range(rounds):
                 for name, server in servers.items():
-                    got = asyncio.run(drive(server.url, clients, seconds / rounds, seed=round_))
+                    got, used = measure(server, clients, seconds / rounds, seed=round_)
                     records[name] += got
-                    print(f"round {round_ + 1}/{rounds} {name}: {len(got)} requests", flush=True)
+                    cpu[name] += used
+                    print(f"round {round_ + 1}/{rounds} {name}: {len(got)} requests, server CPU {used:.2f} s",
+                          flush=True)
         finally:
             for server in servers.values():
                 server.stop()
-    return {name: summarise(values, seconds) for name, values in records.items()}
+    return {name: summarise(values, seconds, cpu[name]) for name, values in records.items()}
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
     on, off = results["batching on"], results["batching off"]
     rows = [[name, f"{r['requests']:,}", str(r["errors"]), f"{r['throughput_rps']:.0f}", f"{r['p50_ms']:.1f}",
-             f"{r['p99_ms']:.1f}"] + [f"{r['endpoints'][e]['p50_ms']:.1f} / {r['endpoints'][e]['p99_ms']:.1f}"
+             f"{r['p99_ms']:.1f}", f"{r['cpu_ms_per_request']:.2f}"] + [f"{r['endpoints'][e]['p50_ms']:.1f} / {r['endpoints'][e]['p99_ms']:.1f}"
                                       for e in ENDPOINTS]
             for name, r in results.items()]
     ratio = on["throughput_rps"] / off["throughput_rps"]
@@ -138,10 +160,11 @@ def render(results: dict, args: argparse.Namespace) -> str:
         *page_header("Load test", " Server and load generator share the machine's cores."),
         f"{args.clients} concurrent clients (closed loop), {args.seconds:g} s per configuration in {args.rounds} "
         "alternating slices; 45% `/search` (k=10, 300 indexed items), 45% `/similarity`, 10% `/items` (add). "
-        "The shipped default model, flat index, CPU.",
+        "The shipped default model, flat index, CPU. Server CPU is the server process's user + system time "
+        "(all threads, /proc/PID/stat) over the run, per successful request.",
         "",
         markdown_table(["server", "requests", "errors", "throughput (req/s)", "p50 (ms)", "p99 (ms)",
-                        "search p50/p99", "similarity p50/p99", "add p50/p99"], rows),
+                        "server CPU (ms/req)", "search p50/p99", "similarity p50/p99", "add p50/p99"], rows),
         "",
         f"Throughput with batching / without: **{ratio:.2f}x** (target 3x).",
         "",

@@ -4,7 +4,11 @@ PyTorch eager, one image per forward pass, synchronous handlers, brute-force Num
 in-memory matrix; no ONNX Runtime, no batching, no FAISS. The network has the served model's
 architecture (built from its spec) with untrained weights: speed does not depend on the weights.
 
-    python -m bench.naive_server --model models/default.onnx --items 10000 --port 8100
+With ``--runtime onnx`` it is instead the plain app of issue 21: the same handlers with one ONNX
+Runtime call per image (the served model, intra-op spinning off), the floor a FastAPI service
+doing this work can reach.
+
+    python -m bench.naive_server --model models/default.onnx --items 10000 --port 8100 [--runtime onnx]
 """
 
 from __future__ import annotations
@@ -18,18 +22,28 @@ import uvicorn
 from fastapi import FastAPI, File, Form, UploadFile
 from PIL import Image
 
-from contract import ModelSpec
+from contract import EMBEDDING_OUTPUT, IMAGES_INPUT, ModelSpec
 from training.config import ModelConfig
 from training.models import build_model
 
 
-def make_app(model_path: str, items: int) -> FastAPI:
+def make_app(model_path: str, items: int, runtime: str = "torch") -> FastAPI:
     import onnx
 
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(model_path).metadata_props})
-    config = ModelConfig.model_validate(spec.training["backbone"])
-    model = build_model(config, spec.input.channels, [0.5] * spec.input.channels, [0.25] * spec.input.channels,
-                        aspects=len(spec.aspects)).eval()
+    if runtime == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+        def model(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run([EMBEDDING_OUTPUT], {IMAGES_INPUT: x.numpy()})[0])
+    else:
+        config = ModelConfig.model_validate(spec.training["backbone"])
+        model = build_model(config, spec.input.channels, [0.5] * spec.input.channels, [0.25] * spec.input.channels,
+                            aspects=len(spec.aspects)).eval()
     rng = np.random.default_rng(0)
     gallery = rng.standard_normal((items, spec.embedding_dim)).astype(np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
@@ -67,8 +81,9 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
     args = parser.parse_args()
-    uvicorn.run(make_app(args.model, args.items), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(make_app(args.model, args.items, args.runtime), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads together, in seconds (fields 14 and 15 of
+    /proc/PID/stat, counted after the command name, which may itself hold spaces)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ServerProcess:
     """``python -m service`` (or another server module given as ``command``) on a free loopback port."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, command: list[str] | None = None, **env: str) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, command: list[str] | None = None,
+                 cwd: Path = REPO, **env: str) -> None:
         self.port = port or free_port()
+        self.cwd = cwd  # another checkout (an older commit) runs its own code
         self.command = [sys.executable, "-m", *(command or ["service"])]
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "LIKENESS_DATA_DIR": str(data_dir), "LIKENESS_PORT": str(self.port),
@@ -36,7 +45,7 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         command = [part.replace("{port}", str(self.port)) for part in self.command]
-        self.process = subprocess.Popen(command, cwd=REPO, env=self.env,
+        self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -49,6 +58,11 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server not ready in {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, all its threads, user and system
+        (utime + stime from /proc/PID/stat; Linux only)."""
+        return process_cpu_seconds(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook, no snapshot, no flush."""

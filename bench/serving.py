@@ -5,8 +5,8 @@
 1. Embedding throughput of the model: PyTorch eager and ONNX Runtime CPU at batch 1, 8 and 64,
    against the machine's ceiling for this model (MACs per image vs the measured peak of a large
    matmul on the same cores).
-2. End-to-end HTTP on loopback: requests/s and p50/p99 latency of /similarity and /search (10k and
-   100k indexed items) at 1, 8 and 32 concurrent clients, for likeness and for a naive server
+2. End-to-end HTTP on loopback: requests/s, p50/p99 latency and the server's CPU milliseconds per
+   request of /similarity and /search (10k and 100k indexed items) at 1, 8 and 32 concurrent clients, for likeness and for a naive server
    written the way the Siamese tutorial would (bench/naive_server.py).
 3. HTTP overhead: /similarity images/s at 32 clients against raw ONNX Runtime at the mean batch
    size the server actually ran.
@@ -16,7 +16,6 @@ Writes docs/serving.md, docs/serving.png and docs/results/serving.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import tempfile
 import time
@@ -36,11 +35,12 @@ from bench.common import (
     page_header,
     write_json,
 )
-from bench.load import drive, summarise
+from bench.load import measure, summarise
 from bench.server import ServerProcess
 from contract import ModelSpec
 
 CLIENTS = (1, 8, 32)
+KEPT = "## Server CPU per request"  # a section of the page this command keeps as it is
 BATCHES = (1, 8, 64)
 
 
@@ -144,14 +144,14 @@ def http_results(model: Path, spec: ModelSpec, seconds: float, sizes: list[int])
                 for endpoint in endpoints:
                     for clients in CLIENTS:
                         for name, server in servers.items():
-                            records = asyncio.run(drive(server.url, clients, seconds, seed=clients,
-                                                        mix={endpoint: 1.0}))
+                            records, cpu = measure(server, clients, seconds, seed=clients, mix={endpoint: 1.0})
                             key = f"{name} {endpoint} {items if endpoint == 'search' else ''} {clients}".replace("  ", " ")
                             out[key] = {"server": name, "endpoint": endpoint, "items": items, "clients": clients,
-                                        **summarise(records, seconds)}
+                                        **summarise(records, seconds, cpu)}
                             r = out[key]
                             print(f"{key:32s} {r['throughput_rps']:7.0f} req/s  p50 {r['p50_ms']:7.1f} ms  "
-                                  f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}", flush=True)
+                                  f"p99 {r['p99_ms']:7.1f} ms  CPU {r['cpu_ms_per_request']:5.2f} ms/req  "
+                                  f"errors {r['errors']}", flush=True)
                 if items == sizes[0]:
                     import httpx
 
@@ -201,7 +201,7 @@ def render(model: dict, http: dict, overhead: dict, args: argparse.Namespace, sp
             for name, rate in model["rates"].items()]
     http_rows = [[r["server"], r["endpoint"], f"{r['items']:,}" if r["endpoint"] == "search" else "-",
                   str(r["clients"]), f"{r['throughput_rps']:,.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                  str(r["errors"])] for r in http.values() if isinstance(r, dict)]
+                  f"{r['cpu_ms_per_request']:.2f}", str(r["errors"])] for r in http.values() if isinstance(r, dict)]
     ratios = []
     for endpoint, items in (("similarity", None), *(("search", n) for n in args.sizes)):
         suffix = f" {items}" if items else ""
@@ -225,9 +225,12 @@ def render(model: dict, http: dict, overhead: dict, args: argparse.Namespace, sp
         "## HTTP on loopback",
         "",
         f"Closed-loop clients, {args.seconds:g} s per cell, servers alternating. The naive server is PyTorch eager with "
-        "one image per forward pass and a NumPy brute-force search (bench/naive_server.py).",
+        "one image per forward pass and a NumPy brute-force search (bench/naive_server.py). Server CPU is the "
+        "server process's user + system time, all threads (/proc/PID/stat), per successful request: what a "
+        "deployment pays in cores whatever the latency.",
         "",
-        markdown_table(["server", "endpoint", "items", "clients", "req/s", "p50 (ms)", "p99 (ms)", "errors"], http_rows),
+        markdown_table(["server", "endpoint", "items", "clients", "req/s", "p50 (ms)", "p99 (ms)",
+                        "server CPU (ms/req)", "errors"], http_rows),
         "",
         *ratios,
         f"- HTTP overhead: `/similarity` at 32 clients moves {overhead['http_images_per_s']:,.0f} images/s; raw ONNX "
@@ -261,6 +264,10 @@ def main(argv: list[str] | None = None) -> None:
                 "http_images_per_s": http_images, "share": http_images / ort_rate}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(http, args.output.with_suffix(".png"))
-    args.output.write_text(render(model, http, overhead, args, spec))
+    page = render(model, http, overhead, args, spec)
+    if args.output.is_file() and KEPT in args.output.read_text():
+        # The server-CPU section comes from other commands (serving-cpu, bench.serving_profile); keep it.
+        page += "\n" + KEPT + args.output.read_text().split(KEPT, 1)[1]
+    args.output.write_text(page)
     write_json(args.output, {"model": model, "http": http, "overhead": overhead})
     print(f"wrote {args.output}")
