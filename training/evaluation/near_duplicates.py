@@ -69,7 +69,6 @@ EDITS: dict[str, Edit] = {
     "upscale 4x, RGB, jpeg q95": lambda im: _jpeg(_scaled(im, 4).convert("RGB"), 95),
     "upscale 2x": lambda im: _png(_scaled(im, 2)),
     "downscale 0.75x": lambda im: _png(_scaled(im, 0.75)),
-    "downscale 0.5x": lambda im: _png(_scaled(im, 0.5)),
     "RGB": lambda im: _png(im.convert("RGB")),
     "brightness x0.85": lambda im: _png(_brightness(im, 0.85)),
     "brightness x1.15": lambda im: _png(_brightness(im, 1.15)),
