@@ -52,7 +52,7 @@ def test_quality_benchmark(tmp_path):
 def test_similarity_ablation(tmp_path):
     output = tmp_path / "similarity.md"
     similarity_ablation.main(["--epochs", "1", "--train-limit", "800", "--seeds", "0", "--queries", "30",
-                              "--variants", "arcface + NT-Xent instance x1", *_sets(TINY_TRAINING),
+                              "--variants", "arcface + NT-Xent instance x1", "--finalists", *_sets(TINY_TRAINING),
                               "--output", str(output)])
     results = _written(output)["results"]
     assert [r["variant"] for r in results] == ["raw pixels (cosine)", "PCA-64 of pixels", "pHash (imagehash)",

@@ -57,6 +57,36 @@ def test_similarity_same_image_and_different_classes(client, gallery_manifest):
     assert set(other) >= {"score", "probability", "same", "threshold", "model"}
 
 
+def jpeg_copy(entry: dict, quality: int = 70) -> tuple[str, bytes, str]:
+    """A re-saved JPEG of a gallery image: the copy a shop uploads again."""
+    out = io.BytesIO()
+    Image.open(GALLERY / entry["file"]).convert("RGB").save(out, format="JPEG", quality=quality)
+    return (entry["file"].replace(".png", ".jpg"), out.getvalue(), "image/jpeg")
+
+
+def test_a_re_encoded_copy_finds_its_original_first_and_is_called_the_same_image(client, gallery_manifest):
+    """The same thing: a JPEG re-encode of every tenth indexed image comes back first, is a near
+    duplicate by the model's threshold, and is the only hit above it. The same kind of thing:
+    another image of the same class is *same* by class but not a near duplicate."""
+    threshold = client.get("/model").json()["spec"]["near_duplicate"]["threshold"]
+    for entry in gallery_manifest[::10]:
+        results = client.post("/search", files={"image": jpeg_copy(entry)}, data={"k": "3"}).json()["results"]
+        assert results[0]["id"] == entry["id"], (entry["id"], results)
+        copies = client.post("/search", files={"image": jpeg_copy(entry)},
+                             data={"k": "10", "min_score": str(threshold)}).json()["results"]
+        assert [hit["id"] for hit in copies] == [entry["id"]]
+        assert all(hit["score"] >= threshold for hit in copies)
+    boots = [e for e in gallery_manifest if e["metadata"]["class"] == "ankle boot"]
+    copy = client.post("/similarity", files={"image_a": gallery_file(boots[0]), "image_b": jpeg_copy(boots[0])}).json()
+    assert copy["near_duplicate"] is True and copy["same"] is True
+    assert copy["near_duplicate_threshold"] == threshold > copy["threshold"]
+    other = client.post("/similarity", files={"image_a": gallery_file(boots[0]), "image_b": gallery_file(boots[1])}).json()
+    assert other["same"] is True and other["near_duplicate"] is False and other["score"] < threshold
+    # min_score is a cosine: outside [-1, 1] is a 422 naming the field.
+    bad = client.post("/search", files={"image": gallery_file(boots[0])}, data={"min_score": "2"})
+    assert bad.status_code == 422 and "min_score" in bad.text
+
+
 def test_items_upsert_get_delete_and_persistence(tmp_path):
     settings = make_settings(tmp_path, seed_gallery=False)
     rng = np.random.default_rng(0)

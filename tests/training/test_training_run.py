@@ -73,7 +73,7 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert result["onnx_max_abs_diff"] < 1e-4
     model = onnx.load(str(tmp_path / "tiny.onnx"))
     spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
-    assert (spec.name, spec.version, spec.embedding_dim) == ("tiny", "9.9", 64)
+    assert (spec.name, spec.version, spec.embedding_dim) == ("tiny", "9.9", 128)
     assert spec.input.height == 28 and spec.input.channels == 1
     assert -1 <= spec.decision.threshold <= 1 and "validation" in spec.decision.rule
     assert "validation" in spec.calibration.fitted_on and spec.calibration.a > 0
@@ -83,6 +83,16 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     card = (tmp_path / "tiny.md").read_text()
     assert "python -m training train" in card and "python -m training export" in card
     assert f"{spec.metrics['test']['precision_at_1']:.4f}" in card
+    # Near-duplicate R@1 per edit, and the "same image" threshold fitted on validation edits.
+    near = spec.metrics["test"]["near_duplicates"]
+    assert set(near["recall_at_1"]) >= {"jpeg q70", "shift 1px", "downscale 0.75x", "crop 8% and resize back"}
+    assert near["worst_recall_at_1"] == min(near["recall_at_1"].values()) <= near["mean_recall_at_1"]
+    assert f"| {near['worst_edit']} | {near['worst_recall_at_1']:.4f} |" in card
+    assert spec.near_duplicate is not None and "edited copies" in spec.near_duplicate.rule
+    # "The same image" is a stricter bar than "the same kind of thing".
+    assert spec.near_duplicate.threshold > spec.decision.threshold
+    decision = near["decision"]
+    assert decision["copies_accepted"] > decision["nearest_others_accepted"]
     best_epoch = json.loads((run_dir / "summary.json").read_text())["best"]["epoch"]
     assert f"Checkpoint kept: epoch {best_epoch} of the 3-epoch schedule (best val_map_at_r" in card
     # Weights of another epoch than the best (an exported last.pt) are not called the best.
@@ -100,6 +110,43 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
 
     again = evaluate_model(tmp_path / "tiny.onnx", pairs=5000)
     assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
+
+
+def test_the_instance_term_finds_edited_copies_far_better_than_the_class_loss_alone(tiny_run, tmp_path):
+    """Same data, backbone, budget and class loss; only the instance term differs. Edited copies of
+    test images (JPEG, rescaling, shifts, crops, brightness...) must find their originals far more
+    often, without giving up retrieval by class."""
+    run_dir, overrides = tiny_run
+    class_only = tmp_path / "class-only"
+    command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress"]
+    for item in [*overrides, f'output_dir="{class_only}"', "objective.instance_weight=0", "model.instance_dims=0"]:
+        command += ["--set", item]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from contract import InputSpec
+    from training.evaluation import embed_all, retrieval_metrics, torch_embedder
+    from training.evaluation.near_duplicates import near_duplicate_metrics
+    from training.trainer import load_trained_model
+
+    config = load_config("default", overrides)
+    splits = load_splits("fashion-mnist", val_size=config.data.val_size, seed=0,
+                         train_limit=config.data.train_limit, test_limit=config.data.test_limit)
+    spec = InputSpec(height=28, width=28, channels=1)
+    results = {}
+    for name, path in (("instance", run_dir / "best.pt"), ("class only", class_only / "best.pt")):
+        embedder = torch_embedder(load_trained_model(path)[0])
+        embeddings, _ = embed_all(embedder, splits.test.images)
+        near = near_duplicate_metrics(embedder, splits.test.images, spec, queries=300, gallery_embeddings=embeddings)
+        results[name] = (near, retrieval_metrics(embeddings, splits.test.labels)["precision_at_1"])
+        print(f"{name}: near-duplicate R@1 mean {near['mean_recall_at_1']:.4f}, worst {near['worst_recall_at_1']:.4f} "
+              f"({near['worst_edit']}); P@1 {results[name][1]:.4f}")
+    (with_instance, p1), (without, p1_class_only) = results["instance"], results["class only"]
+    assert with_instance["mean_recall_at_1"] >= without["mean_recall_at_1"] + 0.3
+    assert with_instance["worst_recall_at_1"] > without["worst_recall_at_1"] + 0.2
+    assert p1 > p1_class_only - 0.03
+    # Each run's own validation log reports the same kind of number every epoch.
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= history[-1]["val_near_duplicate_worst_r1"] <= history[-1]["val_near_duplicate_r1"] <= 1
 
 
 HOLDOUT = ["coat", "shirt", "sneaker", "ankle boot"]
