@@ -30,6 +30,7 @@ from training.evaluation import (
 )
 from training.evaluation.fewshot import few_shot_accuracy
 from training.evaluation.near_duplicates import near_duplicate_metrics, near_duplicate_pairs
+from training.evaluation.verification import describe_pairs
 from training.tasks import Task, load_task
 
 VALIDATION_PAIR_SEED = 101
@@ -39,20 +40,27 @@ FEW_SHOT_SEED = 303
 
 def calibrate(embedder: Embedder, task: Task, config: TrainConfig
               ) -> tuple[Decision, Calibration, dict[str, Decision], dict[str, Calibration]]:
-    """Fit the decision threshold and Platt calibration on validation pairs (overall and per aspect)."""
+    """Fit the decision threshold and Platt calibration on validation pairs (overall and per aspect).
+
+    Up to 50,000 same and as many different pairs; a small validation split has fewer distinct
+    same-class pairs than that, and then each is used once (training.evaluation.verification).
+    The calibration's ``fitted_on`` says how many pairs there were and how many were distinct.
+    """
     val = task.splits.val
     embeddings, aspect_embeddings = embed_all(embedder, val.images, config.eval.batch_size)
     pairs = min(config.eval.pairs, 50_000)
     source = "validation pairs"
     _, scores, same = pair_metrics(embeddings, val.labels, pairs, VALIDATION_PAIR_SEED)
-    decision, calibration = fit_decision(scores, same, source), fit_calibration(scores, same, source)
+    decision = fit_decision(scores, same, source)
+    calibration = fit_calibration(scores, same, source, describe_pairs(val.labels, pairs, VALIDATION_PAIR_SEED))
     decisions: dict[str, Decision] = {}
     calibrations: dict[str, Calibration] = {}
     for a, (name, labels) in enumerate(task.aspect_labels("val").items()):
         _, scores, same = pair_metrics(aspect_embeddings[:, a], labels, pairs, VALIDATION_PAIR_SEED + a + 1)
         aspect_source = f"validation pairs of aspect '{name}'"
         decisions[name] = fit_decision(scores, same, aspect_source)
-        calibrations[name] = fit_calibration(scores, same, aspect_source)
+        calibrations[name] = fit_calibration(scores, same, aspect_source,
+                                             describe_pairs(labels, pairs, VALIDATION_PAIR_SEED + a + 1))
     return decision, calibration, decisions, calibrations
 
 

@@ -15,16 +15,18 @@ def fit_decision(scores: np.ndarray, same: np.ndarray, source: str) -> Decision:
     return Decision(threshold=round(threshold, 6), rule=f"equal error rate on {source}")
 
 
-def fit_calibration(scores: np.ndarray, same: np.ndarray, source: str) -> Calibration:
+def fit_calibration(scores: np.ndarray, same: np.ndarray, source: str, pairs_note: str = "") -> Calibration:
     """Platt scaling: a one-feature logistic regression from cosine to P(same).
 
     Pairs are balanced, so the probability assumes a 50/50 prior of same and different.
+    ``pairs_note`` (e.g. from ``describe_pairs``) says how distinct the pairs were.
     """
     model = LogisticRegression(C=1e4, max_iter=1000)
     model.fit(scores.reshape(-1, 1), same.astype(int))
     positives = int(same.sum())
+    note = f": {pairs_note}" if pairs_note else ""
     return Calibration(a=float(model.coef_[0, 0]), b=float(model.intercept_[0]),
-                       fitted_on=f"{source} ({positives} same, {len(same) - positives} different pairs)")
+                       fitted_on=f"{source} ({positives} same, {len(same) - positives} different pairs{note})")
 
 
 def expected_calibration_error(probabilities: np.ndarray, same: np.ndarray, bins: int = 15) -> float:
