@@ -1,6 +1,6 @@
 """``python -m training``: the batch-job entry point.
 
-    python -m training train    --config default [--set optim.epochs=5 ...] [--resume]
+    python -m training train    --config default [--set optim.epochs=5 ...] [--resume] [--device cuda:1]
     python -m training export   --checkpoint runs/NAME/best.pt --output models/NAME.onnx
     python -m training evaluate models/NAME.onnx [--split test] [--holdout-classes ...]
 """
@@ -21,6 +21,12 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="shortcut for --set data.data_dir=DIR")
     parser.add_argument("--holdout-classes", help="comma-separated classes kept out of training (open-set split)")
     parser.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+
+
+def _device_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--device", default="auto",
+                        help=f"where {what} runs: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N; "
+                             "asking for CUDA where there is none is an error, never a quiet CPU run")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -47,6 +53,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     _config_args(train_p)
     train_p.add_argument("--resume", action="store_true", help="continue from the run directory's last.pt")
     train_p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs, CI)")
+    _device_arg(train_p, "training (and its validation)")
+    train_p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                         help="auto: bf16 autocast on a GPU that has it, fp16 with a loss scaler on one that does "
+                              "not, fp32 on the CPU")
+    train_p.add_argument("--workers", type=int, default=None,
+                         help="DataLoader processes per rank (default: 0 on the CPU; on CUDA the cores shared "
+                              "among this machine's ranks, at most 8)")
+    train_p.add_argument("--channels-last", action="store_true",
+                         help="keep convolution weights channels-last (NHWC), which tensor cores may run faster")
 
     export_p = commands.add_parser("export", help="export a checkpoint to ONNX with its spec and model card")
     export_p.add_argument("--checkpoint", required=True)
@@ -56,6 +71,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     export_p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained")
     export_p.add_argument("--open-set-checkpoint",
                           help="the same recipe trained with --holdout-classes: its open-set numbers go in the card")
+    _device_arg(export_p, "calibration and evaluation")
 
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
     eval_p.add_argument("model", help=".onnx file or .pt checkpoint")
@@ -64,6 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     eval_p.add_argument("--split", choices=["test", "val"], default="test")
     eval_p.add_argument("--holdout-classes", help="also report the open-set numbers on these unseen classes")
     eval_p.add_argument("--pairs", type=int, default=100_000, help="same and different pairs each, for pair metrics")
+    _device_arg(eval_p, "the model")
 
     args = parser.parse_args(argv)
     try:
@@ -78,21 +95,26 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
 def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean "your input is wrong" rather than "likeness is broken"."""
     from contract import ImageError, SpecError
+    from training.checkpoint import CheckpointError
     from training.data.aspects import AspectDataError
     from training.data.formats import DatasetFormatError
     from training.data.sources import DatasetNotFound
     from training.export import ExportError
+    from training.runtime import DeviceError
 
-    return ExportError, DatasetNotFound, DatasetFormatError, AspectDataError, SpecError, ImageError
+    return (ExportError, DatasetNotFound, DatasetFormatError, AspectDataError, SpecError, ImageError, DeviceError,
+            CheckpointError)
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     if args.command == "train":
+        from training.runtime import Runtime
         from training.trainer import train
 
         config = load_config(args.config, _overrides(args))
+        runtime = Runtime.start(args.device, args.precision, args.workers, args.channels_last)
         run_dir = train(config, resume=args.resume, command=command,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, runtime=runtime)
         print(run_dir)
         return 0
     if args.command == "export":
@@ -100,7 +122,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
 
         result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
                                    data_dir=args.data_dir, command=command,
-                                   open_set_checkpoint=args.open_set_checkpoint)
+                                   open_set_checkpoint=args.open_set_checkpoint, device=args.device)
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":
@@ -108,7 +130,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
 
         holdout = [n.strip() for n in args.holdout_classes.split(",")] if args.holdout_classes else None
         metrics = evaluate_model(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
-                                 holdout_classes=holdout, pairs=args.pairs)
+                                 holdout_classes=holdout, pairs=args.pairs, device=args.device)
         print(json.dumps(metrics, indent=2))
         return 0
     return 2

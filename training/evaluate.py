@@ -139,15 +139,19 @@ def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibrati
 
 def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
                    split: str = "test", holdout_classes: list[str] | None = None,
-                   pairs: int = 100_000) -> dict[str, Any]:
-    """Evaluate an exported ``.onnx`` (through ONNX Runtime) or a ``.pt`` checkpoint on its dataset."""
+                   pairs: int = 100_000, device: str = "auto") -> dict[str, Any]:
+    """Evaluate an exported ``.onnx`` (through ONNX Runtime) or a ``.pt`` checkpoint on its dataset,
+    on ``device`` (auto | cpu | cuda | cuda:N)."""
+    from training.runtime import resolve_device
+
     path = Path(path)
+    run_on = resolve_device(device)
     if path.suffix == ".onnx":
         import onnx
 
         spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props}, str(path))
         data = DataConfig.model_validate(spec.training.get("data_config") or {})
-        embedder = onnx_embedder(path)
+        embedder = onnx_embedder(path, run_on, fallback_to_cpu=device == "auto")
         decision, calibration = spec.decision, spec.calibration
         seed = int(spec.training.get("seed", 0))
         input_spec = spec.input
@@ -157,7 +161,7 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         model, saved = load_trained_model(path)
         config_saved = TrainConfig.model_validate(saved["config"])
         data, seed = config_saved.data, config_saved.seed
-        embedder = torch_embedder(model)
+        embedder = torch_embedder(model.to(run_on))
         decision = calibration = None
         input_spec = InputSpec.model_validate(saved["input"])
     if dataset:

@@ -4,6 +4,9 @@ The exported graph is the contract: uint8 [N, H, W, C] ``images`` in, L2-normali
 (and ``aspect_embeddings`` for conditional models) out, batch axis dynamic. Static NSL layers are
 folded first, so the graph holds plain convolutions. Threshold and calibration are fitted on
 validation pairs with the exported graph itself; the test split is only measured.
+
+The graph is always traced, and checked against PyTorch, on the CPU; calibration and evaluation run
+the exported graph in ONNX Runtime on the chosen device (``--device``), as the service would.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from contract import (
     ModelSpec,
 )
 from training.cards import write_model_card
+from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
 from training.layers import fold_static_layers
+from training.runtime import resolve_device
 from training.tasks import load_task
 from training.trainer import load_trained_model
 
@@ -115,13 +120,13 @@ def recipe_differences(shipped: TrainConfig, open_set: TrainConfig) -> list[str]
     return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
 
 
-def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.Module, dict[str, Any], TrainConfig]:
+def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.Module, Checkpoint, TrainConfig]:
     """The same recipe trained without some classes: model, saved checkpoint and config.
 
     Refused unless it held classes out and is ``recipe`` (the shipped model's config) otherwise.
     """
     model, saved = load_trained_model(checkpoint)
-    config = TrainConfig.model_validate(saved["config"])
+    config = saved.config
     if not config.data.holdout_classes:
         raise ExportError(f"{checkpoint} was trained on every class; an open-set checkpoint needs holdout_classes")
     if differences := recipe_differences(recipe, config):
@@ -130,7 +135,7 @@ def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.M
     return model, saved, config
 
 
-def open_set_recipe_metrics(model: nn.Module, saved: dict[str, Any], config: TrainConfig,
+def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainConfig,
                             data_dir: str | None = None) -> dict[str, Any]:
     """The open-set run's seen- and unseen-class numbers, for the shipped model's card."""
     from training.evaluate import TEST_PAIR_SEED, evaluate_split, open_set_metrics
@@ -145,7 +150,7 @@ def open_set_recipe_metrics(model: nn.Module, saved: dict[str, Any], config: Tra
     pixels, _ = embed_all(pixel_embedder(), unseen.images)
     return {
         "holdout_classes": list(config.data.holdout_classes),
-        "train_command": saved.get("command"),
+        "train_command": saved.command,
         "seen": evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config),
         "unseen": open_set_metrics(embedder, unseen.images, unseen.labels, config),
         # The baseline a learned embedding must beat on classes it never saw, on the same images.
@@ -156,26 +161,34 @@ def open_set_recipe_metrics(model: nn.Module, saved: dict[str, Any], config: Tra
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str | None = None,
                       version: str | None = None, data_dir: str | None = None,
                       command: list[str] | None = None, pairs: int | None = None,
-                      open_set_checkpoint: str | Path | None = None) -> dict[str, Any]:
-    """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary."""
+                      open_set_checkpoint: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
+    """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
+
+    ``device`` (auto | cpu | cuda | cuda:N) is where calibration and evaluation run; the graph is
+    traced and checked on the CPU whatever it is.
+    """
     output = Path(output)
+    run_on = resolve_device(device)  # a device this machine lacks is refused before any work
     if command is None:  # called as a library: record the equivalent command line
         command = ["python", "-m", "training", "export", "--checkpoint", str(checkpoint), "--output", str(output)]
         for flag, value in (("--name", name), ("--version", version), ("--data-dir", data_dir),
-                            ("--open-set-checkpoint", open_set_checkpoint)):
+                            ("--open-set-checkpoint", open_set_checkpoint),
+                            ("--device", device if device != "auto" else None)):
             if value:
                 command += [flag, str(value)]
-    model, saved = load_trained_model(checkpoint)
+    model, saved = load_trained_model(checkpoint)  # on the CPU, where it is traced and checked
     folded = fold_static_layers(model)
-    config = TrainConfig.model_validate(saved["config"])
+    config = saved.config
     # Loaded and checked before the long work, so a wrong one is refused at once.
     open_set = load_open_set_run(open_set_checkpoint, config) if open_set_checkpoint else None
     if data_dir:
         config.data.data_dir = data_dir
     if pairs:
         config.eval.pairs = pairs
-    input_spec = InputSpec.model_validate(saved["input"])
-    aspects: list[str] = list(saved.get("aspects") or [])
+    if open_set:
+        open_set[0].to(run_on)
+    input_spec = saved.input
+    aspects: list[str] = list(saved.aspects)
     task = load_task(config)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +197,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         difference = parity(model, bare, task.splits.test.images[: max(PARITY_BATCHES)])
         if difference > PARITY_TOLERANCE:
             raise ExportError(f"ONNX Runtime and PyTorch disagree by {difference:.2e} (> {PARITY_TOLERANCE:g})")
-        embedder = onnx_embedder(bare)
+        # An explicit CUDA request that ONNX Runtime cannot honour is an error; auto falls back, saying so.
+        embedder = onnx_embedder(bare, run_on, fallback_to_cpu=device == "auto")
         decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
         near_duplicate = fit_near_duplicate(embedder, task, config, input_spec)
         metrics = evaluate_task(embedder, task, config, calibration, decision, input_spec)
@@ -214,9 +228,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             "onnx_max_abs_diff": difference, "metrics": metrics}
 
 
-def _training_record(config: TrainConfig, saved: dict[str, Any], checkpoint: str | Path,
+def _training_record(config: TrainConfig, saved: Checkpoint, checkpoint: str | Path,
                      command: list[str] | None) -> dict[str, Any]:
-    best = saved["state"].get("best") or {}
+    best = saved.state.best or {}
     data = config.data
     described = f"{data.dataset} train split"
     if data.train_limit:
@@ -227,21 +241,23 @@ def _training_record(config: TrainConfig, saved: dict[str, Any], checkpoint: str
     return {
         "data": described,
         "data_config": config.data.model_dump(),
-        "classes": saved.get("classes"),
+        "classes": saved.classes,
         "objective": config.objective.model_dump(exclude_none=True),
         "backbone": config.model.model_dump(),
         "optim": config.optim.model_dump(),
         "augment": config.augment.model_dump(),
-        "epochs_trained": saved["state"]["epoch"],
+        "epochs_trained": saved.state.epoch,
         # The learning curve, so time-to-quality can be read off the shipped file.
         "curve": [{k: row[k] for k in ("epoch", "train_seconds", "val_precision_at_1", "val_map_at_r",
                                        "val_near_duplicate_r1", "val_near_duplicate_worst_r1",
                                        "val_triplet_accuracy", "train_images_per_s") if k in row}
-                  for row in saved["state"]["history"]],
+                  for row in saved.state.history],
         "best_epoch": best.get("epoch"),
         "selected_on": best.get("metric"),
         "seed": config.seed,
-        "train_command": saved.get("command"),
+        "train_command": saved.command,
+        # Where it was trained (device, GPU, precision); None for checkpoints from before it was recorded.
+        "trained_on": saved.runtime,
         "export_command": shlex.join(command) if command else None,
         "exported_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         "torch": torch.__version__,

@@ -1,76 +1,53 @@
 """The training loop: data, model, objective, loop, evaluate, save. Reads top to bottom.
 
-Runs unchanged on one process or under ``torchrun`` (DistributedDataParallel over gloo or NCCL):
-each rank trains on its shard of one seeded global batch order; only rank 0 logs and saves.
+Runs unchanged on one process or under ``torchrun`` (DistributedDataParallel over NCCL with one GPU
+per rank, or gloo on CPU): each rank trains on its shard of one seeded global batch order; only rank
+0 logs and saves. Where it computes (device, precision, ranks) is one :class:`Runtime`; what it saves
+is one :class:`Checkpoint`; one epoch is :func:`train_one_epoch`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from contract import InputSpec
+from training.checkpoint import Checkpoint, RunState
 from training.config import TrainConfig, config_to_toml
 from training.data.sources import Splits
 from training.evaluation import torch_embedder
 from training.models import EmbeddingModel, build_model
 from training.objectives import Objective, build_objective
+from training.runtime import Runtime
 from training.tasks import load_task
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: float) -> float:
-        """The mean of a per-rank number over all ranks (the number itself on one process)."""
-        if self.world_size == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return float(tensor.item()) / self.world_size
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
-            return cls()
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
-
-
 class TrainingStep(nn.Module):
-    """Model and objective as one module: ``(loss, stats) = step(batch)``."""
+    """Model and objective as one module: ``(loss, stats) = step(batch)``. Under mixed precision the
+    model runs in autocast and the objective gets its outputs in float32."""
 
-    def __init__(self, model: EmbeddingModel, objective: Objective) -> None:
+    def __init__(self, model: EmbeddingModel, objective: Objective, runtime: Runtime | None = None) -> None:
         super().__init__()
         self.model, self.objective = model, objective
+        self.runtime = runtime or Runtime()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.objective(self.model, batch)
+        out = self.objective(self.runtime.forward_model(self.model), batch)
         return out.loss, out.stats
 
 
@@ -154,15 +131,58 @@ def build_optimizer(config: TrainConfig, params: list[nn.Parameter], total_steps
     return optimizer, scheduler
 
 
+def train_one_epoch(step: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loader: DataLoader,
+                    runtime: Runtime, state: RunState, log: MetricsLog, max_steps: int = 0,
+                    description: str = "", progress: bool = True) -> dict[str, float]:
+    """One pass over ``loader`` (or until ``state.step`` reaches ``max_steps``): every batch to the
+    device, forward, backward, optimiser and scheduler step, the loss logged per step.
+
+    Advances ``state.step`` and ``state.train_seconds``; returns the epoch's mean ``train_*`` numbers
+    (loss averaged over ranks), ``train_images_per_s`` over all ranks, the last ``lr`` and the
+    cumulative ``train_seconds``.
+    """
+    step.train()
+    started, seen, batches, totals = time.perf_counter(), 0, 0, {"loss": 0.0}
+    bar = tqdm(loader, desc=description, disable=not (progress and runtime.is_main), leave=False, dynamic_ncols=True)
+    for batch in bar:
+        batch = runtime.to_device(batch)
+        loss, stats = step(batch)
+        runtime.step(loss, optimizer)
+        scheduler.step()
+        state.step += 1
+        batches += 1
+        seen += sum(len(v) for k, v in batch.items() if k.startswith("images"))
+        loss_value = runtime.mean(float(loss.detach()))
+        totals["loss"] += loss_value
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + value
+        log.step(state.step, loss_value)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if max_steps and state.step >= max_steps:
+            break
+    elapsed = time.perf_counter() - started
+    values = {f"train_{k}": v / max(batches, 1) for k, v in totals.items()}
+    values["train_images_per_s"] = seen * runtime.world_size / max(elapsed, 1e-9)
+    values["lr"] = float(scheduler.get_last_lr()[0])
+    # Cumulative training time (validation excluded), so "time to reach P@1 = x" can be read off.
+    state.train_seconds += elapsed
+    values["train_seconds"] = state.train_seconds
+    return values
+
+
 def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None,
-          progress: bool = True) -> Path:
-    """Train one model; return the run directory holding ``best.pt``, ``last.pt`` and the logs."""
-    ddp = Distributed.from_environment()
+          progress: bool = True, runtime: Runtime | None = None) -> Path:
+    """Train one model; return the run directory holding ``best.pt``, ``last.pt`` and the logs.
+
+    ``runtime`` says where (``Runtime.start(device, precision)``); by default CUDA when present,
+    with mixed precision there, and the CPU in fp32 otherwise.
+    """
+    runtime = runtime or Runtime.start()
     seed_everything(config.seed)
     if config.optim.threads:
         torch.set_num_threads(config.optim.threads)
     run_dir = config.run_dir
-    if ddp.is_main:
+    if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(config_to_toml(config))
 
@@ -172,121 +192,81 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     spec = input_spec_for(splits.train.images)
     mean, std = channel_stats(splits.train.images)
 
-    # Model and objective
-    model = build_model(config.model, spec.channels, mean, std, aspects=len(task.aspects))
+    # Model and objective, on the device before the optimiser sees their parameters
+    model = runtime.place(build_model(config.model, spec.channels, mean, std, aspects=len(task.aspects)))
     objective: Objective = build_objective(config.objective, len(splits.train.classes), config.model.embedding_dim,
-                                           aspect_classes=task.aspect_classes, instance_dims=config.model.instance_dims)
+                                           aspect_classes=task.aspect_classes,
+                                           instance_dims=config.model.instance_dims).to(runtime.device)
     total_steps = task.steps_per_epoch(objective.batch_kind) * config.optim.epochs
     if config.optim.max_steps:
         total_steps = min(total_steps, config.optim.max_steps)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     optimizer, scheduler = build_optimizer(config, params, total_steps)
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "history": []}
+    state = RunState()
     last = run_dir / CHECKPOINT_LAST
     if resume and last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
-        objective.load_state_dict(saved["objective"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        if ddp.is_main:
-            print(f"resumed from {last} at epoch {state['epoch']}, step {state['step']}", file=sys.stderr)
-    step_module: nn.Module = TrainingStep(model, objective)
-    if ddp.world_size > 1:
-        # One DDP wrapper around model *and* objective, so trainable proxies (ArcFace) sync too.
-        step_module = nn.parallel.DistributedDataParallel(step_module)
+        saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
+        model.load_state_dict(saved.model)
+        objective.load_state_dict(saved.objective)
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        if runtime.scaler is not None and saved.scaler is not None:
+            runtime.scaler.load_state_dict(saved.scaler)
+        state = saved.state
+        if runtime.is_main:
+            print(f"resumed from {last} at epoch {state.epoch}, step {state.step}", file=sys.stderr)
+    # One DDP wrapper around model *and* objective, so trainable proxies (ArcFace) sync too.
+    step_module = runtime.wrap(TrainingStep(model, objective, runtime))
 
-    log = MetricsLog(run_dir, enabled=ddp.is_main)
+    log = MetricsLog(run_dir, enabled=runtime.is_main)
     if resume:
-        log.restart_from(state["history"], state["step"])
-    meta = {
-        "config": config.model_dump(),
+        log.restart_from(state.history, state.step)
+    record = Checkpoint(
+        config=config, input=spec, mean=mean, std=std, model={},
         # Called as a library there is no command line; the saved config replays the run exactly.
-        "command": shlex.join(command or ["python", "-m", "training", "train", "--config",
-                                          str(run_dir / "config.toml")]),
-        "input": spec.model_dump(),
-        "classes": splits.train.classes,
-        "aspects": task.aspects,
-        "mean": mean,
-        "std": std,
-        "world_size": ddp.world_size,
-    }
+        command=shlex.join(command or ["python", "-m", "training", "train", "--config", str(run_dir / "config.toml")]),
+        classes=splits.train.classes, aspects=task.aspects, world_size=runtime.world_size,
+        runtime=runtime.describe(),
+    )
 
     # Loop
-    for epoch in range(state["epoch"], config.optim.epochs):
-        if config.optim.max_steps and state["step"] >= config.optim.max_steps:
+    for epoch in range(state.epoch, config.optim.epochs):
+        if config.optim.max_steps and state.step >= config.optim.max_steps:
             break
         # Reseed per epoch: the batch order and augmentation of epoch e are the same on every rank
         # and after a resume.
         seed_everything(config.seed * 1000 + epoch)
-        loader = task.train_loader(objective.batch_kind, epoch, ddp.rank, ddp.world_size)
-        model.train()
-        started, seen, totals = time.perf_counter(), 0, {"loss": 0.0}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", disable=not (progress and ddp.is_main),
-                   leave=False, dynamic_ncols=True)
-        batches = 0
-        for batch in bar:
-            loss, stats = step_module(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            batches += 1
-            seen += sum(len(v) for k, v in batch.items() if k.startswith("images"))
-            loss_value = ddp.mean(float(loss.detach()))
-            totals["loss"] += loss_value
-            for key, value in stats.items():
-                totals[key] = totals.get(key, 0.0) + value
-            log.step(state["step"], loss_value)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-            if config.optim.max_steps and state["step"] >= config.optim.max_steps:
-                break
-        elapsed = time.perf_counter() - started
-        values = {f"train_{k}": v / max(batches, 1) for k, v in totals.items()}
-        values["train_images_per_s"] = seen * ddp.world_size / max(elapsed, 1e-9)
-        values["lr"] = float(scheduler.get_last_lr()[0])
-        # Cumulative training time (validation excluded), so "time to reach P@1 = x" can be read off.
-        state["train_seconds"] = state.get("train_seconds", 0.0) + elapsed
-        values["train_seconds"] = state["train_seconds"]
-        state["epoch"] = epoch + 1
-        if ddp.is_main:
+        loader = runtime.loader(task.train_loader(objective.batch_kind, epoch, runtime.rank, runtime.world_size))
+        values = train_one_epoch(step_module, optimizer, scheduler, loader, runtime, state, log,
+                                 max_steps=config.optim.max_steps, progress=progress,
+                                 description=f"epoch {epoch + 1}/{config.optim.epochs}")
+        state.epoch = epoch + 1
+        if runtime.is_main:
             values.update(task.validate(torch_embedder(model)))
             score = values[task.selection_metric]
-            state["history"].append({"epoch": epoch + 1, **values})
+            state.history.append({"epoch": epoch + 1, **values})
             log.write(epoch + 1, values)
             summary = ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k.startswith("val_") or k == "train_loss")
             print(f"epoch {epoch + 1}: {summary}", file=sys.stderr, flush=True)
-            checkpoint = {**meta, "model": model.state_dict(), "objective": objective.state_dict(),
-                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
-            if state["best"] is None or score > state["best"]["score"]:
-                state["best"] = {"epoch": epoch + 1, "score": score, "metric": task.selection_metric}
-                _atomic_save(checkpoint, run_dir / CHECKPOINT_BEST)
-            _atomic_save(checkpoint, last)
-        if ddp.world_size > 1:
-            dist.barrier()
-    if ddp.is_main:
-        (run_dir / "summary.json").write_text(json.dumps({"best": state["best"], "history": state["history"]}, indent=2))
-    if ddp.world_size > 1:
-        dist.barrier()
+            improved = state.best is None or score > state.best["score"]
+            if improved:
+                state.best = {"epoch": epoch + 1, "score": score, "metric": task.selection_metric}
+            checkpoint = replace(record, model=model.state_dict(), objective=objective.state_dict(),
+                                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=state,
+                                 scaler=runtime.scaler.state_dict() if runtime.scaler is not None else None)
+            if improved:
+                checkpoint.save(run_dir / CHECKPOINT_BEST)
+            checkpoint.save(last)
+        runtime.barrier()
+    if runtime.is_main:
+        (run_dir / "summary.json").write_text(json.dumps({"best": state.best, "history": state.history}, indent=2))
+    runtime.barrier()
     return run_dir
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    """Write then rename, so a crash mid-save never leaves a half-written checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_trained_model(path: str | Path) -> tuple[EmbeddingModel, dict[str, Any]]:
-    """Rebuild a model from a checkpoint written by :func:`train`; returns (model in eval mode, checkpoint)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    config = TrainConfig.model_validate(checkpoint["config"])
-    spec = InputSpec.model_validate(checkpoint["input"])
-    model = build_model(config.model, spec.channels, checkpoint["mean"], checkpoint["std"],
-                        aspects=len(checkpoint.get("aspects") or []))
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
+def load_trained_model(path: str | Path) -> tuple[EmbeddingModel, Checkpoint]:
+    """Rebuild a model from a checkpoint written by :func:`train`: (model on the CPU in eval mode,
+    the checkpoint). ``checkpoint["state"]`` and the like still read as the saved dict does."""
+    checkpoint = Checkpoint.load(path)
+    return checkpoint.build_model(), checkpoint

@@ -61,7 +61,7 @@ class InstanceMarginLoss(nn.Module):
         positive = similarity.gather(1, partner[:, None])
         negative = torch.ones_like(similarity, dtype=torch.bool)
         negative.fill_diagonal_(False)
-        negative[torch.arange(2 * n), partner] = False
+        negative[torch.arange(2 * n, device=z.device), partner] = False
         violation = F.relu(similarity - positive + self.margin) * negative
         # Mean over the violating triplets (the library's AvgNonZeroReducer).
         return violation.sum() / (violation > 0).sum().clamp(min=1)
