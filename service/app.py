@@ -44,7 +44,9 @@ def load_state(settings: Settings) -> ServiceState:
         # (This covers startup work on this thread; searches set it on their own threads.)
         faiss.omp_set_num_threads(settings.faiss_threads)
     runner = ModelRunner(settings.model_path, settings.device, settings.allow_cpu_fallback, settings.intra_op_threads,
-                         settings.intra_op_spinning)
+                         settings.intra_op_spinning, device_id=settings.device_id, providers=settings.provider_order,
+                         max_batch=max(settings.batch_max_size, settings.max_images_per_request),
+                         cache_dir=settings.data_dir / "tensorrt-cache")
     runner.warm_up()
     spec = runner.spec
     store = IndexStore(settings.data_dir, spec.embedding_dim, spec.aspects,

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+GPU_PROVIDER_NAMES = ("tensorrt", "cuda")  # ONNX Runtime's TensorrtExecutionProvider, CUDAExecutionProvider
 
 
 class Settings(BaseSettings):
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when it really loads, else CPU; cuda: require CUDA")
     allow_cpu_fallback: bool = Field(default=False, description="with device=cuda, start on CPU if CUDA fails")
+    device_id: int = Field(default=0, ge=0, description="the CUDA device (ordinal, as this process sees them) "
+                           "the GPU providers run on")
+    providers: str = Field(default="cuda", description="GPU providers to try, in order: tensorrt, cuda "
+                           "(comma-separated); the CPU comes last, as device and fallback allow")
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per inference (0 = cores)")
     intra_op_spinning: bool = Field(default=False, description="let ONNX Runtime's threads spin-wait between runs: "
                                     "a little lower latency for much more CPU per request")
@@ -66,6 +71,20 @@ class Settings(BaseSettings):
     max_pixels_per_request: int = Field(default=50_000_000, ge=1, description="all images of one request together, "
                                         "checked on the headers")
     request_timeout_s: float = Field(default=30.0, gt=0, description="whole request, upload included")
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.replace(" ", ",").split(",") if name.strip()]
+        unknown = [name for name in names if name not in GPU_PROVIDER_NAMES]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"LIKENESS_PROVIDERS={value!r}: name each of {', '.join(GPU_PROVIDER_NAMES)} at most once, "
+                             "in the order to try them")
+        return ",".join(names)
+
+    @property
+    def provider_order(self) -> list[str]:
+        return self.providers.split(",")
 
     @field_validator("api_key", mode="before")
     @classmethod
