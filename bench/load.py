@@ -82,12 +82,16 @@ async def drive(url: str, clients: int, seconds: float, seed: int,
                 mix: dict[str, float] | None = None) -> list[tuple[str, float, int]]:
     """Closed loop: ``clients`` workers, each sending its next request when the last one answers."""
     records: list[tuple[str, float, int]] = []
-    deadline = time.perf_counter() + seconds
+    # Workloads (each reads the gallery) before the clock starts; each client sends at least one
+    # request, so a cell on a starved machine still measures something.
+    workloads = [Workload(seed * 1000 + index, mix) for index in range(clients)]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        deadline = time.perf_counter() + seconds
+
         async def worker(index: int) -> None:
-            workload = Workload(seed * 1000 + index, mix)
-            while time.perf_counter() < deadline:
+            workload = workloads[index]
+            while True:
                 name, path, body, ctype = workload.next()
                 started = time.perf_counter()
                 try:
@@ -96,6 +100,8 @@ async def drive(url: str, clients: int, seconds: float, seed: int,
                 except httpx.HTTPError:
                     status = 0
                 records.append((name, time.perf_counter() - started, status))
+                if time.perf_counter() >= deadline:
+                    break
 
         await asyncio.gather(*(worker(i) for i in range(clients)))
     return records

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         procs = servers(Path(tmp), args.model, args.baseline, args.gallery_items)
         for server in procs.values():
-            server.start(timeout=180)
+            server.start(timeout=args.start_timeout)
         try:
             for endpoint in args.endpoints:
                 for clients in args.clients:
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))
     parser.add_argument("--gallery-items", type=int, default=300, help="items the baselines search (the gallery's)")
+    parser.add_argument("--start-timeout", type=float, default=180,
+                        help="seconds each server may take to load (more on a starved machine)")
     parser.add_argument("--note", default="", help="a sentence about the conditions, added to the page")
     parser.add_argument("--output", type=Path, default=DOCS / "serving-cpu.md")
     args = parser.parse_args(argv)

@@ -1,0 +1,52 @@
+"""The server-CPU benchmark and the profile summary, run tiny: the scripts cannot rot.
+
+Not timed and nothing asserted about speed; the numbers come from the commands in docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bench import serving_cpu
+from bench.server import process_cpu_seconds
+from bench.serving_profile import summarise_stacks
+
+
+def test_serving_cpu_runs_this_tree_beside_a_commit_and_the_baselines(tmp_path):
+    output = tmp_path / "serving-cpu.md"
+    # Four servers start one after another; on a machine busy with other work each may take minutes.
+    serving_cpu.main(["--baseline", "HEAD", "--seconds", "1", "--clients", "2", "--endpoints", "search",
+                      "search_json", "--start-timeout", "900", "--note", "A test run.", "--output", str(output)])
+    results = json.loads((tmp_path / "results" / "serving-cpu.json").read_text())["results"]
+    assert set(results) == {"likeness search 2", "likeness@HEAD search 2", "plain search 2", "naive search 2",
+                            "likeness search_json 2"}
+    for r in results.values():
+        assert r["errors"] == 0 and r["throughput_rps"] > 0 and r["cpu_ms_per_request"] > 0
+    assert "server CPU (ms/req)" in output.read_text() and "A test run." in output.read_text()
+
+
+def test_process_cpu_counts_all_threads():
+    import os
+    import threading
+
+    def spin() -> None:
+        end = process_cpu_seconds(os.getpid()) + 0.2
+        while process_cpu_seconds(os.getpid()) < end:
+            sum(range(1000))
+
+    before = process_cpu_seconds(os.getpid())
+    worker = threading.Thread(target=spin)
+    worker.start()
+    worker.join()
+    assert process_cpu_seconds(os.getpid()) - before >= 0.2
+
+
+def test_profile_summary_counts_inclusive_and_self_samples(tmp_path):
+    raw = tmp_path / "stacks.txt"
+    raw.write_text("thread (101): MainThread;main (service/__main__.py:41);search (service/api/x.py:9) 3\n"
+                   "thread (101): MainThread;main (service/__main__.py:41) 1\n"
+                   "thread (102): worker;run (onnxruntime/session.py:20) 4\n")
+    total, inclusive, own, tids = summarise_stacks(raw)
+    assert total == 8 and tids == {101, 102}
+    assert inclusive["main (service/__main__.py)"] == 4 and own["main (service/__main__.py)"] == 1
+    assert own["search (service/api/x.py)"] == 3 and own["run (onnxruntime/session.py)"] == 4
