@@ -76,7 +76,9 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
     from training.evaluation import torch_embedder
     from training.trainer import load_trained_model
 
-    overrides = [f"data.holdout_classes={_toml_list(HOLDOUT)}", f"optim.epochs={args.epochs}",
+    # One shared space, plain pooling, unless the variant says otherwise (default.toml may not).
+    overrides = ["model.instance_dims=0", "model.antialias=false",
+                 f"data.holdout_classes={_toml_list(HOLDOUT)}", f"optim.epochs={args.epochs}",
                  f"data.train_limit={args.train_limit}", f"seed={seed}", 'name="similarity-ablation"',
                  f'output_dir="{work}/{slug(variant.name)}-{seed}"', *args.set, *variant.overrides]
     config = load_config(args.config, overrides)
