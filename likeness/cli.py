@@ -5,6 +5,7 @@
     likeness train --config default               (the train extra)
     likeness export --checkpoint runs/NAME/best.pt --output models/NAME.onnx
     likeness evaluate models/NAME.onnx
+    likeness demo-data DIR                        a demo shop catalogue to try your-own-data (docs/own-data.md)
 
 Each command hands its arguments to the entry point that already parses them (``python -m service``,
 ``python -m service.index``, ``python -m training``), and imports it only when it runs: the service
@@ -27,13 +28,25 @@ COMMANDS = {
     "train": ("train an embedding model from a TOML config", TRAIN),
     "export": ("export a checkpoint to ONNX with its spec and model card", TRAIN),
     "evaluate": ("evaluate an exported ONNX model (or a checkpoint)", TRAIN),
+    "demo-data": ("write a demo shop catalogue of RGB photos to try training on your own data", TRAIN),
 }
+
+
+class _CommandsFormatter(argparse.HelpFormatter):
+    """argparse measures command names one indent short of where it prints them, so the longest
+    (demo-data) would go on a line of its own; this measures them where they are printed."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        for command in getattr(action, "_choices_actions", []):
+            self._action_max_length = max(self._action_max_length, len(command.dest) + self._current_indent + 2)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="likeness", description="Image similarity: serve a model, index images, "
                                      "train, export and evaluate models.",
-                                     epilog="`likeness COMMAND --help` shows each command's options.")
+                                     epilog="`likeness COMMAND --help` shows each command's options.",
+                                     formatter_class=_CommandsFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (summary, _) in COMMANDS.items():

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -64,25 +65,36 @@ def add_folder(settings, folder: Path, batch_size: int) -> dict:
         state.store.close()
 
 
-def load(url: str, folder: Path, batch_size: int, api_key: str | None) -> dict:
+class ServiceUnreachable(ConnectionError):
+    """``load`` could not reach the service at its URL."""
+
+
+def load(url: str, folder: Path, batch_size: int, api_key: str | None, client=None) -> dict:
+    """POST every image under ``folder`` to the service at ``url`` (or through ``client``, an
+    ``httpx.Client`` already pointed at it); return how many were added and how many failed."""
     import httpx
 
     headers = {"X-API-Key": api_key} if api_key else {}
     entries = list(iter_images(folder))
     added, failed = 0, []
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120) if client is None else _borrowed(client) as client:
         for start in tqdm(range(0, len(entries), batch_size), desc="load", unit="batch"):
             chunk = entries[start:start + batch_size]
             files = [("image", (path.name, path.read_bytes())) for _, path, _ in chunk]
             data = {"id": [item_id for item_id, _, _ in chunk],
                     "metadata": [json.dumps(metadata) for _, _, metadata in chunk]}
-            response = client.post("/items", files=files, data=data)
+            try:
+                response = client.post("/items", files=files, data=data, headers=headers)
+            except httpx.TransportError as exc:
+                raise ServiceUnreachable(f"cannot reach the service at {url} ({exc}); is it running "
+                                         "(likeness serve), and is that its address?") from None
             if response.status_code == 201:
                 added += response.json()["added"]
                 continue
             # One bad file fails its whole request; retry that batch one image at a time.
             for (item_id, path, metadata), file in zip(chunk, files):
-                single = client.post("/items", files=[file], data={"id": item_id, "metadata": json.dumps(metadata)})
+                single = client.post("/items", files=[file], data={"id": item_id, "metadata": json.dumps(metadata)},
+                                     headers=headers)
                 if single.status_code == 201:
                     added += 1
                 else:
@@ -90,6 +102,12 @@ def load(url: str, folder: Path, batch_size: int, api_key: str | None) -> dict:
     for line in failed:
         print(f"failed {line}", file=sys.stderr)
     return {"added": added, "failed": len(failed)}
+
+
+@contextmanager
+def _borrowed(client):
+    """A caller's client, used without closing it."""
+    yield client
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m service.index") -> int:
@@ -126,7 +144,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
             state = _open_store(settings)
             result = state.store.stats()
             state.store.close()
-    except (IndexLocked, IndexMismatch, ModelLoadError) as exc:
+    except (IndexLocked, IndexMismatch, ModelLoadError, ServiceUnreachable) as exc:
         print(f"likeness: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

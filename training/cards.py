@@ -41,7 +41,10 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_model_card(spec: ModelSpec, filename: str) -> str:
+def render_model_card(spec: ModelSpec, path: str) -> str:
+    """The card of the model at ``path`` (as the export command was given it: the re-measure
+    command names it)."""
+    filename = Path(path).name
     training = spec.training
     metrics = spec.metrics
     test = metrics.get("test", {})
@@ -117,24 +120,62 @@ def render_model_card(spec: ModelSpec, filename: str) -> str:
         str(training.get("export_command")),
         "```",
         "",
-        "Re-measure the shipped file:",
+        "Re-measure this file:",
         "",
         "```",
-        f"python -m training evaluate models/{filename}",
+        f"{_program(training)} evaluate {path}",
         "```",
         "",
         "## Data and licence",
         "",
-        f"Trained and evaluated on {FASHION_MNIST_CREDIT}.",
+        *_data_and_licence(training),
         "",
         "## Limitations",
         "",
-        f"- It has seen {spec.input.height}x{spec.input.width} centred product images on a dark background. "
-        "Photos with other backgrounds, framing or scale are out of distribution, and its scores there are not calibrated.",
+        f"- {_seen(spec)} Photos unlike them (other backgrounds, framing, scale or kinds of thing) are out of "
+        "distribution, and its scores there are not calibrated.",
         "- The probability is calibrated for balanced same/different pairs; with another prior, "
         "shift the logit by log(prior odds).",
     ]
     return "\n".join(out) + "\n"
+
+
+def _program(training: dict[str, Any]) -> str:
+    """``likeness`` or ``python -m training``: however the export command was called."""
+    export = str(training.get("export_command") or "")
+    return "likeness" if export.split(" ", 1)[0].endswith("likeness") else "python -m training"
+
+
+def _is_fashion_mnist(training: dict[str, Any]) -> bool:
+    dataset = (training.get("data_summary") or training.get("data_config") or {}).get("dataset", "fashion-mnist")
+    return dataset in ("fashion-mnist", "fashion-aspects")
+
+
+def _data_and_licence(training: dict[str, Any]) -> list[str]:
+    """The data really used and its licence where likeness knows it; your own photos have none recorded."""
+    summary = training.get("data_summary")
+    if summary is None:  # exported before the data summary existed: those models are Fashion-MNIST's
+        return [f"Trained and evaluated on {FASHION_MNIST_CREDIT}."]
+    lines = [f"Trained and evaluated on {training.get('data', summary['dataset'])}.", ""]
+    if not summary.get("aspects"):  # with aspects, the classes are combinations of their values
+        classes = summary["splits"]["train"]["per_class"]
+        lines.append(f"Classes ({len(classes)}): {', '.join(classes)}.")
+    for aspect, values in (summary.get("aspects") or {}).items():
+        lines.append(f"Aspect `{aspect}` ({len(values)} values): {', '.join(values)}.")
+    lines += ["", summary["licence"] + "." if summary.get("licence") else
+              "Licence: not recorded by likeness; the terms of whoever owns these images apply."]
+    return lines
+
+
+def _seen(spec: ModelSpec) -> str:
+    """What the model has seen, in one sentence."""
+    size = f"{spec.input.height}x{spec.input.width}"
+    if _is_fashion_mnist(spec.training):
+        return f"It has seen {size} centred product images on a dark background."
+    summary = spec.training.get("data_summary") or {}
+    train = summary.get("splits", {}).get("train", {})
+    return (f"It has seen {train.get('images', '?')} training images of {train.get('classes', '?')} classes, "
+            f"prepared to {size} {spec.input.mode} (fit `{spec.input.fit}`).")
 
 
 def _selection(training: dict[str, Any]) -> str:
@@ -196,7 +237,7 @@ def _open_set_section(open_set: dict[str, Any]) -> list[str]:
 def write_model_card(onnx_path: str | Path, spec: ModelSpec) -> Path:
     onnx_path = Path(onnx_path)
     card = onnx_path.with_suffix(".md")
-    card.write_text(render_model_card(spec, onnx_path.name))
+    card.write_text(render_model_card(spec, str(onnx_path)))
     return card
 
 

@@ -1,8 +1,9 @@
 """``python -m training``: the batch-job entry point.
 
-    python -m training train    --config default [--set optim.epochs=5 ...] [--resume] [--device cuda:1]
-    python -m training export   --checkpoint runs/NAME/best.pt --output models/NAME.onnx
-    python -m training evaluate models/NAME.onnx [--split test] [--holdout-classes ...]
+    python -m training train     --config default [--set optim.epochs=5 ...] [--resume] [--device cuda:1]
+    python -m training export    --checkpoint runs/NAME/best.pt --output models/NAME.onnx
+    python -m training evaluate  models/NAME.onnx [--split test] [--holdout-classes ...]
+    python -m training demo-data DIR [--per-class 300]   a demo shop catalogue (docs/own-data.md)
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from training.config import load_config
+from training.config import TrainConfig, load_config
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     _config_args(train_p)
     train_p.add_argument("--resume", action="store_true", help="continue from the run directory's last.pt")
     train_p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs, CI)")
+    train_p.add_argument("--no-test", action="store_true",
+                         help="skip measuring best.pt on the test split at the end (export measures it anyway)")
     _device_arg(train_p, "training (and its validation)")
     train_p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                          help="auto: bf16 autocast on a GPU that has it, fp16 with a loss scaler on one that does "
@@ -82,6 +86,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     eval_p.add_argument("--pairs", type=int, default=100_000, help="same and different pairs each, for pair metrics")
     _device_arg(eval_p, "the model")
 
+    demo_p = commands.add_parser("demo-data", help="write a demo shop catalogue of RGB photos (from Fashion-MNIST)",
+                                 description=_demo_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo_p.add_argument("out", help="the folder to write (train/, test/, train.csv, test.csv)")
+    demo_p.add_argument("--per-class", type=int, default=300, help="photos per category, a fifth of them for test")
+    demo_p.add_argument("--size", type=int, default=96, help="side of the square photos in pixels")
+    demo_p.add_argument("--seed", type=int, default=0)
+    demo_p.add_argument("--data-dir", help="where Fashion-MNIST is, if not in the usual places")
+
     args = parser.parse_args(argv)
     try:
         return _run(args, [*prog.split(), *argv])
@@ -106,6 +118,38 @@ def _user_errors() -> tuple[type[Exception], ...]:
             CheckpointError)
 
 
+def _demo_doc() -> str:
+    from training.data import demo_catalogue
+
+    return demo_catalogue.__doc__ or ""
+
+
+def _report_test(run_dir: Path, config: TrainConfig, device) -> None:
+    """Measure the kept checkpoint (best.pt) on the test split with PyTorch on ``device``, print
+    it and save it as ``test.json``: what export measures again on the ONNX file for the card."""
+    from training.evaluate import evaluate_split
+    from training.evaluation import torch_embedder
+    from training.tasks import load_task
+    from training.trainer import CHECKPOINT_BEST, load_trained_model
+
+    model, saved = load_trained_model(run_dir / CHECKPOINT_BEST)
+    task = load_task(config)
+    embedder = torch_embedder(model.to(device))
+    test = task.splits.test
+    metrics = {"checkpoint": str(run_dir / CHECKPOINT_BEST), "epoch": (saved.state.best or {}).get("epoch"),
+               "test": evaluate_split(embedder, test.images, test.labels, config), **task.test_metrics(embedder)}
+    (run_dir / "test.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    numbers = metrics["test"]
+    print(f"test: P@1 {numbers['precision_at_1']:.4f}, MAP@R {numbers['map_at_r']:.4f}, pair ROC-AUC "
+          f"{numbers['roc_auc']:.4f} on {numbers['items']} test images (best.pt, epoch {metrics['epoch']}, "
+          f"measured with PyTorch; saved in {run_dir / 'test.json'}; export measures the ONNX file again "
+          "and writes the card)", file=sys.stderr, flush=True)
+    if "aspects" in metrics:
+        accuracy = metrics["aspects"]["triplet_accuracy"]
+        print("test triplet accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()),
+              file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     if args.command == "train":
         from training.runtime import Runtime
@@ -115,7 +159,16 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         runtime = Runtime.start(args.device, args.precision, args.workers, args.channels_last)
         run_dir = train(config, resume=args.resume, command=command,
                         progress=not args.no_progress, runtime=runtime)
+        if not args.no_test and runtime.is_main:
+            _report_test(run_dir, config, runtime.device)
         print(run_dir)
+        return 0
+    if args.command == "demo-data":
+        from training.data.demo_catalogue import write_demo_catalogue
+
+        counts = write_demo_catalogue(args.out, args.per_class, args.size, args.seed, args.data_dir)
+        print(f"{counts['train']} training and {counts['test']} test photos in {args.out}/train and "
+              f"{args.out}/test; aspects in {args.out}/train.csv and {args.out}/test.csv")
         return 0
     if args.command == "export":
         from training.export import export_checkpoint

@@ -24,9 +24,17 @@ class DataConfig(_Section):
     train_limit: int = Field(default=0, ge=0, description="use only this many training images (0 = all)")
     test_limit: int = Field(default=0, ge=0, description="use only this many test images (0 = all)")
     holdout_classes: list[str] = Field(default_factory=list, description="classes kept out of train and val")
-    # For image folders: the size and channels images are prepared to (built-in datasets know theirs).
-    image_size: int = Field(default=0, ge=0)
-    channels: int = Field(default=0, ge=0, le=3)
+    # For image folders (folder, aspects-csv): the square size and channels photos are prepared to
+    # (0 = 64 and 3, RGB); built-in datasets know theirs.
+    image_size: int = Field(default=0, ge=0, description="side of the square model input for image folders (0 = 64)")
+    channels: Literal[0, 1, 3] = Field(default=0, description="1 (greyscale) or 3 (RGB) for image folders (0 = 3)")
+    # How a photo of another shape or size becomes the model's square input, in training and in the
+    # service alike (stored in the model's spec): pad keeps the whole photo and fills the bars with
+    # the grey level pad_value (also the background of transparent pixels); crop keeps the centre;
+    # stretch ignores the aspect ratio.
+    fit: Literal["pad", "crop", "stretch"] = "pad"
+    pad_value: int = Field(default=0, ge=0, le=255, description="grey level of padding: 0 black, 255 white")
+    resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
     # Conditional (CSN) data: aspect names and triplet counts.
     aspects: list[str] = Field(default_factory=list)
     train_triplets: int = Field(default=200_000, ge=0)

@@ -35,6 +35,7 @@ from contract import (
 from training.cards import write_model_card
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig
+from training.data.summary import data_summary, describe_data
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
 from training.layers import fold_static_layers
@@ -219,7 +220,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             aspect_decisions=aspect_decisions,
             aspect_calibrations=aspect_calibrations,
             near_duplicate=near_duplicate,
-            training=_training_record(config, saved, checkpoint, command),
+            training=_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
             metrics=metrics,
         )
         attach_spec(bare, spec, output)
@@ -229,17 +230,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
 
 
 def _training_record(config: TrainConfig, saved: Checkpoint, checkpoint: str | Path,
-                     command: list[str] | None) -> dict[str, Any]:
+                     command: list[str] | None, data_facts: dict[str, Any]) -> dict[str, Any]:
     best = saved.state.best or {}
-    data = config.data
-    described = f"{data.dataset} train split"
-    if data.train_limit:
-        described += f", {data.train_limit} images"
-    described += f", minus {data.val_size} validation images (stratified, seed {config.seed})"
-    if data.holdout_classes:
-        described += f"; classes never seen in training: {', '.join(data.holdout_classes)}"
     return {
-        "data": described,
+        # The images really used (validation shrinks on a small catalogue), from the loaded data.
+        "data": describe_data(data_facts),
+        "data_summary": data_facts,
         "data_config": config.data.model_dump(),
         "classes": saved.classes,
         "objective": config.objective.model_dump(exclude_none=True),

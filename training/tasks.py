@@ -50,7 +50,8 @@ class ClassTask:
         self.splits = load_splits(data.dataset, data.data_dir, val_size=data.val_size, seed=config.seed,
                                   holdout_classes=data.holdout_classes, train_limit=data.train_limit,
                                   test_limit=data.test_limit, download=data.download,
-                                  image_size=data.image_size, channels=data.channels)
+                                  image_size=data.image_size, channels=data.channels, fit=data.fit,
+                                  pad_value=data.pad_value, resample=data.resample)
         _, height, width, _ = self.splits.train.images.shape
         # The instance term needs a second, edited view of every image.
         view = make_edit_augment(config.augment, height, width) if config.objective.instance_weight > 0 else None

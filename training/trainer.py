@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from contract import InputSpec
 from training.checkpoint import Checkpoint, RunState
-from training.config import TrainConfig, config_to_toml
+from training.config import DataConfig, TrainConfig, config_to_toml
 from training.data.sources import Splits
+from training.data.summary import data_summary, format_data_summary
 from training.evaluation import torch_embedder
 from training.models import EmbeddingModel, build_model
 from training.objectives import Objective, build_objective
@@ -106,9 +107,13 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
-def input_spec_for(images: np.ndarray) -> InputSpec:
+def input_spec_for(images: np.ndarray, data: DataConfig | None = None) -> InputSpec:
+    """The model's input: the training images' size and channels, prepared with the data config's
+    fit, pad grey level and filter (what the service then does to every upload)."""
     _, height, width, channels = images.shape
-    return InputSpec(height=height, width=width, channels=channels, fit="pad", resample="bilinear", pad_value=0)
+    data = data or DataConfig()
+    return InputSpec(height=height, width=width, channels=channels, fit=data.fit, resample=data.resample,
+                     pad_value=data.pad_value)
 
 
 def build_optimizer(config: TrainConfig, params: list[nn.Parameter], total_steps: int):
@@ -189,8 +194,12 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     # Data
     task = load_task(config)
     splits: Splits = task.splits
-    spec = input_spec_for(splits.train.images)
+    spec = input_spec_for(splits.train.images, config.data)
     mean, std = channel_stats(splits.train.images)
+    data_facts = data_summary(task, config, spec)
+    if runtime.is_main:
+        print(format_data_summary(data_facts), file=sys.stderr, flush=True)
+        (run_dir / "data.json").write_text(json.dumps(data_facts, indent=2) + "\n")
 
     # Model and objective, on the device before the optimiser sees their parameters
     model = runtime.place(build_model(config.model, spec.channels, mean, std, aspects=len(task.aspects)))
@@ -227,7 +236,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         # Called as a library there is no command line; the saved config replays the run exactly.
         command=shlex.join(command or ["python", "-m", "training", "train", "--config", str(run_dir / "config.toml")]),
         classes=splits.train.classes, aspects=task.aspects, world_size=runtime.world_size,
-        runtime=runtime.describe(),
+        runtime=runtime.describe(), extras={"data_summary": data_facts},
     )
 
     # Loop

@@ -23,9 +23,9 @@ def test_help_lists_every_command(tmp_path):
     done = likeness("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     listed = done.stdout.split("positional arguments:")[1]
-    for name in ("serve", "index", "train", "export", "evaluate"):
+    for name in ("serve", "index", "train", "export", "evaluate", "demo-data"):
         assert f"\n    {name} " in listed
-    assert set(COMMANDS) == {"serve", "index", "train", "export", "evaluate"}
+    assert set(COMMANDS) == {"serve", "index", "train", "export", "evaluate", "demo-data"}
 
 
 @pytest.mark.parametrize(("command", "shows"), [
@@ -34,6 +34,7 @@ def test_help_lists_every_command(tmp_path):
     ("train", "--config"),
     ("export", "--checkpoint"),
     ("evaluate", "--split"),
+    ("demo-data", "--per-class"),
 ])
 def test_each_command_has_help(command, shows, tmp_path):
     done = likeness(command, "--help", cwd=tmp_path)

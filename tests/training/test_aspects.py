@@ -134,3 +134,31 @@ def test_labeled_view_of_aspect_data():
                                          FASHION_MNIST_CLASSES), seed=0)
     view = data.as_labeled("group")
     assert view.classes == list(GROUPS) and len(view) == 10
+
+
+def test_aspects_from_a_csv_keep_their_own_values_and_the_preparation_settings(tmp_path):
+    from contract import InputSpec as Spec
+    from training.config import load_config
+    from training.data.aspects import AspectTask
+    from training.data.demo_catalogue import COLOURS, write_demo_catalogue
+    from training.data.summary import data_summary
+
+    write_demo_catalogue(tmp_path / "shop", per_class=20, size=24)
+    config = load_config(None, ['data.dataset="aspects-csv"', f'data.data_dir="{tmp_path / "shop"}"',
+                                'data.aspects=["category", "colour"]', "data.image_size=16", 'data.fit="crop"',
+                                "data.eval_triplets=100"])
+    task = AspectTask(config)
+    assert task.splits.train.images.shape[1:] == (16, 16, 3)
+    assert (len(task.splits.train), len(task.splits.val), len(task.splits.test)) == (128, 32, 40)
+
+    def embed(images):
+        vectors = np.random.default_rng(len(images)).normal(size=(len(images), 8))
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), None
+
+    metrics = task.test_metrics(embed)["aspects"]
+    # The CSV's colours, not the tint palette of the built-in fashion-aspects data.
+    assert "palette" not in metrics and set(metrics["values"]["colour"]) == set(COLOURS)
+    assert not set(COLOURS) & set(PALETTE)
+    summary = data_summary(task, config, Spec(height=16, width=16, channels=3, fit="crop"))
+    assert summary["aspects"]["colour"] == metrics["values"]["colour"]
+    assert summary["validation"] == {"asked": 5000, "used": 32, "seed": 0}

@@ -7,8 +7,9 @@
 - ``color``: each image tinted with one of the 8 colours of :data:`PALETTE` (``white`` is the
   untinted image), chosen per image by a seeded generator.
 
-``aspects-csv``: your own data, ``data_dir`` holding ``train.csv`` and ``test.csv`` (optionally
-``val.csv``), each with a ``path`` column (relative to the CSV) and one column per aspect.
+``aspects-csv``: your own data, ``data_dir`` holding ``train.csv`` and ``test.csv``, each with a
+``path`` column (relative to the CSV) and one column per aspect; validation is carved out of
+``train.csv`` (docs/own-data.md).
 
 Triplets (Veit et al.): for an aspect, an anchor and a *close* item share the aspect's value and a
 *far* item does not; the aspect index comes with the triplet. Validation and test triplets are
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from contract import InputSpec, load_image_file
 from training.config import TrainConfig
 from training.data.arrays import LabeledImages, stratified_split
-from training.data.sources import FASHION_MNIST_CLASSES, Splits, load_raw
+from training.data.sources import FASHION_MNIST_CLASSES, Splits, folder_input_spec, load_raw, validation_size
 from training.data.torch_data import Transform, make_augment, make_edit_augment
 
 # name -> RGB. Distinct hues at full saturation; white leaves the grey image as it is.
@@ -296,16 +297,19 @@ class AspectTask:
         elif data.dataset == "aspects-csv":
             unseen_test = None
             folder = Path(data.data_dir or ".")
-            spec = InputSpec(height=data.image_size or 64, width=data.image_size or 64, channels=data.channels or 3)
+            spec = folder_input_spec(data.image_size, data.channels, data.fit, data.pad_value, data.resample)
             train_all = read_aspects_csv(folder / "train.csv", spec, self.aspects)
             test = read_aspects_csv(folder / "test.csv", spec, self.aspects, train_all.values)
             overall_test = test.as_labeled(self.primary)
         else:
             raise AspectDataError(f"dataset {data.dataset!r} has no aspects; use fashion-aspects or aspects-csv")
-        rest, val_idx = stratified_split(train_all.labels[self.primary], min(data.val_size, len(train_all) // 5),
+        rest, val_idx = stratified_split(train_all.labels[self.primary], validation_size(data.val_size, len(train_all)),
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
         self.aspect_classes = [len(train_all.values[a]) for a in self.aspects]
+        # Each aspect's values, in label order: the built-in palette for fashion-aspects, the CSV's
+        # own values for aspects-csv.
+        self.aspect_values = {a: list(train_all.values[a]) for a in self.aspects}
         # The overall embedding means "alike on every aspect": its labels are the combinations of
         # aspect values. (On the untinted test split colour is constant, so there they reduce to
         # the first aspect, the standard Fashion-MNIST classes.)
@@ -377,5 +381,7 @@ class AspectTask:
             "test_triplets": int(len(self.test_triplets)),
             "triplet_accuracy": triplet_accuracy(space, self.test_triplets, self.aspects),
             "precision_at_1": precision,
-            "palette": {name: list(rgb) for name, rgb in PALETTE.items()},
+            # The tint colours exist only in fashion-aspects; data from a CSV has its own values.
+            **({"palette": {name: list(rgb) for name, rgb in PALETTE.items()}}
+               if self.config.data.dataset == "fashion-aspects" else {"values": self.aspect_values}),
         }}

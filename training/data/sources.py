@@ -40,9 +40,20 @@ class Splits:
     holdout_classes: tuple[str, ...] = ()
 
 
+def folder_input_spec(image_size: int = 0, channels: int = 0, fit: str = "pad", pad_value: int = 0,
+                      resample: str = "bilinear") -> InputSpec:
+    """How a user's photos become model input: ``image_size`` square (0 = 64), ``channels`` (0 = 3),
+    resized with ``fit`` (pad with grey ``pad_value``, crop or stretch) and the ``resample`` filter."""
+    size = image_size or 64
+    return InputSpec(height=size, width=size, channels=channels or 3, fit=fit, pad_value=pad_value,
+                     resample=resample)
+
+
 def load_raw(dataset: str, data_dir: str | None = None, *, download: bool = False,
-             image_size: int = 0, channels: int = 0) -> tuple[LabeledImages, LabeledImages]:
-    """Return the dataset's official (train, test) splits."""
+             image_size: int = 0, channels: int = 0, fit: str = "pad", pad_value: int = 0,
+             resample: str = "bilinear") -> tuple[LabeledImages, LabeledImages]:
+    """Return the dataset's official (train, test) splits; image folders are prepared as
+    :func:`folder_input_spec` says."""
     if dataset == "fashion-mnist":
         folder = _fashion_mnist_folder(data_dir, download)
         return (read_idx_split(folder, "train", FASHION_MNIST_CLASSES),
@@ -55,16 +66,21 @@ def load_raw(dataset: str, data_dir: str | None = None, *, download: bool = Fals
         return read_cifar_split(folder, dataset, True), read_cifar_split(folder, dataset, False)
     if dataset == "folder":
         folder = _require_dir(data_dir, "folder", "one sub-folder per class (optionally under train/ and test/)")
-        spec = InputSpec(height=image_size or 64, width=image_size or 64, channels=channels or 3)
-        return read_image_folder_splits(folder, spec)
+        return read_image_folder_splits(folder, folder_input_spec(image_size, channels, fit, pad_value, resample))
     raise ValueError(f"unknown dataset {dataset!r}; use fashion-mnist, mnist, cifar10, cifar100 or folder")
 
 
 def load_splits(dataset: str, data_dir: str | None = None, *, val_size: int = 5000, seed: int = 0,
                 holdout_classes: list[str] | tuple[str, ...] = (), train_limit: int = 0, test_limit: int = 0,
-                download: bool = False, image_size: int = 0, channels: int = 0) -> Splits:
-    """Load a dataset and split it; held-out classes never reach train or validation."""
-    train, test = load_raw(dataset, data_dir, download=download, image_size=image_size, channels=channels)
+                download: bool = False, image_size: int = 0, channels: int = 0, fit: str = "pad",
+                pad_value: int = 0, resample: str = "bilinear") -> Splits:
+    """Load a dataset and split it; held-out classes never reach train or validation.
+
+    Validation takes ``val_size`` training images, or a fifth of them when that is fewer
+    (:func:`validation_size`); ``len(splits.val)`` is the number really used.
+    """
+    train, test = load_raw(dataset, data_dir, download=download, image_size=image_size, channels=channels,
+                           fit=fit, pad_value=pad_value, resample=resample)
     holdout = list(holdout_classes)
     test_unseen = None
     if holdout:
@@ -74,11 +90,17 @@ def load_splits(dataset: str, data_dir: str | None = None, *, val_size: int = 50
     if train_limit and train_limit < len(train):
         _, keep = stratified_split(train.labels, train_limit, seed + 1)
         train = train.subset(keep)
-    rest, val_idx = stratified_split(train.labels, min(val_size, len(train) // 5), seed)
+    rest, val_idx = stratified_split(train.labels, validation_size(val_size, len(train)), seed)
     if test_limit:
         test = _limit(test, test_limit, seed + 2)
         test_unseen = _limit(test_unseen, test_limit, seed + 3) if test_unseen is not None else None
     return Splits(train.subset(rest), train.subset(val_idx), test, test_unseen, tuple(holdout))
+
+
+def validation_size(asked: int, train_images: int) -> int:
+    """The validation images really held out: ``asked``, but never more than a fifth of the training
+    images, so that most of a small catalogue is still trained on."""
+    return min(asked, train_images // 5)
 
 
 def _limit(data: LabeledImages, n: int, seed: int) -> LabeledImages:
