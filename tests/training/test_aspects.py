@@ -162,3 +162,26 @@ def test_aspects_from_a_csv_keep_their_own_values_and_the_preparation_settings(t
     summary = data_summary(task, config, Spec(height=16, width=16, channels=3, fit="crop"))
     assert summary["aspects"]["colour"] == metrics["values"]["colour"]
     assert summary["validation"] == {"asked": 5000, "used": 32, "seed": 0}
+
+
+def test_csn_test_numbers_include_triplets_on_the_untinted_images(fashion_test):
+    """The untinted test images get their own aspect triplets, for the aspects that vary there (colour
+    does not), scored in the aspect spaces: with tint-blind raw pixels, category triplets there are
+    as good as the tinted ones' and far above chance."""
+    from training.config import load_config
+    from training.data.aspects import AspectTask
+    from training.evaluation.embed import pixel_embedder
+
+    config = load_config("csn", ["data.train_limit=1000", "data.val_size=200", "data.test_limit=600",
+                                 "data.eval_triplets=3000"])
+    task = AspectTask(config)
+    varying, triplets = task.untinted_triplets
+    assert varying == ["category", "group"] and len(triplets) == 3000
+    assert {"color"} == {a for a in task.aspects if len(np.unique(task.untinted.labels[a])) == 1}
+    numbers = task.test_metrics(pixel_embedder())["aspects"]
+    untinted = numbers["untinted_triplet_accuracy"]
+    assert set(untinted) == {"category", "group", "overall"}
+    assert numbers["untinted_test_triplets"] == 3000
+    assert 0.7 < untinted["category"] <= 1.0 and 0.7 < untinted["group"] <= 1.0
+    # The same pixels see the tints on the tinted images, which makes category triplets harder there.
+    assert untinted["category"] > numbers["triplet_accuracy"]["category"]

@@ -113,3 +113,57 @@ def test_a_split_embedding_serves_a_weighted_cosine_and_trains_each_part_with_it
     objective.weight = 0.0  # the class loss alone touches only the class dimensions
     objective(Fixed(), {"images": images[:3], "images_view": images[3:], "labels": labels}).loss.backward()
     assert embeddings.grad[:, 8:].abs().max() == 0 and embeddings.grad[:, :8].abs().max() > 0
+
+
+def test_a_conditional_model_keeps_its_masks_and_aspect_losses_off_the_instance_dimensions():
+    """CSN with a split embedding: masks are zero on the last k dimensions, so aspect embeddings
+    ignore them; the triplet, overall and aspect losses touch only the class part and the instance
+    term (on every triplet member's edited view with instance_views="all") only the instance part."""
+    from training.config import ModelConfig, ObjectiveConfig
+    from training.models import build_model
+    from training.objectives import build_objective
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(widths=[8, 16], depth=1, embedding_dim=12, instance_dims=4, instance_share=0.3,
+                                    masks="learned"), 1, [0.3], [0.3], aspects=2).eval()
+    images = torch.randint(0, 256, (6, 28, 28, 1), dtype=torch.uint8)
+    overall, aspects = model(images)
+    raw, masks = model(images, raw=True)
+    assert masks.shape == (2, 12) and masks[:, 8:].abs().max() == 0 and masks[:, :8].min() >= 0
+    assert aspects.shape == (6, 2, 12) and aspects[:, :, 8:].abs().max() == 0
+    cos = torch.nn.functional.cosine_similarity
+    expected = 0.7 * cos(raw[0, :8], raw[1, :8], dim=0) + 0.3 * cos(raw[0, 8:], raw[1, 8:], dim=0)
+    assert float(overall[0] @ overall[1]) == pytest.approx(float(expected), abs=1e-5)
+
+    config = ObjectiveConfig(name="csn", instance_weight=1.0, overall_weight=0.2, aspect_weight=1.0)
+    objective = build_objective(config, 3, 12, aspect_classes=[3, 2], instance_dims=4)
+    assert objective.overall_loss.W.shape[0] == 8  # ArcFace's proxies live in the class part only
+    n = 2
+    embeddings = torch.randn(5 * n, 12, requires_grad=True)  # anchors, closes, fars, then 2 of 3 views
+    fixed_masks = masks.detach()
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x, raw=False):
+            assert len(x) in (3 * n, 5 * n)  # the views go in only when the instance term is on
+            return embeddings[:len(x)], fixed_masks
+
+    batch = {"images_anchor": images[:n], "images_close": images[n:2 * n], "images_far": images[2 * n:3 * n],
+             "images_anchor_view": images[:n], "images_close_view": images[n:2 * n],
+             "aspect": torch.tensor([0, 1]), "labels": torch.tensor([[0, 0, 1], [2, 2, 0]]),
+             "aspect_labels": torch.tensor([[[0, 1], [0, 1], [1, 0]], [[2, 0], [2, 1], [0, 0]]])}
+    objective.instance_weight = 0.0  # everything but the instance term: the class part only
+    objective.embed_norm_weight = 0.0  # (the norm penalty is on the whole raw embedding by design)
+    objective(Fixed(), batch).loss.backward()
+    assert embeddings.grad[:, 8:].abs().max() == 0 and embeddings.grad[:3 * n, :8].abs().max() > 0
+    embeddings.grad = None
+    objective.instance_weight, objective.overall_weight, objective.aspect_weight = 1.0, 0.0, 0.0
+
+    class NoTriplet(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return torch.zeros(())
+
+    objective.triplet = NoTriplet()
+    objective(Fixed(), batch).loss.backward()
+    # The instance term pairs anchors and closes with their views, on the instance part only.
+    assert embeddings.grad[:, :8].abs().max() == 0
+    assert embeddings.grad[:2 * n, 8:].abs().min() > 0 and embeddings.grad[2 * n:3 * n].abs().max() == 0

@@ -207,9 +207,11 @@ class TripletDataset(Dataset):
     """Yields one CSN triplet: three augmented uint8 HWC images and the aspect index."""
 
     def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
-                 labels: np.ndarray, aspects: list[str], view_augment: Transform | None = None) -> None:
+                 labels: np.ndarray, aspects: list[str], view_augment: Transform | None = None,
+                 view_all: bool = False) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
-        self.view_augment = view_augment  # an edited second view of the anchor, for the instance term
+        # An edited second view of the anchor (of all three when view_all), for the instance term.
+        self.view_augment, self.view_all = view_augment, view_all
         self.labels = labels
         # The task's aspects, in its order: the data may carry more (a task-specific network
         # trains on one aspect of three-aspect data).
@@ -227,7 +229,10 @@ class TripletDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         anchor, close, far, aspect = (int(v) for v in self.triplets[index])
-        views = {"images_anchor_view": self._image(anchor, self.view_augment)} if self.view_augment else {}
+        views = {}
+        if self.view_augment:
+            members = {"anchor": anchor, "close": close, "far": far} if self.view_all else {"anchor": anchor}
+            views = {f"images_{name}_view": self._image(i, self.view_augment) for name, i in members.items()}
         return {
             **views,
             "images_anchor": self._image(anchor), "images_close": self._image(close), "images_far": self._image(far),
@@ -291,11 +296,18 @@ class AspectTask:
                 test, gray_test = test.subset(keep), gray_test.subset(keep)
             untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64))
             overall_test = untinted.as_labeled(self.primary)
+            # Aspect triplets on the untinted test images as well: a catalogue of plain photos asks
+            # "same category?" too. Colour is constant there, so only the other aspects are drawn.
+            varying = [a for a in self.aspects if len(np.unique(untinted.labels[a])) > 1]
+            self.untinted = untinted
+            self.untinted_triplets = (varying, sample_triplets(untinted.labels, varying, data.eval_triplets,
+                                                               config.seed + 17))
             if unseen_test is not None:
                 unseen_test = fashion_aspects(unseen_test, seed=0, colors=np.zeros(len(unseen_test), dtype=np.int64)
                                               ).as_labeled(self.primary)
         elif data.dataset == "aspects-csv":
             unseen_test = None
+            self.untinted = None
             folder = Path(data.data_dir or ".")
             spec = folder_input_spec(data.image_size, data.channels, data.fit, data.pad_value, data.resample)
             train_all = read_aspects_csv(folder / "train.csv", spec, self.aspects)
@@ -333,7 +345,8 @@ class AspectTask:
         triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
                                    self.config.seed * 1000 + epoch)
         dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint,
-                                 self.aspects, self.view_augment)
+                                 self.aspects, self.view_augment,
+                                 view_all=self.config.objective.instance_views == "all")
         per_rank = max(1, self.config.optim.batch_size // world_size)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
@@ -369,6 +382,18 @@ class AspectTask:
     def aspect_images(self, split: str) -> np.ndarray:
         return {"val": self.val, "test": self.test}[split].images
 
+    def _untinted_metrics(self, embed) -> dict[str, Any]:
+        """Triplet accuracy on the untinted test images, for the aspects that vary there (fashion-aspects)."""
+        from training.evaluation import embed_all
+
+        if self.untinted is None:
+            return {}
+        varying, triplets = self.untinted_triplets
+        embeddings, aspects = embed_all(embed, self.untinted.images, self.config.eval.batch_size)
+        space = self._aspect_space(embeddings, aspects)[:, [self.aspects.index(a) for a in varying]]
+        return {"untinted_test_triplets": int(len(triplets)),
+                "untinted_triplet_accuracy": triplet_accuracy(space, triplets, varying)}
+
     def test_metrics(self, embed) -> dict[str, Any]:
         from training.evaluation import embed_all, retrieval_metrics
 
@@ -381,6 +406,7 @@ class AspectTask:
             "test_triplets": int(len(self.test_triplets)),
             "triplet_accuracy": triplet_accuracy(space, self.test_triplets, self.aspects),
             "precision_at_1": precision,
+            **self._untinted_metrics(embed),
             # The tint colours exist only in fashion-aspects; data from a CSV has its own values.
             **({"palette": {name: list(rgb) for name, rgb in PALETTE.items()}}
                if self.config.data.dataset == "fashion-aspects" else {"values": self.aspect_values}),

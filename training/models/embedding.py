@@ -14,24 +14,31 @@ class ConditionalMasks(nn.Module):
     """One mask over the embedding per aspect of similarity (Veit et al., CSN).
 
     fixed: disjoint blocks of ones, frozen. learned: a table initialised N(0.9, 0.7), ReLU'd in
-    the forward pass so masks stay non-negative.
+    the forward pass so masks stay non-negative. With a split embedding the masks cover the class
+    dimensions only and are zero on the last ``instance_dims``: an aspect ("same colour") is a
+    notion of *kind*, and the instance subspace belongs to the image itself.
     """
 
-    def __init__(self, aspects: int, dim: int, learned: bool) -> None:
+    def __init__(self, aspects: int, dim: int, learned: bool, instance_dims: int = 0) -> None:
         super().__init__()
         self.learned = learned
+        self.instance_dims = instance_dims
+        masked = dim - instance_dims
         if learned:
-            self.table = nn.Parameter(torch.randn(aspects, dim) * 0.7 + 0.9)
+            self.table = nn.Parameter(torch.randn(aspects, masked) * 0.7 + 0.9)
         else:
-            fixed = torch.zeros(aspects, dim)
-            bounds = torch.linspace(0, dim, aspects + 1).round().long()
+            fixed = torch.zeros(aspects, masked)
+            bounds = torch.linspace(0, masked, aspects + 1).round().long()
             for a in range(aspects):
                 fixed[a, bounds[a]:bounds[a + 1]] = 1.0
             self.register_buffer("table", fixed)
 
     def forward(self) -> torch.Tensor:
-        """[A, D] non-negative masks."""
-        return F.relu(self.table) if self.learned else self.table
+        """[A, D] non-negative masks (zero on the instance dimensions)."""
+        table = F.relu(self.table) if self.learned else self.table
+        if not self.instance_dims:
+            return table
+        return torch.cat([table, table.new_zeros(table.shape[0], self.instance_dims)], dim=1)
 
 
 class EmbeddingModel(nn.Module):
@@ -40,8 +47,10 @@ class EmbeddingModel(nn.Module):
     def __init__(self, backbone: Backbone, embedding_dim: int, mean: list[float], std: list[float],
                  masks: ConditionalMasks | None = None, instance_dims: int = 0, instance_share: float = 0.0) -> None:
         super().__init__()
-        if instance_dims and (masks is not None or not 0 < instance_dims < embedding_dim):
-            raise ValueError("instance_dims must leave class dimensions, and does not combine with masks")
+        if instance_dims and not 0 < instance_dims < embedding_dim:
+            raise ValueError("instance_dims must leave class dimensions")
+        if masks is not None and masks.instance_dims != instance_dims:
+            raise ValueError("the masks must leave out exactly the instance dimensions")
         # Two jobs, two subspaces: the first D - k dimensions learn the class, the last k the image
         # itself; the served embedding weighs them so that its cosine is
         # (1 - share) * class cosine + share * instance cosine.
@@ -78,9 +87,10 @@ class EmbeddingModel(nn.Module):
             return features if self.masks is None else (features, self.masks())
         if self.instance_dims:
             k = self.instance_dims
-            return torch.cat([F.normalize(features[:, :-k], dim=-1) * (1 - self.instance_share) ** 0.5,
-                              F.normalize(features[:, -k:], dim=-1) * self.instance_share ** 0.5], dim=-1)
-        embedding = F.normalize(features, dim=-1)
+            embedding = torch.cat([F.normalize(features[:, :-k], dim=-1) * (1 - self.instance_share) ** 0.5,
+                                   F.normalize(features[:, -k:], dim=-1) * self.instance_share ** 0.5], dim=-1)
+        else:
+            embedding = F.normalize(features, dim=-1)
         if self.masks is None:
             return embedding
         return embedding, F.normalize(self.aspect_features(features), dim=-1)
@@ -96,5 +106,6 @@ def build_model(config: ModelConfig, in_channels: int, mean: list[float], std: l
     if config.masks != "none":
         if aspects < 1:
             raise ValueError("masks need at least one aspect (data.aspects)")
-        masks = ConditionalMasks(aspects, config.embedding_dim, learned=config.masks == "learned")
+        masks = ConditionalMasks(aspects, config.embedding_dim, learned=config.masks == "learned",
+                                 instance_dims=config.instance_dims)
     return EmbeddingModel(backbone, config.embedding_dim, mean, std, masks, config.instance_dims, config.instance_share)
