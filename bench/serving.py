@@ -113,9 +113,9 @@ def ort_rate_at(model_path: Path, spec: ModelSpec, batch: int, repeats: int) -> 
 
 def prepare_index(directory: Path, spec: ModelSpec, items: int) -> None:
     """Fill a likeness data dir with ``items`` random unit vectors (search speed does not depend on them)."""
-    from service.index_store import IndexStore, NewItem
+    from service.index_store import EmbeddedStore, NewItem
 
-    store = IndexStore(directory, spec.embedding_dim, spec.aspects, {"name": spec.name, "version": spec.version})
+    store = EmbeddedStore(directory, spec.embedding_dim, spec.aspects, {"name": spec.name, "version": spec.version})
     store.open()
     rng = np.random.default_rng(0)
     spaces = 1 + len(spec.aspects)

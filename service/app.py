@@ -16,7 +16,7 @@ from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.batching import DynamicBatcher
 from service.gallery import seed_gallery
-from service.index_store import IndexStore, StoreOptions
+from service.index_store import StoreOptions, create_store
 from service.inference import InferenceEngine
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
@@ -38,7 +38,8 @@ def store_options(settings: Settings) -> StoreOptions:
 
 
 def load_state(settings: Settings) -> ServiceState:
-    """Load the model and open the index; raises ModelLoadError / IndexMismatch with one clear line."""
+    """Load the model and open the index; raises ModelLoadError / IndexMismatch / IndexLocked /
+    IndexUnavailable with one clear line."""
     if settings.faiss_threads:
         # Many searches run at once; one OpenMP thread each keeps them from fighting over the cores.
         # (This covers startup work on this thread; searches set it on their own threads.)
@@ -49,8 +50,8 @@ def load_state(settings: Settings) -> ServiceState:
                          cache_dir=settings.data_dir / "tensorrt-cache")
     runner.warm_up()
     spec = runner.spec
-    store = IndexStore(settings.data_dir, spec.embedding_dim, spec.aspects,
-                       {"name": spec.name, "version": spec.version}, store_options(settings))
+    store = create_store(settings, spec.embedding_dim, spec.aspects, {"name": spec.name, "version": spec.version},
+                         store_options(settings))
     store.open()
     if settings.seed_gallery and len(store) == 0:
         seed_gallery(store, runner, settings.gallery_dir)
@@ -77,8 +78,8 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
         metrics.model_info.labels(state.runner.spec.name, state.runner.spec.version, provider.active).set(1)
         metrics.index_load_seconds.set(state.store.load_seconds)
         metrics.index_replayed.set(state.store.replayed_changes)
-        log.info("ready: provider %s (%s), %d items in %s, batching %s", provider.active, provider.reason,
-                 len(state.store), settings.data_dir, "on" if batcher else "off")
+        log.info("ready: provider %s (%s), %d items in the %s index, batching %s", provider.active, provider.reason,
+                 state.store.count(), state.store.backend, "on" if batcher else "off")
         if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("LIKENESS_API_KEY is not set (or empty) and the service listens on %s: anyone who can "
                         "reach it can add and delete items", settings.host)
@@ -121,3 +122,13 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, timeout_s=settings.request_timeout_s)
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app as each of LIKENESS_WORKERS processes builds it (``uvicorn --factory``): settings
+    from the environment, the model and index loaded by the lifespan."""
+    from service.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_json, settings.log_level)
+    return create_app(settings)

@@ -131,3 +131,9 @@ def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes
     request's headers are complete, and how long an idle kept-alive connection stays open."""
     return {"http": header_limited_protocol(header_timeout_s, max_header_bytes), "timeout_keep_alive": keep_alive_s,
             "h11_max_incomplete_event_size": max_header_bytes}
+
+
+# The same protocol by import path, for uvicorn's worker processes (which cannot be handed a class
+# made at run time).
+HeaderLimitedProtocol = header_limited_protocol()
+HEADER_LIMITED_PROTOCOL = "service.http_server:HeaderLimitedProtocol"

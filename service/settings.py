@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=2.0, ge=0, description="how long a request waits for company")
 
     # Index
+    index_backend: Literal["embedded", "milvus"] = Field(
+        default="embedded", description="embedded: SQLite + FAISS in LIKENESS_DATA_DIR, one process; milvus: a "
+        "Milvus collection at LIKENESS_MILVUS_URI (docs/scaling.md)")
+    milvus_uri: str = Field(default="", description="milvus backend: http://host:19530 for a Milvus server (any "
+                            "number of workers), or a file path for Milvus Lite (one process); empty: "
+                            "LIKENESS_DATA_DIR/milvus.db")
+    milvus_collection: str = Field(default="likeness", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
+                                   description="milvus backend: the collection that holds this index")
+    milvus_token: SecretStr | None = Field(default=None, description="milvus backend: user:password or API token")
     data_dir: Path = Field(default=Path("./data"), description="where the index lives")
     seed_gallery: bool = Field(default=True, description="index the shipped demo gallery into an empty index")
     gallery_dir: Path = Field(default=REPO_ROOT / "service" / "gallery")
@@ -60,6 +69,8 @@ class Settings(BaseSettings):
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=512, description="API processes on one port, each with its own model "
+                         "session and batcher; more than 1 needs the milvus backend at a server URI")
 
     # Limits: every one gives a 4xx that names it.
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="whole request body")
@@ -71,6 +82,27 @@ class Settings(BaseSettings):
     max_pixels_per_request: int = Field(default=50_000_000, ge=1, description="all images of one request together, "
                                         "checked on the headers")
     request_timeout_s: float = Field(default=30.0, gt=0, description="whole request, upload included")
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    def workers_problem(self) -> str | None:
+        """Why this configuration cannot run LIKENESS_WORKERS processes (None: it can)."""
+        if self.workers == 1:
+            return None
+        if self.index_backend == "embedded":
+            return (f"LIKENESS_WORKERS={self.workers} needs an index that several processes share, and the embedded "
+                    "index has one writer process; use LIKENESS_WORKERS=1, or LIKENESS_INDEX_BACKEND=milvus with "
+                    "LIKENESS_MILVUS_URI=http://HOST:19530 (a Milvus server)")
+        from service.index_store.milvus import is_server_uri
+
+        if not is_server_uri(self.resolved_milvus_uri):
+            return (f"LIKENESS_WORKERS={self.workers} needs an index that several processes share, and the Milvus Lite "
+                    f"file {self.resolved_milvus_uri} opens in one process only; use LIKENESS_WORKERS=1, or set "
+                    "LIKENESS_MILVUS_URI=http://HOST:19530 to a Milvus server (or Milvus Lite in server mode: "
+                    "python -m service.milvus_lite_server FILE)")
+        return None
 
     @field_validator("providers")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, UploadFile
 
 from service.api.errors import ApiError, image_error
+from service.api.store_calls import OffLoopStore
 from service.index_store import OVERALL, IndexStore
 from service.inference import ImagePreparationError, InferenceEngine, PreparationAbandoned, PreparedImage
 from service.item_fields import FieldError, id_problem, parse_object, value_problem
@@ -23,6 +24,9 @@ class ServiceState:
     runner: ModelRunner
     store: IndexStore
     engine: InferenceEngine
+
+    def __post_init__(self) -> None:
+        self.index = OffLoopStore(self.store)  # what routes call: never the store itself
 
     @property
     def model_ref(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract import ImageError
+from service.index_store import IndexUnavailable
 
 
 class ApiError(Exception):
@@ -46,6 +47,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(IndexUnavailable)
+    async def _index_unavailable(_: Request, exc: IndexUnavailable) -> JSONResponse:
+        # The index's own service (Milvus) failed or did not answer: the request may succeed later.
+        return JSONResponse(error_body("index_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

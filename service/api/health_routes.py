@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,7 +29,7 @@ async def readyz(request: Request):
         return JSONResponse(error_body("not_ready", "the model and index are not loaded yet"), status_code=503)
     provider = state.runner.provider
     return ReadyResponse(status="ready", provider=provider.active, device=provider.device,
-                         index_items=len(state.store))
+                         index_items=await state.index.count())
 
 
 @protected_router.get("/model", response_model=ModelResponse)
@@ -40,11 +42,12 @@ async def model(request: Request):
     return ModelResponse(spec=state.runner.spec.model_dump(),
                          provider={"requested": provider.requested, "active": provider.active,
                                    "device": provider.device, "reason": provider.reason},
-                         index=state.store.stats(),
+                         index=await state.index.stats(),
                          limits={name: getattr(state.settings, name) for name in (
                              "max_upload_bytes", "max_pixels", "max_images_per_request", "max_k",
                              "max_metadata_bytes", "max_id_length", "max_pixels_per_request",
-                             "request_timeout_s")})
+                             "request_timeout_s")},
+                         worker=os.getpid())
 
 
 @protected_router.get("/metrics", response_class=Response)
@@ -53,6 +56,6 @@ async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics
     state = getattr(request.app.state, "service", None)
     if state is not None:
-        for space, count in state.store.stats()["spaces"].items():
+        for space, count in (await state.index.stats())["spaces"].items():
             registry.index_items.labels(space).set(count)
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
     ServiceState,
@@ -39,13 +38,10 @@ from service.api.schemas import (
     SimilarityRequest,
     SimilarityResponse,
 )
-from service.index_store import OVERALL, LockBusy
+from service.index_store import OVERALL
 from service.model_runner import Embeddings
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
-# A search over this many items or fewer costs less than a thread hop (flat, 64-d, one query: about
-# 0.05 ms of CPU at 10,000 on the 2 cores of docs/serving.md): done on the event loop.
-INLINE_SEARCH_ITEMS = 10_000
 # JSON routes first: each matches only a JSON Content-Type; everything else falls through to the
 # multipart route on the same path, which documents both shapes (json_body_doc).
 json_router = APIRouter(tags=["similarity"], route_class=JsonBodyRoute)
@@ -148,7 +144,7 @@ async def search_json(request: Request, state: ServiceState = Depends(get_state)
     where = check_filter(body.filter, state)
     space = aspect or OVERALL
     if body.id is not None:
-        query = await run_in_threadpool(state.store.vector, body.id, space)
+        query = await state.index.vector(body.id, space)
         if query is None:
             raise ApiError(404, "not_found", f"no item with id {body.id!r}", "id")
     elif body.vector is not None:
@@ -202,25 +198,11 @@ def normalised(vector: list[float], dim: int) -> np.ndarray:
 
 async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: str | None,
                where: dict[str, Any] | None, min_score: float | None) -> list[list[dict[str, Any]]]:
-    """Each query's hits, as the response's dicts. One query on a small index is searched right
-    here (microseconds: less than a thread hop) unless a write holds the index; anything else goes
-    to a worker thread in one trip, so the event loop never waits on a long search or an fsync."""
-    space = aspect or OVERALL
-
-    def run(blocking: bool = True) -> list[list[dict[str, Any]]]:
-        out = []
-        for query in queries:
-            hits = state.store.search(query, k, space, where, blocking=blocking)
-            out.append([{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
-                        for h in hits if min_score is None or h.score >= min_score])
-        return out
-
-    if len(queries) == 1 and state.store.size_hint <= INLINE_SEARCH_ITEMS:
-        try:
-            return run(blocking=False)
-        except LockBusy:
-            pass
-    return await run_in_threadpool(run)
+    """Each query's hits, as the response's dicts; all queries in one trip to a worker thread, so
+    the event loop never waits on a search, a lock or the network."""
+    found = await state.index.search(queries, k, aspect or OVERALL, where)
+    return [[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
+             for h in hits if min_score is None or h.score >= min_score] for hits in found]
 
 
 # embed ---------------------------------------------------------------------------------------

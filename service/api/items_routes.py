@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
     ServiceState,
@@ -33,7 +32,8 @@ async def add_items(
     metadata: Annotated[list[str] | None, Form(description="optional JSON object per image, in the same order")] = None,
     state: ServiceState = Depends(get_state),
 ) -> ItemsAdded:
-    """Add or replace items. Answers 201 only once every item is durable on disk and searchable."""
+    """Add or replace items. Answers 201 only once every item is durable and searchable: fsynced by
+    SQLite (the embedded index) or written to Milvus's write-ahead log (the milvus index)."""
     settings = state.settings
     if len(id) != len(image):
         raise ApiError(422, "ids_images_mismatch", f"{len(image)} images but {len(id)} ids; send one id per image",
@@ -52,8 +52,7 @@ async def add_items(
         NewItem(item_id, item_vectors(out, i), metas[i] if metas else {}, prepared[i].thumbnail)
         for i, item_id in enumerate(ids)
     ]
-    # SQLite's fsync blocks; keep it off the event loop.
-    stored = await run_in_threadpool(state.store.upsert, items)
+    stored = await state.index.upsert(items)
     return ItemsAdded(added=len(stored), ids=stored)
 
 
@@ -64,7 +63,7 @@ async def list_items(
     state: ServiceState = Depends(get_state),
 ) -> ItemPage:
     """Indexed items in id order, a page at a time; pass ``next`` back as ``after`` for the next page."""
-    items = state.store.list(after, limit)
+    items = await state.index.list(after, limit)
     return ItemPage(items=[item_response(i) for i in items],
                     next=items[-1].id if len(items) == limit else None)
 
@@ -73,7 +72,7 @@ async def list_items(
 async def item_thumbnail(item_id: str, state: ServiceState = Depends(get_state)) -> Response:
     """A PNG thumbnail (longest side 128 px) of the image the item was added with."""
     try:
-        data = state.store.thumbnail(item_id)
+        data = await state.index.thumbnail(item_id)
     except KeyError:
         raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id") from None
     if data is None:
@@ -83,7 +82,7 @@ async def item_thumbnail(item_id: str, state: ServiceState = Depends(get_state))
 
 @router.get("/items/{item_id:path}", response_model=ItemResponse, responses=ERRORS)
 async def get_item(item_id: str, state: ServiceState = Depends(get_state)) -> ItemResponse:
-    item = state.store.get(item_id)
+    item = await state.index.get(item_id)
     if item is None:
         raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
     return item_response(item)
@@ -99,6 +98,6 @@ def item_response(item: StoredItem) -> ItemResponse:
 @router.delete("/items/{item_id:path}", response_model=Deleted, responses=ERRORS,
                dependencies=[Depends(require_write_key)])
 async def delete_item(item_id: str, state: ServiceState = Depends(get_state)) -> Deleted:
-    if not await run_in_threadpool(state.store.delete, item_id):
+    if not await state.index.delete(item_id):
         raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id")
     return Deleted(deleted=item_id)

@@ -139,3 +139,4 @@ class ModelResponse(BaseModel):
     provider: dict[str, str]
     index: dict[str, Any]
     limits: dict[str, Any] = Field(description="the request limits this server enforces")
+    worker: int = Field(description="the process id of the API worker that answered (LIKENESS_WORKERS)")

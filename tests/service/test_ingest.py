@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.index_store import IndexStore
+from service.index_store import EmbeddedStore
 from service.ingest import ingest_files
 from service.model_runner import ModelRunner
 from tests.conftest import DEFAULT_MODEL, png_bytes
@@ -14,7 +14,7 @@ from tests.hostile import crafted_files
 
 def test_unusable_files_and_entries_are_skipped_with_a_reason(tmp_path):
     runner = ModelRunner(DEFAULT_MODEL, device="cpu")
-    store = IndexStore(tmp_path / "data", runner.spec.embedding_dim, runner.spec.aspects,
+    store = EmbeddedStore(tmp_path / "data", runner.spec.embedding_dim, runner.spec.aspects,
                        {"name": runner.spec.name, "version": runner.spec.version})
     store.open()
     crafted = dict(crafted_files())

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.index_store import SNAPSHOT, IndexMismatch, IndexStore, NewItem, StoreOptions
+from service.index_store import SNAPSHOT, EmbeddedStore, IndexMismatch, NewItem, StoreOptions
 from service.vector_index import IndexOptions
 
 DIM = 16
@@ -25,8 +25,8 @@ def options(kind: str, **extra) -> StoreOptions:
     return StoreOptions(index=IndexOptions(type=kind, ivf_min_train=200, hnsw_ef_search=64), **extra)
 
 
-def make_store(path, kind: str = "flat", aspects: list[str] | None = None, **extra) -> IndexStore:
-    store = IndexStore(path, DIM, aspects or [], {"name": "test", "version": "1"}, options(kind, **extra))
+def make_store(path, kind: str = "flat", aspects: list[str] | None = None, **extra) -> EmbeddedStore:
+    store = EmbeddedStore(path, DIM, aspects or [], {"name": "test", "version": "1"}, options(kind, **extra))
     store.open()
     return store
 
@@ -109,7 +109,7 @@ def test_automatic_snapshots_trim_the_log(tmp_path):
         store.wait_for_maintenance()  # snapshots run in the background
     stats = store.stats()
     assert stats["snapshot_change"] == 100 and stats["applied_change"] == 120
-    remaining = store._require_db().execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+    remaining = store._log._require_db().execute("SELECT COUNT(*) FROM changes").fetchone()[0]
     assert remaining == 20
     store.close()
 
@@ -187,14 +187,14 @@ def test_compaction_keeps_writes_that_land_while_it_rebuilds(tmp_path):
 def test_an_index_from_another_model_is_refused(tmp_path):
     make_store(tmp_path).close()
     with pytest.raises(IndexMismatch, match="16-d"):
-        IndexStore(tmp_path, 32, [], {"name": "other"}, options("flat")).open()
+        EmbeddedStore(tmp_path, 32, [], {"name": "other"}, options("flat")).open()
 
 
-def open_with_version_2(path, caplog) -> tuple[IndexStore, list[str]]:
+def open_with_version_2(path, caplog) -> tuple[EmbeddedStore, list[str]]:
     """Open the index with a newer model of the same shape; return it and the warnings logged."""
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="likeness.index"):
-        store = IndexStore(path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
+        store = EmbeddedStore(path, DIM, [], {"name": "test", "version": "2"}, options("flat"))
         store.open()
     return store, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
@@ -373,22 +373,15 @@ def test_rows_an_older_version_stored_load_with_their_problem(tmp_path, caplog):
     store.close()
 
 
-def test_stored_vectors_per_space_and_a_search_that_will_not_wait(tmp_path):
-    """vector() returns what upsert stored, per space; search(blocking=False) refuses to wait for a
-    writer (the API's event loop then searches on a worker thread instead)."""
-    from service.index_store import LockBusy
-
+def test_stored_vectors_per_space(tmp_path):
+    """vector() returns what upsert stored, per space."""
     store = make_store(tmp_path, aspects=["colour"])
     rng = np.random.default_rng(0)
     vectors = np.stack([unit(rng, 2), unit(rng, 2)], axis=1)  # [2 items, 2 spaces, DIM]
     store.upsert([NewItem(f"v-{i}", v) for i, v in enumerate(vectors)])
     np.testing.assert_array_equal(store.vector("v-1"), vectors[1, 0])
     np.testing.assert_array_equal(store.vector("v-1", "colour"), vectors[1, 1])
-    assert store.vector("missing") is None and store.size_hint == 2
+    assert store.vector("missing") is None and store.count() == 2
     with pytest.raises(KeyError):
         store.vector("v-1", "no-such-space")
-    assert store.search(vectors[0, 0], 1, blocking=False)[0].id == "v-0"
-    with store._lock.write():
-        with pytest.raises(LockBusy):
-            store.search(vectors[0, 0], 1, blocking=False)
     store.close()
