@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "nsl-ablation": "bench.nsl_ablation",
     "similarity-ablation": "bench.similarity_ablation",
+    "instance-share": "bench.instance_share",
     "nsl-kernels": "bench.nsl_kernels",
     "index": "bench.index_bench",
     "load": "bench.load",

@@ -1,0 +1,141 @@
+"""How much of the served cosine should the instance subspace get?
+
+    python -m bench instance-share [--model models/default.onnx] [--open-set-checkpoint PATH ...]
+
+A split model (``model.instance_dims`` > 0) serves ``(1 - share) x class cosine + share x instance
+cosine``. ``share`` changes no weight: it only weighs the two L2-normalised halves of the served
+embedding, so every share can be measured from one pass over the test images. For the exported
+model: P@1, MAP@R and pair ROC-AUC on the 10,000 Fashion-MNIST test images, and near-duplicate R@1
+(training.evaluation.near_duplicates: mean over the edits and the worst edit) for each share. For
+each open-set checkpoint given (the recipe trained without coat, shirt, sneaker and ankle boot):
+MAP@R and P@1 on those unseen classes' test images. Writes docs/instance-share.md and its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from bench.common import DOCS, make_parser, markdown_table, page_header, write_json
+from contract import ModelSpec
+from training.data.sources import load_raw
+from training.evaluation import embed_all, evaluate_embeddings, retrieval_metrics
+from training.evaluation.embed import onnx_embedder, torch_embedder
+from training.evaluation.near_duplicates import EDITS, edited_queries, exact_copies, query_sample, recall_at_1
+
+REPO = Path(__file__).resolve().parents[1]
+SHARES = [0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
+
+
+def _halves(embeddings: np.ndarray, instance_dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The served embedding's class and instance parts, each L2-normalised again."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return unit(embeddings[:, :-instance_dims]), unit(embeddings[:, -instance_dims:])
+
+
+def reweigh(halves: tuple[np.ndarray, np.ndarray], share: float) -> np.ndarray:
+    """Concatenate the halves so that the dot product is (1 - share) x class + share x instance cosine."""
+    kind, own = halves
+    return np.concatenate([kind * (1 - share) ** 0.5, own * share ** 0.5], axis=1).astype(np.float32)
+
+
+def _instance_dims(spec: ModelSpec) -> tuple[int, float]:
+    backbone = (spec.training or {}).get("backbone", {})
+    dims = int(backbone.get("instance_dims") or 0)
+    if not dims:
+        raise SystemExit(f"{spec.name} {spec.version} has no instance subspace (model.instance_dims is 0)")
+    return dims, float(backbone["instance_share"])
+
+
+def model_rows(model: Path, queries: int, pairs: int) -> tuple[dict, list[dict]]:
+    spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(model)).metadata_props})
+    dims, shipped = _instance_dims(spec)
+    _, test = load_raw("fashion-mnist")
+    images = test.images if spec.input.channels == 1 else np.repeat(test.images, 3, axis=3)
+    embedder = onnx_embedder(model)
+    gallery = _halves(embed_all(embedder, images)[0], dims)
+    originals = query_sample(len(images), queries)
+    same = exact_copies(images, originals)
+    edited = {name: _halves(embed_all(embedder, edited_queries(images[originals], spec.input, edit))[0], dims)
+              for name, edit in EDITS.items()}
+    rows = []
+    for share in SHARES:
+        served = reweigh(gallery, share)
+        retrieval = retrieval_metrics(served, test.labels)
+        per_edit = {name: recall_at_1(reweigh(query, share), served, originals, same) for name, query in edited.items()}
+        worst = min(per_edit, key=per_edit.get)
+        rows.append({"share": share, "precision_at_1": retrieval["precision_at_1"], "map_at_r": retrieval["map_at_r"],
+                     "roc_auc": evaluate_embeddings(served, test.labels, pairs)["roc_auc"],
+                     "near_duplicate_mean": float(np.mean(list(per_edit.values()))),
+                     "near_duplicate_worst": per_edit[worst], "worst_edit": worst})
+    shown = model.resolve().relative_to(REPO) if model.resolve().is_relative_to(REPO) else model
+    about = {"model": f"{spec.name} {spec.version}", "path": str(shown), "instance_dims": dims, "shipped_share": shipped,
+             "queries": int(len(originals)), "gallery": int(len(images)), "pairs": pairs}
+    return about, rows
+
+
+def open_set_rows(checkpoint: Path) -> tuple[dict, list[dict]]:
+    from training.tasks import load_task
+    from training.trainer import load_trained_model
+
+    model, saved = load_trained_model(checkpoint)
+    dims = saved.config.model.instance_dims
+    if not dims:
+        raise SystemExit(f"{checkpoint} has no instance subspace (model.instance_dims is 0)")
+    unseen = load_task(saved.config).splits.test_unseen
+    if unseen is None:
+        raise SystemExit(f"{checkpoint} held no classes out; an open-set checkpoint needs holdout_classes")
+    halves = _halves(embed_all(torch_embedder(model), unseen.images)[0], dims)
+    rows = []
+    for share in SHARES:
+        retrieval = retrieval_metrics(reweigh(halves, share), unseen.labels)
+        rows.append({"share": share, "unseen_precision_at_1": retrieval["precision_at_1"],
+                     "unseen_map_at_r": retrieval["map_at_r"]})
+    about = {"checkpoint": str(checkpoint), "holdout_classes": list(saved.config.data.holdout_classes),
+             "epochs": saved.state.epoch, "train_limit": saved.config.data.train_limit, "seed": saved.config.seed,
+             "instance_share": saved.config.model.instance_share, "unseen_images": int(len(unseen))}
+    return about, rows
+
+
+def render(model: tuple[dict, list[dict]], open_sets: list[tuple[dict, list[dict]]]) -> str:
+    about, rows = model
+    lines = page_header("The instance share of the served cosine")
+    lines += [f"Model: {about['model']} (`{about['path']}`), instance subspace {about['instance_dims']} dimensions, "
+              f"shipped with share {about['shipped_share']}. Same weights in every row: only the weighting of the "
+              f"two halves changes. P@1, MAP@R: the {about['gallery']:,} Fashion-MNIST test images; pair ROC-AUC: "
+              f"{about['pairs']:,} seeded balanced pairs; near-duplicate R@1: {about['queries']:,} seeded originals, "
+              f"each edit of training/evaluation/near_duplicates.py, searched against all {about['gallery']:,}.", ""]
+    lines.append(markdown_table(
+        ["share", "P@1", "MAP@R", "pair ROC-AUC", "near-dup R@1 (mean)", "near-dup R@1 (worst)", "worst edit"],
+        [[f"{r['share']:.2f}", f"{r['precision_at_1']:.4f}", f"{r['map_at_r']:.4f}", f"{r['roc_auc']:.4f}",
+          f"{r['near_duplicate_mean']:.4f}", f"{r['near_duplicate_worst']:.4f}", r["worst_edit"]] for r in rows]))
+    for about, rows in open_sets:
+        lines += ["", f"Open set: `{about['checkpoint']}` (seed {about['seed']}, {about['epochs']} epochs, "
+                      f"train_limit {about['train_limit'] or 'none'}; held out {', '.join(about['holdout_classes'])}; "
+                      f"{about['unseen_images']:,} unseen test images).", ""]
+        lines.append(markdown_table(["share", "unseen P@1", "unseen MAP@R"],
+                                    [[f"{r['share']:.2f}", f"{r['unseen_precision_at_1']:.4f}",
+                                      f"{r['unseen_map_at_r']:.4f}"] for r in rows]))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser("instance-share", __doc__)
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
+    parser.add_argument("--open-set-checkpoint", type=Path, nargs="*", default=[])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--pairs", type=int, default=100_000)
+    parser.add_argument("--output", type=Path, default=DOCS / "instance-share.md")
+    args = parser.parse_args(argv)
+    model = model_rows(args.model, args.queries, args.pairs)
+    open_sets = [open_set_rows(path) for path in args.open_set_checkpoint]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(model, open_sets))
+    write_json(args.output, {"model": model, "open_sets": open_sets})
+    print(json.dumps(model[1][SHARES.index(model[0]["shipped_share"])] if model[0]["shipped_share"] in SHARES else {}))
+    print(f"wrote {args.output}")
