@@ -18,6 +18,8 @@ from bench.common import make_parser
 # benchmarks use budgets that fit an afternoon on 2 cores; each page states its budget.
 RUNS: dict[str, list[str]] = {
     "quality": [],
+    # The shipped model's share swept; the open-set runs of the similarity ablation when they exist.
+    "instance-share": [],
     "nsl-kernels": [],
     "serving": ["--repeats", "3"],
     # The before-figure of issue 21 (server CPU per request) is the service code of this commit.

@@ -52,10 +52,12 @@ def _instance_dims(spec: ModelSpec) -> tuple[int, float]:
     return dims, float(backbone["instance_share"])
 
 
-def model_rows(model: Path, queries: int, pairs: int) -> tuple[dict, list[dict]]:
+def model_rows(model: Path, queries: int, pairs: int, limit: int = 0) -> tuple[dict, list[dict]]:
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(model)).metadata_props})
     dims, shipped = _instance_dims(spec)
     _, test = load_raw("fashion-mnist")
+    if limit:
+        test = test.subset(np.arange(min(limit, len(test))))
     images = test.images if spec.input.channels == 1 else np.repeat(test.images, 3, axis=3)
     embedder = onnx_embedder(model)
     gallery = _halves(embed_all(embedder, images)[0], dims)
@@ -130,9 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--open-set-checkpoint", type=Path, nargs="*", default=[])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=100_000)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N test images (smoke runs)")
     parser.add_argument("--output", type=Path, default=DOCS / "instance-share.md")
     args = parser.parse_args(argv)
-    model = model_rows(args.model, args.queries, args.pairs)
+    model = model_rows(args.model, args.queries, args.pairs, args.limit)
     open_sets = [open_set_rows(path) for path in args.open_set_checkpoint]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(model, open_sets))

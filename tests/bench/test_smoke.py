@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from bench import csn, index_bench, load, nsl_ablation, nsl_kernels, openset, quality, serving, similarity_ablation
+from bench import (
+    csn,
+    index_bench,
+    instance_share,
+    load,
+    nsl_ablation,
+    nsl_kernels,
+    openset,
+    quality,
+    serving,
+    similarity_ablation,
+)
 from tests.conftest import DEFAULT_MODEL
 
 TINY_TRAINING = ["model.widths=[8, 16]", "model.depth=1", "data.test_limit=600", "eval.pairs=1000",
@@ -47,6 +59,25 @@ def test_quality_benchmark(tmp_path):
     near = results["raw pixels (cosine)"]["near_duplicates"]
     assert near["queries"] == 40 and near["recall_at_1"]["jpeg q90"] == 1.0
     assert "Near-duplicate R@1 by edit" in output.read_text()
+
+
+def test_instance_share_benchmark(tmp_path):
+    """The shipped share reproduces the served embedding exactly; share 0 and 1 are its two halves."""
+    from training.data.sources import load_raw
+    from training.evaluation import embed_all
+    from training.evaluation.embed import onnx_embedder
+
+    output = tmp_path / "share.md"
+    instance_share.main(["--limit", "400", "--pairs", "400", "--queries", "30", "--output", str(output)])
+    about, rows = _written(output)["model"]
+    assert about["gallery"] == 400 and [r["share"] for r in rows] == instance_share.SHARES
+    assert all(0 <= r["near_duplicate_worst"] <= r["near_duplicate_mean"] <= 1 for r in rows)
+    _, test = load_raw("fashion-mnist")
+    served, _ = embed_all(onnx_embedder(DEFAULT_MODEL), test.images[:50])
+    halves = instance_share._halves(served, about["instance_dims"])
+    assert np.allclose(instance_share.reweigh(halves, about["shipped_share"]), served, atol=1e-5)
+    assert np.allclose(instance_share.reweigh(halves, 0.0)[:, :-about["instance_dims"]], halves[0], atol=1e-6)
+    assert "| share | P@1 |" in output.read_text()
 
 
 def test_similarity_ablation(tmp_path):
