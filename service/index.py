@@ -111,7 +111,7 @@ def _borrowed(client):
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m service.index") -> int:
-    from service.index_store import IndexLocked, IndexMismatch
+    from service.index_store import IndexLocked, IndexMismatch, IndexUnavailable
     from service.model_runner import ModelLoadError
     from service.settings import Settings
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
             state = _open_store(settings)
             result = state.store.stats()
             state.store.close()
-    except (IndexLocked, IndexMismatch, ModelLoadError, ServiceUnreachable) as exc:
+    except (IndexLocked, IndexMismatch, IndexUnavailable, ModelLoadError, ServiceUnreachable) as exc:
         print(f"likeness: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
