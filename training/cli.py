@@ -31,7 +31,9 @@ def _device_arg(parser: argparse.ArgumentParser, what: str) -> None:
                              "asking for CUDA where there is none is an error, never a quiet CPU run")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides of a parsed `train` command, its shortcuts (--data-dir, --holdout-classes,
+    --seed) included."""
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
@@ -47,6 +49,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     """Parse and run one command; ``prog`` is how the user called it (``likeness`` for the installed
     command), used in help, errors and the command lines recorded in runs and model cards."""
     argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, [*prog.split(), *argv])
+    except _user_errors() as error:  # evaluated only when something is raised
+        # A wrong checkpoint, a missing dataset, a bad data file: one line that says what to fix,
+        # not a traceback.
+        print(f"{prog} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
+    """The parser of every command, without running one (the documented commands' test parses them)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,15 +108,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> int
     demo_p.add_argument("--size", type=int, default=96, help="side of the square photos in pixels")
     demo_p.add_argument("--seed", type=int, default=0)
     demo_p.add_argument("--data-dir", help="where Fashion-MNIST is, if not in the usual places")
-
-    args = parser.parse_args(argv)
-    try:
-        return _run(args, [*prog.split(), *argv])
-    except _user_errors() as error:  # evaluated only when something is raised
-        # A wrong checkpoint, a missing dataset, a bad data file: one line that says what to fix,
-        # not a traceback.
-        print(f"{prog} {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return parser
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -155,7 +162,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         from training.runtime import Runtime
         from training.trainer import train
 
-        config = load_config(args.config, _overrides(args))
+        config = load_config(args.config, config_overrides(args))
         runtime = Runtime.start(args.device, args.precision, args.workers, args.channels_last)
         run_dir = train(config, resume=args.resume, command=command,
                         progress=not args.no_progress, runtime=runtime)
