@@ -62,6 +62,7 @@ log = logging.getLogger("likeness.index")
 MAX_VECTOR_FIELDS = 4  # Milvus 2.5's default proxy.maxVectorFieldNum
 MAX_THUMBNAIL_CHARS = 65_535  # Milvus's VARCHAR limit
 CALL_TIMEOUT_S = 30.0  # pymilvus retries some failures for minutes without one
+CONNECT_TIMEOUT_S = 10.0
 
 
 def is_server_uri(uri: str) -> bool:
@@ -108,7 +109,7 @@ class MilvusStore(IndexStore):
         from pymilvus import MilvusClient, MilvusException
 
         try:
-            self._client = MilvusClient(self.uri, token=self._token, timeout=CALL_TIMEOUT_S)
+            self._client = MilvusClient(self.uri, token=self._token, timeout=CONNECT_TIMEOUT_S)
         except MilvusException as exc:
             raise IndexUnavailable(self._unreachable(exc)) from None
         except Exception as exc:  # noqa: BLE001 - Milvus Lite reports a file it cannot open in many ways
@@ -130,10 +131,12 @@ class MilvusStore(IndexStore):
         return self.uri if is_server_uri(self.uri) else f"{self.uri} (Milvus Lite)"
 
     def _unreachable(self, exc: BaseException) -> str:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(getattr(exc, "message", "") or exc).strip()
+        first_line = text.splitlines()[0] if text else type(exc).__name__
         hint = ("is Milvus running there, and is LIKENESS_MILVUS_URI its address?" if is_server_uri(self.uri) else
-                "a Milvus Lite file can be open in one process only: is another service using it? For several "
-                "processes, run a Milvus server (or milvus_lite's server mode) and use its http:// address")
+                "a Milvus Lite file opens in one process only: is another service using it? For several "
+                "processes, serve it (python -m service.milvus_lite_server FILE) or run a Milvus server, and set "
+                "LIKENESS_MILVUS_URI to its http:// address")
         return f"cannot open Milvus at {self._where()} ({first_line}); {hint}"
 
     def _call(self, fn, *args, **kwargs):
