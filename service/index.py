@@ -3,6 +3,8 @@
     rebuild     rebuild the FAISS indexes from the SQLite table (the log), and snapshot them
     add-folder  embed every image under a folder and upsert it (offline: the service must be stopped)
     load        send every image under a folder to a running service's POST /items
+    copy-to-milvus  copy the embedded index (vectors as stored, metadata, thumbnails) into a Milvus
+                collection at --milvus-uri (offline: the service must be stopped); no re-embedding
     stats       print the index statistics
 
 Folder layout: ``DIR/**/NAME.ext``. The id is the path relative to DIR without its extension; an
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -63,6 +66,34 @@ def add_folder(settings, folder: Path, batch_size: int) -> dict:
         return {**state.store.stats(), "added": added, "skipped": len(skipped)}
     finally:
         state.store.close()
+
+
+def copy_to_milvus(settings, uri: str, collection: str, batch_size: int) -> dict:
+    """Copy every item of the embedded index in LIKENESS_DATA_DIR into the Milvus collection
+    ``collection`` at ``uri``: the stored vectors of every space (nothing is embedded again),
+    metadata and thumbnails. Items whose stored metadata cannot be returned are skipped and
+    counted. ``created`` becomes the time of the copy."""
+    from service.index_store import NewItem
+    from service.index_store.milvus import MilvusStore
+
+    state = _open_store(settings.model_copy(update={"index_backend": "embedded"}))
+    source, spec = state.store, state.runner.spec
+    target = MilvusStore(uri, collection, spec.embedding_dim, spec.aspects, {"name": spec.name, "version": spec.version})
+    copied, skipped, after = 0, 0, None
+    try:
+        target.open()
+        with tqdm(total=source.count(), desc="copy-to-milvus", unit="item") as bar:
+            while page := source.list(after, batch_size):
+                after = page[-1].id
+                items = [NewItem(item.id, np.stack([source.vector(item.id, space) for space in source.spaces]),
+                                 item.metadata, source.thumbnail(item.id)) for item in page if item.problem is None]
+                copied += len(target.upsert(items))
+                skipped += len(page) - len(items)
+                bar.update(len(page))
+        return {"copied": copied, "skipped": skipped, "milvus": target.stats()}
+    finally:
+        target.close()
+        source.close()
 
 
 class ServiceUnreachable(ConnectionError):
@@ -117,13 +148,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "stats"])
+    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "copy-to-milvus", "stats"])
     parser.add_argument("folder", nargs="?", type=Path)
     parser.add_argument("--data-dir", type=Path, help="default: LIKENESS_DATA_DIR")
     parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH")
     parser.add_argument("--url", help="the running service, for `load`")
     parser.add_argument("--api-key", help="for `load`, when the service requires one (default: LIKENESS_API_KEY)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--milvus-uri", help="for `copy-to-milvus`: a Milvus Lite file or http://HOST:19530")
+    parser.add_argument("--milvus-collection", default="likeness", help="for `copy-to-milvus` (default: likeness)")
     # Intermixed: `load --url URL DIR` (README, compose) puts the folder after an option.
     args = parser.parse_intermixed_args(argv)
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("model_path", args.model)) if v is not None}
@@ -140,6 +173,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
             result = add_folder(settings, args.folder, args.batch_size)
         elif args.command == "rebuild":
             result = rebuild(settings)
+        elif args.command == "copy-to-milvus":
+            if not args.milvus_uri:
+                parser.error("copy-to-milvus needs --milvus-uri")
+            result = copy_to_milvus(settings, args.milvus_uri, args.milvus_collection, args.batch_size)
         else:
             state = _open_store(settings)
             result = state.store.stats()
