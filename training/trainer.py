@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from contract import InputSpec
-from training.checkpoint import Checkpoint, RunState
+from training.checkpoint import Checkpoint, CheckpointError, RunState
 from training.config import DataConfig, TrainConfig, config_to_toml
 from training.data.sources import Splits
 from training.data.summary import data_summary, format_data_summary
@@ -175,6 +175,18 @@ def train_one_epoch(step: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     return values
 
 
+def _refuse_another_network(last: Path, saved: TrainConfig, config: TrainConfig) -> None:
+    """A checkpoint's weights fit only the network and objective they were trained as: say which
+    setting differs, in one line, rather than fail deep in ``load_state_dict``."""
+    differences = [f"{section}.{key}: {value!r} vs {getattr(getattr(config, section), key)!r}"
+                   for section in ("model", "objective")
+                   for key, value in getattr(saved, section).model_dump().items()
+                   if value != getattr(getattr(config, section), key)]
+    if differences:
+        raise CheckpointError(f"cannot resume {last}: it was trained with other settings ({'; '.join(differences)}, "
+                              "saved vs now); resume with the settings it was trained with, or train without --resume")
+
+
 def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None,
           progress: bool = True, runtime: Runtime | None = None) -> Path:
     """Train one model; return the run directory holding ``best.pt``, ``last.pt`` and the logs.
@@ -216,6 +228,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     last = run_dir / CHECKPOINT_LAST
     if resume and last.is_file():
         saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
+        _refuse_another_network(last, saved.config, config)
         model.load_state_dict(saved.model)
         objective.load_state_dict(saved.objective)
         optimizer.load_state_dict(saved.optimizer)

@@ -238,3 +238,19 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     assert [row["epoch"] for row in b] == [1, 2, 3]
     for key in ("train_loss", "val_precision_at_1", "val_map_at_r"):
         assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-6), key
+
+
+def test_resuming_with_another_network_says_which_setting_differs(tmp_path):
+    short = ["data.train_limit=500", "data.val_size=100", "data.test_limit=100", "optim.epochs=1",
+             "optim.max_steps=1", "eval.pairs=100", "eval.val_near_duplicates=0"]
+    first = subprocess.run([*_train_command(tmp_path, short), "--no-test"], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = subprocess.run([*_train_command(tmp_path, [*short, "model.widths=[8, 32]"]), "--resume", "--no-test"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    # One line naming the setting, exit 2 (a user error), not a traceback from load_state_dict.
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"python -m training train: error: cannot resume {tmp_path / 'last.pt'}: it was trained with other settings "
+        "(model.widths: [8, 16] vs [8, 32], saved vs now); resume with the settings it was trained with, or train "
+        "without --resume")
