@@ -12,7 +12,7 @@ from PIL import Image
 
 from training.data.arrays import stratified_split
 from training.data.formats import DatasetFormatError, read_idx
-from training.data.sources import DatasetNotFound, load_raw, load_splits
+from training.data.sources import DatasetNotFound, folder_input_spec, load_raw, load_splits, read_image_folder
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -113,6 +113,21 @@ def test_image_folder_goes_through_the_contract(tmp_path):
     assert len(test) == 6
     # 'pad' fit: the 60x40 images are letterboxed, so the top row is background and the centre is the value.
     assert train.images[0, 0, 0, 0] == 0 and train.images[0, 16, 16, 0] == 30
+
+
+def test_image_folder_reads_every_file_index_load_sends(tmp_path):
+    # A catalogue loaded into the index with `likeness index load` can be trained on as it is.
+    from service.index import IMAGE_SUFFIXES
+
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
+               ".tif": "TIFF", ".tiff": "TIFF"}
+    assert set(formats) == IMAGE_SUFFIXES
+    (tmp_path / "shoes").mkdir()
+    for suffix, kind in formats.items():
+        Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(tmp_path / "shoes" / f"a{suffix}", format=kind)
+    (tmp_path / "shoes" / "notes.txt").write_text("not an image")
+    images = read_image_folder(tmp_path, folder_input_spec(16, 3))
+    assert images.images.shape == (len(formats), 16, 16, 3) and images.classes == ["shoes"]
 
 
 def test_stratified_split_is_balanced_and_deterministic():

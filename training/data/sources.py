@@ -131,10 +131,12 @@ def read_image_folder(root: Path, spec: InputSpec, classes: list[str] | None = N
     if not classes:
         raise DatasetNotFound(f"{root}: no class sub-folders")
     class_to_idx = {name: i for i, name in enumerate(classes)}
+    # torchvision's list lacks GIF, which the service takes and `likeness index load` sends.
+    extensions = (*IMG_EXTENSIONS, ".gif")
     samples = make_dataset(str(root), {c: class_to_idx[c] for c in found if c in class_to_idx},
-                           extensions=IMG_EXTENSIONS, allow_empty=True)
+                           extensions=extensions, allow_empty=True)
     if not samples:
-        raise DatasetNotFound(f"{root}: no images with extensions {', '.join(IMG_EXTENSIONS)}")
+        raise DatasetNotFound(f"{root}: no images with extensions {', '.join(extensions)}")
     images = np.stack([load_image_file(path, spec) for path, _ in samples])
     labels = np.array([label for _, label in samples], dtype=np.int64)
     return LabeledImages(images, labels, list(classes))
