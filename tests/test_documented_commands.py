@@ -37,8 +37,6 @@ SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 VENV_BIN = Path(sys.executable).parent
 VENV = VENV_BIN.parent
 
-# The guide's own quick sizes (its "The sizes used below" section).
-GUIDE_QUICK = {"PHOTOS": "20", "EPOCHS": "1", "TRIPLETS": "640"}
 # Appended to each README training command: a few hundred Fashion-MNIST images, one step, small
 # evaluations. The documented arguments stay as written before them (a later --set wins).
 TINY = ["--no-progress", "--set", "data.train_limit=320", "--set", "data.val_size=64", "--set", "data.test_limit=100",
@@ -78,6 +76,14 @@ NOT_RUN = {
 
 
 # Reading the documents ---------------------------------------------------------------------------
+
+
+def guide_quick_sizes() -> dict[str, str]:
+    """The quick sizes the guide itself offers ("`export PHOTOS=20 EPOCHS=1 ...`" in its text)."""
+    found = re.search(r"`export ((?:[A-Z]+=\d+ ?)+)`", DOCUMENTS["docs/own-data.md"].read_text())
+    assert found, "docs/own-data.md no longer offers quick sizes to export"
+    return dict(item.split("=") for item in found[1].split())
+
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of every fenced block; the language is "" when the fence names none."""
@@ -403,7 +409,7 @@ def guide_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("guide")
     # -e: the first failing command fails the run; the trap stops a server a failure left running.
     script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(guide_script_commands())
-    done = subprocess.run(["bash", "-c", script], cwd=work, env=_shell_env(work, free_port(), **GUIDE_QUICK),
+    done = subprocess.run(["bash", "-c", script], cwd=work, env=_shell_env(work, free_port(), **guide_quick_sizes()),
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
     return work, done
@@ -414,6 +420,7 @@ def test_every_command_in_the_guide_runs(guide_run):
     assert (work / "models" / "shop.onnx").is_file() and (work / "models" / "shop-csn.onnx").is_file()
     printed = json_values(done.stdout)
     loads = [value for value in printed if set(value) == {"added", "failed"}]
+    assert guide_quick_sizes()["PHOTOS"] == "20"
     assert loads == [{"added": 160, "failed": 0}] * 2  # PHOTOS=20: 16 training photos in each of 10 folders
     searches = [value for value in printed if "results" in value]
     assert len(searches) == 3 and all(len(s["results"]) == 5 for s in searches)
