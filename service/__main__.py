@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
     # Several processes: the check above has loaded the model and reached the index (and seeded an
     # empty one); each worker now loads its own. uvicorn starts them by import string.
     state.store.close()
+    del state
     options["http"] = HEADER_LIMITED_PROTOCOL
     uvicorn.run("service.app:create_app_from_environment", factory=True, workers=settings.workers, **options)
     return 0

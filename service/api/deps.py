@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,10 @@ class ServiceState:
     runner: ModelRunner
     store: IndexStore
     engine: InferenceEngine
+    index: OffLoopStore = dataclasses.field(init=False)  # what routes call: never ``store`` itself
 
     def __post_init__(self) -> None:
-        self.index = OffLoopStore(self.store)  # what routes call: never the store itself
+        self.index = OffLoopStore(self.store)
 
     @property
     def model_ref(self) -> dict[str, str]:
