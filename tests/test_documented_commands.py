@@ -133,7 +133,17 @@ def command_key(command: str) -> str:
 def documented_commands(name: str) -> list[str]:
     text = DOCUMENTS[name].read_text()
     return [command for language, body in fenced_blocks(text) if language in SHELL_LANGUAGES
-            for command in split_commands(body)]
+            for command in split_commands(_console_input(body) if language == "console" else body)]
+
+
+def _console_input(body: str) -> str:
+    """A console block's commands: its `$ ` lines (and their continuations), not the output."""
+    kept, continued = [], False
+    for line in body.splitlines():
+        if line.startswith("$ ") or continued:
+            kept.append(line.removeprefix("$ "))
+            continued = line.rstrip().endswith("\\")
+    return "\n".join(kept)
 
 
 def _serve_and_curl(command: str) -> bool:
@@ -173,6 +183,9 @@ def test_the_block_reader_keeps_each_command_whole():
         "make serve &", "cat > x.toml <<'EOF'", "likeness train --config x.toml", "A=1 B=2 likeness serve &",
         "for g in 0 1; do echo $g done", "for a in 1; do echo && break; done"]
     assert commands[1].endswith("b = 1   # one\nEOF")
+    console = "$ likeness index load shop \\\n    --url $URL\n{\"added\": 2}\n$ curl -s $URL/readyz\n"
+    assert [command_key(c) for c in split_commands(_console_input(console))] == [
+        "likeness index load shop --url $URL", "curl -s $URL/readyz"]
 
 
 def test_every_documented_command_is_run_or_listed_with_a_reason():
