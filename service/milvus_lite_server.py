@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    # In server mode the engine does not watch Server's lock file, and stop() kills it with SIGKILL
+    # after 2 s: ask it to shut down first.
+    if server._p is not None:
+        server._p.terminate()
     server.stop()
     return 0
 
