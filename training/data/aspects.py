@@ -298,10 +298,11 @@ class AspectTask:
             overall_test = untinted.as_labeled(self.primary)
             # Aspect triplets on the untinted test images as well: a catalogue of plain photos asks
             # "same category?" too. Colour is constant there, so only the other aspects are drawn.
+            # (A model of colour alone has nothing to measure there.)
             varying = [a for a in self.aspects if len(np.unique(untinted.labels[a])) > 1]
-            self.untinted = untinted
+            self.untinted = untinted if varying else None
             self.untinted_triplets = (varying, sample_triplets(untinted.labels, varying, data.eval_triplets,
-                                                               config.seed + 17))
+                                                               config.seed + 17) if varying else None)
             if unseen_test is not None:
                 unseen_test = fashion_aspects(unseen_test, seed=0, colors=np.zeros(len(unseen_test), dtype=np.int64)
                                               ).as_labeled(self.primary)
