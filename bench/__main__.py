@@ -11,6 +11,7 @@ BENCHMARKS = {
     "instance-share": "bench.instance_share",
     "nsl-kernels": "bench.nsl_kernels",
     "index": "bench.index_bench",
+    "milvus": "bench.milvus_bench",
     "load": "bench.load",
     "openset": "bench.openset",
     "csn": "bench.csn",

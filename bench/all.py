@@ -26,6 +26,8 @@ RUNS: dict[str, list[str]] = {
     "serving-cpu": ["--baseline", "9a39b7f", "--seconds", "3"],
     "load": ["--rounds", "2"],
     "index": [],
+    # Issue 19: embedded flat/HNSW against Milvus Lite at 100k vectors; 1 against 2 API workers on Milvus.
+    "milvus": [],
     "csn": ["--epochs", "2", "--triplets", "20000"],
     # The objective and ablation tables compare on the earlier, smaller backbone ([32, 64, 128] x 3
     # convs): pinned here so they stay reproducible whatever the default recipe becomes.

@@ -27,6 +27,31 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """:func:`process_cpu_seconds` of ``pid`` and of every live process descended from it: a server
+    with several workers (LIKENESS_WORKERS), or one that runs its engine as a child (Milvus Lite)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    total = 0.0
+    for member in tree:
+        try:
+            total += process_cpu_seconds(member)
+        except OSError:
+            if member == pid:
+                raise
+    return total
+
+
 class ServerProcess:
     """``python -m service`` (or another server module given as ``command``) on a free loopback port."""
 
@@ -60,9 +85,9 @@ class ServerProcess:
         raise TimeoutError(f"server not ready in {timeout}s: {self.log_path.read_text()[-2000:]}")
 
     def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far, all its threads, user and system
-        (utime + stime from /proc/PID/stat; Linux only)."""
-        return process_cpu_seconds(self.process.pid)
+        """CPU time the server has used so far, all its threads, user and system (utime + stime
+        from /proc/PID/stat; Linux only): its process and, with several workers, each worker's."""
+        return process_tree_cpu_seconds(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook, no snapshot, no flush."""

@@ -16,6 +16,7 @@ from bench import (
     index_bench,
     instance_share,
     load,
+    milvus_bench,
     nsl_ablation,
     nsl_kernels,
     openset,
@@ -180,3 +181,18 @@ def test_a_work_folder_is_reused_only_for_the_same_configuration(tmp_path):
     other = load_config("default", [f'output_dir="{run}"', 'objective.name="contrastive"'])
     with pytest.raises(SystemExit, match="another configuration"):
         train_or_reuse(other)
+
+
+def test_milvus_benchmark(tmp_path):
+    """Both parts, tiny: the three stores on 2,000 vectors, then 1 and 2 API workers on a Milvus Lite server."""
+    output = tmp_path / "milvus.md"
+    milvus_bench.main(["--n", "2000", "--queries", "30", "--seconds", "1", "--rounds", "1", "--clients", "2",
+                       "--output", str(output)])
+    payload = _written(output)
+    assert set(payload["stores"]) == set(milvus_bench.STORES)
+    assert all(r["recall_at_10"] > 0.9 and r["insert_items_per_s"] > 0 for r in payload["stores"].values())
+    assert payload["stores"]["embedded flat"]["recall_at_10"] == 1.0
+    service = payload["service"]
+    assert [r["workers"] for r in service.values()] == [1, 2]
+    assert all(r["requests"] > 0 and r["errors"] == 0 and r["api_cpu_ms_per_request"] > 0 for r in service.values())
+    assert "## Reading" in output.read_text()
