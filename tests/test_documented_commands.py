@@ -49,6 +49,8 @@ PROVISIONING = "installs into the environment from PyPI; the suite's environment
                "which installs the same extras"
 NO_DOCKER = "needs a Docker engine, which CI machines lack; tests/deploy/ lints the Dockerfiles, validates " \
             "docker-compose.yml and builds the service image's environment from its pins"
+MILVUS_PROFILE = "; tests/deploy/test_runtime_env.py runs the copy job's and the API's commands in the service " \
+                 "image's environment against a Milvus Lite server standing in for Milvus Standalone"
 # Documented commands the suite does not run, and why. Each is still checked: a make target with
 # `make -n`, a training image's arguments with the training parser (test_not_run_commands_parse).
 NOT_RUN = {
@@ -68,6 +70,9 @@ NOT_RUN = {
             NO_DOCKER + "; the training image runs `python -m training`, whose parser must accept the arguments",
         "docker compose restart service": NO_DOCKER,
         "docker compose --profile index run --rm index": NO_DOCKER,
+        "docker compose stop service": NO_DOCKER,
+        "docker compose --profile milvus run --rm copy-to-milvus": NO_DOCKER + MILVUS_PROFILE,
+        "docker compose --profile milvus up -d service-milvus": NO_DOCKER + MILVUS_PROFILE,
         "for gpu in 0 1 2 3; do LIKENESS_GPU=$gpu LIKENESS_PORT=$((8000 + gpu)) docker compose -p "
         "likeness-gpu$gpu up -d service done": NO_DOCKER + ", and GPUs",
         "docker build -f docker/service.Dockerfile --target cpu -t likeness:cpu .": NO_DOCKER,

@@ -64,11 +64,24 @@ def dockerfile_healthcheck(stage: str) -> list[str]:
     return json.loads(re.search(r"^HEALTHCHECK [^\n]*\n\s+CMD (\[[^\n]*\])", stage, re.M).group(1))
 
 
+MILVUS_PROFILE = {"milvus-etcd", "milvus-minio", "milvus-standalone", "service-milvus", "copy-to-milvus"}
+
+
 def compose_services() -> dict[str, dict]:
     services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     # A new service means new commands to run here.
-    assert set(services) == {"service", "index", "train"}, f"run the commands of {sorted(services)} in this test"
+    assert set(services) == {"service", "index", "train", *MILVUS_PROFILE}, (
+        f"run the commands of {sorted(services)} in this test")
     return services
+
+
+def rendered_compose(*profiles: str) -> dict[str, dict]:
+    """The services as docker-compose renders them (variables substituted with their defaults)."""
+    args = [arg for profile in profiles for arg in ("--profile", profile)]
+    done = subprocess.run(["docker-compose", *args, "config"], cwd=REPO, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)["services"]
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +186,110 @@ def test_service_image_runs_every_compose_command(service_venv, tmp_path):
         shutil.copy(source, more / "new" / source.name)
     added = json.loads(run([*likeness, "add-folder", str(more)], env, tmp_path).stdout)
     assert added["added"] == 3 and added["items"] == 309
+
+
+def test_milvus_profile_declares_milvus_standalone_and_a_scaled_api():
+    """The milvus profile as compose renders it. There is no Docker engine here, so Milvus Standalone
+    itself does not run; its images are pinned and each part has a health check and a volume."""
+    services = compose_services()
+    assert {name for name, service in services.items() if service.get("profiles") == ["milvus"]} == MILVUS_PROFILE
+    rendered = rendered_compose("milvus")
+    for name in ("milvus-etcd", "milvus-minio", "milvus-standalone"):
+        assert re.search(r":(v\d+\.\d+\.\d+|RELEASE\.[0-9T-]+Z)$", rendered[name]["image"]), rendered[name]["image"]
+        assert rendered[name]["healthcheck"]["test"][0] == "CMD" and rendered[name]["volumes"]
+    # A Milvus 2.5 server, for the pymilvus 2.5 client the service pins.
+    assert rendered["milvus-standalone"]["image"].startswith("milvusdb/milvus:v2.5.")
+    assert re.search(r"^pymilvus==2\.5\.", (REPO / "docker" / "requirements-service.txt").read_text(), re.M)
+    standalone = rendered["milvus-standalone"]
+    assert standalone["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert standalone["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
+    assert {dependency: how["condition"] for dependency, how in standalone["depends_on"].items()} == {
+        "milvus-etcd": "service_healthy", "milvus-minio": "service_healthy"}
+    # MinIO and etcd stay on the compose network; Milvus on the host's loopback only.
+    assert "ports" not in rendered["milvus-etcd"] and "ports" not in rendered["milvus-minio"]
+    assert standalone["ports"] == ["127.0.0.1:19530:19530/tcp"]
+
+    api = rendered["service-milvus"]
+    assert api["image"] == rendered["service"]["image"] and "command" not in api  # the image's CMD, as `service`
+    assert api["environment"]["LIKENESS_INDEX_BACKEND"] == "milvus"
+    assert api["environment"]["LIKENESS_MILVUS_URI"] == "http://milvus-standalone:19530"
+    assert int(api["environment"]["LIKENESS_WORKERS"]) > 1 and int(api["deploy"]["replicas"]) > 1
+    assert api["depends_on"]["milvus-standalone"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    assert not any(volume.endswith(":/app/data") for volume in services["service-milvus"]["volumes"])  # stateless
+    # One host port per replica.
+    first, last = (int(port) for port in api["ports"][0]["published"].split("-"))
+    assert last - first + 1 >= int(api["deploy"]["replicas"]) and api["ports"][0]["target"] == 8000
+    # The copy job reads the embedded index of `service` (its volume) into the collection the API serves.
+    assert "data:/app/data" in services["copy-to-milvus"]["volumes"]
+    assert "data:/app/data" in services["service"]["volumes"]
+    assert rendered["copy-to-milvus"]["command"][:3] == ["likeness", "index", "copy-to-milvus"]
+    assert "LIKENESS_MILVUS_COLLECTION" not in api["environment"]  # both use the default collection
+
+
+def test_milvus_profile_commands_run_in_the_service_image(service_venv, tmp_path):
+    """The milvus profile's commands in the service image's environment, with a Milvus Lite server on
+    loopback standing in for milvus-standalone (the same gRPC API): the copy job moves an embedded
+    index into Milvus, then the API, with the profile's backend and workers, serves it."""
+    stage = dockerfile_cpu_stage()
+    services = rendered_compose("milvus")
+    python = str(service_venv / "bin" / "python")
+    env = {**dockerfile_env(stage), "LIKENESS_MODEL_PATH": str(REPO / "models" / "default.onnx"),
+           "LIKENESS_DATA_DIR": str(tmp_path / "data"), "LIKENESS_GALLERY_DIR": str(GALLERY),
+           "LIKENESS_HOST": "127.0.0.1", "PATH": f"{service_venv / 'bin'}:/usr/bin:/bin"}
+    milvus_address = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    container = {"http://milvus-standalone:19530": f"http://{milvus_address}", "127.0.0.1:8000": f"127.0.0.1:{port}"}
+
+    def on_this_machine(command: list[str]) -> list[str]:
+        for inside, outside in container.items():
+            command = [arg.replace(inside, outside) for arg in command]
+        return command
+
+    # The embedded index that `service` would have built: 6 images, one sub-folder per label.
+    images = tmp_path / "images"
+    sources = sorted(GALLERY.glob("*.png"))[:6]
+    for n, source in enumerate(sources):
+        (images / ("odd" if n % 2 else "even")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, images / ("odd" if n % 2 else "even") / source.name)
+    assert json.loads(run(["likeness", "index", "add-folder", str(images)], env, tmp_path).stdout)["items"] == 6
+
+    milvus = subprocess.Popen([python, "-m", "service.milvus_lite_server", str(tmp_path / "milvus.db"), "--address",
+                               milvus_address], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = None
+    try:
+        assert "serving" in milvus.stdout.readline().decode()
+        job = services["copy-to-milvus"]
+        copied = run(on_this_machine(job["command"]), {**env, **job["environment"]}, tmp_path)
+        assert json.loads(copied.stdout)["copied"] == 6
+
+        api = services["service-milvus"]["environment"]
+        milvus_env = {key: on_this_machine([api[key]])[0] for key in
+                      ("LIKENESS_INDEX_BACKEND", "LIKENESS_MILVUS_URI", "LIKENESS_WORKERS", "LIKENESS_SEED_GALLERY")}
+        server = subprocess.Popen(dockerfile_instruction(stage, "CMD"), cwd=tmp_path,
+                                  env={**env, **milvus_env, "LIKENESS_PORT": str(port)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.3)
+        assert ready.json()["index_items"] == 6  # the copied index, not a freshly seeded gallery
+        run(on_this_machine(services["service-milvus"]["healthcheck"]["test"][1:]), env, tmp_path, timeout=30)
+        hits = httpx.post(f"http://127.0.0.1:{port}/search", files={"image": ("q.png", sources[3].read_bytes())},
+                          data={"k": "3"}, timeout=30).json()["results"]
+        assert hits[0]["id"] == f"odd/{sources[3].stem}" and hits[0]["metadata"] == {"label": "odd"}
+    finally:
+        for process in (server, milvus):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=60)
 
 
 def test_service_image_has_the_likeness_command(service_venv, tmp_path):
