@@ -13,6 +13,7 @@ imports torch or onnxruntime, so both sides can depend on it.
 
 from contract.images import (
     ACCEPTED_FORMATS,
+    IMAGE_FILE_SUFFIXES,
     ImageError,
     decode_image,
     load_image,
@@ -34,6 +35,7 @@ from contract.spec import (
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "IMAGE_FILE_SUFFIXES",
     "ASPECTS_OUTPUT",
     "EMBEDDING_OUTPUT",
     "IMAGES_INPUT",

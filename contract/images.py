@@ -42,6 +42,9 @@ class ImageError(ValueError):
 # others are rarely tested scientific or legacy formats, so they are refused before any plugin runs.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, WebP, TIFF or PNM (PBM/PGM/PPM)"
+# The file names of those formats: what training reads from a folder and `likeness index load`
+# sends, one list so the two cannot disagree about which photos are in a catalogue.
+IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".pbm", ".pgm", ".ppm")
 
 
 def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:

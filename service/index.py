@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from contract import IMAGE_FILE_SUFFIXES
 
 
 def iter_images(folder: Path) -> Iterator[tuple[str, Path, dict]]:
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.is_file() and path.suffix.lower() in IMAGE_FILE_SUFFIXES:
             relative = path.relative_to(folder)
             metadata = {"label": relative.parts[0]} if len(relative.parts) > 1 else {}
             yield relative.with_suffix("").as_posix(), path, metadata

@@ -116,18 +116,23 @@ def test_image_folder_goes_through_the_contract(tmp_path):
 
 
 def test_image_folder_reads_every_file_index_load_sends(tmp_path):
-    # A catalogue loaded into the index with `likeness index load` can be trained on as it is.
-    from service.index import IMAGE_SUFFIXES
+    # A catalogue loaded into the index with `likeness index load` can be trained on as it is: both
+    # take contract.IMAGE_FILE_SUFFIXES, every one of which Pillow writes and the contract reads.
+    from contract import IMAGE_FILE_SUFFIXES
+    from service.index import iter_images
 
-    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
-               ".tif": "TIFF", ".tiff": "TIFF"}
-    assert set(formats) == IMAGE_SUFFIXES
+    formats = {".png": ("PNG", "RGB"), ".jpg": ("JPEG", "RGB"), ".jpeg": ("JPEG", "RGB"), ".bmp": ("BMP", "RGB"),
+               ".gif": ("GIF", "RGB"), ".webp": ("WEBP", "RGB"), ".tif": ("TIFF", "RGB"), ".tiff": ("TIFF", "RGB"),
+               ".pbm": ("PPM", "1"), ".pgm": ("PPM", "L"), ".ppm": ("PPM", "RGB")}
+    assert set(formats) == set(IMAGE_FILE_SUFFIXES)
     (tmp_path / "shoes").mkdir()
-    for suffix, kind in formats.items():
-        Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(tmp_path / "shoes" / f"a{suffix}", format=kind)
+    for suffix, (kind, mode) in formats.items():
+        image = Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).convert(mode)
+        image.save(tmp_path / "shoes" / f"a{suffix.upper() if suffix == '.ppm' else suffix}", format=kind)
     (tmp_path / "shoes" / "notes.txt").write_text("not an image")
     images = read_image_folder(tmp_path, folder_input_spec(16, 3))
     assert images.images.shape == (len(formats), 16, 16, 3) and images.classes == ["shoes"]
+    assert len(list(iter_images(tmp_path))) == len(formats)
 
 
 def test_stratified_split_is_balanced_and_deterministic():

@@ -124,15 +124,16 @@ def read_image_folder_splits(root: Path, spec: InputSpec, test_fraction: float =
 
 def read_image_folder(root: Path, spec: InputSpec, classes: list[str] | None = None) -> LabeledImages:
     """Read ``root/CLASS/IMAGE`` through the contract's preprocessing, so training sees what the service sees."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import make_dataset
+
+    from contract import IMAGE_FILE_SUFFIXES
 
     found = sorted(d.name for d in root.iterdir() if d.is_dir())
     classes = classes or found
     if not classes:
         raise DatasetNotFound(f"{root}: no class sub-folders")
     class_to_idx = {name: i for i, name in enumerate(classes)}
-    # torchvision's list lacks GIF, which the service takes and `likeness index load` sends.
-    extensions = (*IMG_EXTENSIONS, ".gif")
+    extensions = IMAGE_FILE_SUFFIXES  # the files `likeness index load` sends, no more, no fewer
     samples = make_dataset(str(root), {c: class_to_idx[c] for c in found if c in class_to_idx},
                            extensions=extensions, allow_empty=True)
     if not samples:
