@@ -23,6 +23,7 @@ Writes docs/milvus.md and docs/results/milvus.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -210,7 +211,9 @@ def reading(stores: dict, service: dict) -> list[str]:
         f"{flat['p99_ms']:.1f} and {hnsw['p99_ms']:.1f} ms). Each Milvus call is a gRPC round trip to the Milvus "
         "engine process and a search through its segments; the embedded store is a FAISS call in the process. "
         f"Recall@10: flat {flat['recall_at_10']:.4f}, HNSW {hnsw['recall_at_10']:.4f}, Milvus Lite "
-        f"{lite['recall_at_10']:.4f}. The milvus backend asks for `AUTOINDEX`; Milvus Lite accepts only FLAT, "
+        f"{lite['recall_at_10']:.4f}"
+        f"{' (below 1: Milvus Lite answers AUTOINDEX approximately at this size)' if lite['recall_at_10'] < 1 else ''}"
+        ". The milvus backend asks for `AUTOINDEX`; Milvus Lite accepts only FLAT, "
         "IVF_FLAT and AUTOINDEX (it refuses HNSW with \"local mode only support FLAT IVF_FLAT AUTOINDEX\").",
         f"- **Inserts.** In batches of {flat['batch']}: embedded flat {flat['insert_items_per_s']:,.0f} items/s, "
         f"HNSW {hnsw['insert_items_per_s']:,.0f}, Milvus Lite {lite['insert_items_per_s']:,.0f} (each batch is a "
@@ -243,7 +246,9 @@ def render(stores: dict, service: dict, args: argparse.Namespace) -> str:
                      f"{r['milvus_cpu_ms_per_request']:.2f}", str(r["errors"])] for r in service.values()]
     return "\n".join([
         *page_header("Index backends: embedded (SQLite + FAISS) and Milvus",
-                     " Stores, servers and load generator share the cores with whatever else runs."),
+                     " Stores, servers and load generator share the cores with whatever else runs: the 1-minute "
+                     "load average was " + ", ".join(f"{value:.1f} {when}" for when, value in
+                                                     args.load_average.items()) + "."),
         "## The stores, called directly",
         "",
         f"{args.n:,} unit {args.dim}-d vectors around 1,000 random centres (bench/index_bench.py's generator, seed "
@@ -291,9 +296,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds each server may take to load (more on a starved machine)")
     parser.add_argument("--output", type=Path, default=DOCS / "milvus.md")
     args = parser.parse_args(argv)
+    # The machine is shared: the 1-minute load average before and after each part says how much.
+    load = {"at the start": os.getloadavg()[0]}
     stores = run_stores(args)
+    load["after the stores"] = os.getloadavg()[0]
     service = run_service(args)
+    load["at the end"] = os.getloadavg()[0]
+    args.load_average = load
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(stores, service, args))
-    write_json(args.output, {"stores": stores, "service": service})
+    write_json(args.output, {"stores": stores, "service": service, "load_average_1min": load})
     print(f"wrote {args.output}")
