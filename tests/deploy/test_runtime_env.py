@@ -255,10 +255,14 @@ def test_milvus_profile_commands_run_in_the_service_image(service_venv, tmp_path
     assert json.loads(run(["likeness", "index", "add-folder", str(images)], env, tmp_path).stdout)["items"] == 6
 
     milvus = subprocess.Popen([python, "-m", "service.milvus_lite_server", str(tmp_path / "milvus.db"), "--address",
-                               milvus_address], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               milvus_address], cwd=tmp_path, env={**env, "HOME": str(tmp_path)},  # its engine needs one
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     server = None
     try:
-        assert "serving" in milvus.stdout.readline().decode()
+        said = b""
+        while b"serving" not in said and (line := milvus.stdout.readline()):  # after import warnings, if any
+            said += line
+        assert b"serving" in said, said.decode()[-3000:]
         job = services["copy-to-milvus"]
         copied = run(on_this_machine(job["command"]), {**env, **job["environment"]}, tmp_path)
         assert json.loads(copied.stdout)["copied"] == 6
