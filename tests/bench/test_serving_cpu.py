@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from bench import serving_cpu
-from bench.server import process_cpu_seconds
+from bench.server import process_cpu_seconds, process_tree_cpu_seconds
 from bench.serving_profile import summarise_stacks
 
 
@@ -40,6 +40,25 @@ def test_process_cpu_counts_all_threads():
     worker.join()
     # /proc counts in clock ticks (0.01 s), and 12.52 - 12.32 is 0.19999999999999929 in floats.
     assert process_cpu_seconds(os.getpid()) - before >= 0.2 - 1e-6
+
+
+def test_process_tree_cpu_counts_child_processes():
+    """A server with several workers: its CPU is its own and every descendant's (here a grandchild)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    burn = "import time; end = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint(flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"],
+                             stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        child.stdout.readline()  # the grandchild has burnt its 0.3 s and is still alive
+        assert process_tree_cpu_seconds(child.pid) - process_cpu_seconds(child.pid) >= 0.3 - 0.02
+        assert process_tree_cpu_seconds(os.getpid()) >= process_cpu_seconds(os.getpid()) + 0.3 - 0.02
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the grandchild too
+        child.wait()
 
 
 def test_profile_summary_counts_inclusive_and_self_samples(tmp_path):
