@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from milvus_lite.server import Server
 
+    from service.index_store.milvus import ensure_home_for_milvus_lite
+
+    ensure_home_for_milvus_lite()
     server = Server(args.file, address=args.address)
     if not server.init() or not server.start():
         print(f"milvus-lite: cannot start on {args.address} with {args.file} (in use by another process, or the "

@@ -38,6 +38,8 @@ import base64
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from typing import Any
 
@@ -81,6 +83,15 @@ def _id(pk: str) -> str:
     return bytes.fromhex(pk).decode("utf-8")
 
 
+
+def ensure_home_for_milvus_lite() -> None:
+    """Milvus Lite's engine aborts at start ("Open local milvus failed", or "basic_string:
+    construction from null" in server mode) when HOME is unset, as it is for some service managers
+    and containers run as an arbitrary user; give it the temp folder then."""
+    if not os.environ.get("HOME"):
+        os.environ["HOME"] = tempfile.gettempdir()
+
+
 class MilvusStore(IndexStore):
     backend = "milvus"
     durability = "Milvus's write-ahead log: the upsert returns once Milvus has logged it"
@@ -107,6 +118,9 @@ class MilvusStore(IndexStore):
                 "(LIKENESS_INDEX_BACKEND=embedded) or a model with at most 3 aspects")
         started = time.perf_counter()
         from pymilvus import MilvusClient, MilvusException
+
+        if not is_server_uri(self.uri):
+            ensure_home_for_milvus_lite()
 
         try:
             self._client = MilvusClient(self.uri, token=self._token, timeout=CONNECT_TIMEOUT_S)

@@ -52,3 +52,19 @@ def test_a_thumbnail_too_large_for_a_varchar_is_dropped_and_the_item_kept(tmp_pa
     assert store.thumbnail("big") is None and store.thumbnail("small") == b"png"
     assert "stored without one" in caplog.text and store.count() == 2
     store.close()
+
+
+def test_a_milvus_lite_file_opens_without_home(tmp_path):
+    """Milvus Lite's engine cannot start without HOME (some service managers and containers leave it
+    unset); the store gives it the temp folder rather than reporting the file as held elsewhere."""
+    import os
+
+    script = ("from service.index_store.milvus import MilvusStore\n"
+              "from tests.service.index_store.conftest import DIM, MODEL\n"
+              f"store = MilvusStore({str(tmp_path / 'nohome.db')!r}, 'likeness', DIM, [], MODEL)\n"
+              "store.open(); print('items', store.count(), flush=True); store.close()\n")
+    env = {k: v for k, v in os.environ.items() if k != "HOME"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[3]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "items 0" in done.stdout
