@@ -254,7 +254,18 @@ def _describe_backbone(backbone: dict[str, Any]) -> str:
     placement = f" {' and '.join(where)} only, plain elsewhere" if where else ""
     return (f"layer `{backbone.get('layer')}` (predictor `{backbone.get('predictor')}`){placement}, widths "
             f"{backbone.get('widths')}, {backbone.get('depth')} {'convs' if where else 'NS-convs'} per stage, "
-            f"{backbone.get('embedding_dim')}-d embedding, masks `{backbone.get('masks')}`")
+            f"{backbone.get('embedding_dim')}-d embedding{_split(backbone)}, masks `{backbone.get('masks')}`"
+            + (", anti-aliased pooling" if backbone.get("antialias") else ""))
+
+
+def _split(backbone: dict[str, Any]) -> str:
+    """The split embedding, when there is one: which dimensions learn what, and how the cosine weighs them."""
+    k = backbone.get("instance_dims") or 0
+    if not k:
+        return ""
+    share = backbone.get("instance_share", 0.0)
+    return (f" (the first {backbone['embedding_dim'] - k} dimensions learn the kind of thing, the last {k} the image "
+            f"itself; cosine = {1 - share:.2f} x the first part's + {share:.2f} x the second's)")
 
 
 def _nested(values: dict[str, Any], indent: str = "") -> list[str]:

@@ -103,6 +103,9 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     spec.training.update(epochs_trained=3, best_epoch=2)
     assert ("Checkpoint kept: epoch 3 of the 3-epoch schedule (not the best on validation: "
             f"{best['metric']} peaked at epoch 2)") in render_model_card(spec, "tiny.onnx")
+    # The split embedding and the anti-aliased pooling are named, with the weights of the cosine.
+    assert ("128-d embedding (the first 64 dimensions learn the kind of thing, the last 64 the image itself; "
+            "cosine = 0.70 x the first part's + 0.30 x the second's)") in card and "anti-aliased pooling" in card
     # A hybrid backbone says where its NS layers are.
     spec.training["backbone"].update(layer="dynamic-diag", ns_last_stages=1)
     assert "`dynamic-diag` (predictor `plain`) in the last 1 stage(s) only, plain elsewhere" in \
