@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"py-spy failed: {err.decode()[-2000:]}")
         finally:
             server.stop()
+        total, inclusive, own, _ = summarise_stacks(raw)  # before the temp folder, and py-spy's output, go
     ok = sum(1 for r in records if 200 <= r[2] < 300)
-    total, inclusive, own, _ = summarise_stacks(raw)
     ticks = {tid: after.get(tid, 0) - before.get(tid, 0) for tid in after}
     busy = sorted(((t, tid) for tid, t in ticks.items() if t > 0), reverse=True)
     per_request = cpu * 1000 / max(ok, 1)
