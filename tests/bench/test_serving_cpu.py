@@ -70,3 +70,14 @@ def test_profile_summary_counts_inclusive_and_self_samples(tmp_path):
     assert total == 8 and tids == {101, 102}
     assert inclusive["main (service/__main__.py)"] == 4 and own["main (service/__main__.py)"] == 1
     assert own["search (service/api/x.py)"] == 3 and own["run (onnxruntime/session.py)"] == 4
+
+
+def test_the_profiler_attaches_to_the_running_service_and_names_where_its_cpu_goes(capsys):
+    """The committed profile command end to end, as docs/serving.md gives it: py-spy on a live
+    service under load, its stacks read from the run's own temp folder."""
+    from bench import serving_profile
+
+    serving_profile.main(["--endpoint", "search_json", "--seconds", "2", "--clients", "2", "--rate", "50"])
+    out = capsys.readouterr().out
+    assert "server CPU" in out and "(main)" in out and "top functions" in out
+    assert "Session.run" in out or "ModelRunner" in out or "Runner.run" in out
