@@ -1,10 +1,10 @@
 """How much of the served cosine should the instance subspace get?
 
-    python -m bench instance-share [--model models/default.onnx] [--open-set-checkpoint PATH ...]
+    python -m bench instance-share [--model models/default.onnx models/csn.onnx] [--open-set-checkpoint PATH ...]
 
 A split model (``model.instance_dims`` > 0) serves ``(1 - share) x class cosine + share x instance
 cosine``. ``share`` changes no weight: it only weighs the two L2-normalised halves of the served
-embedding, so every share can be measured from one pass over the test images. For the exported
+embedding, so every share can be measured from one pass over the test images. For each exported
 model: P@1, MAP@R and pair ROC-AUC on the 10,000 Fashion-MNIST test images, and near-duplicate R@1
 (training.evaluation.near_duplicates: mean over the edits and the worst edit) for each share. For
 each open-set checkpoint given (the recipe trained without coat, shirt, sneaker and ankle boot):
@@ -104,41 +104,47 @@ def open_set_rows(checkpoint: Path) -> tuple[dict, list[dict]]:
     return about, rows
 
 
-def render(model: tuple[dict, list[dict]], open_sets: list[tuple[dict, list[dict]]]) -> str:
-    about, rows = model
+def render(models: list[tuple[dict, list[dict]]], open_sets: list[tuple[dict, list[dict]]]) -> str:
     lines = page_header("The instance share of the served cosine")
-    lines += [f"Model: {about['model']} (`{about['path']}`), instance subspace {about['instance_dims']} dimensions, "
-              f"shipped with share {about['shipped_share']}. Same weights in every row: only the weighting of the "
-              f"two halves changes. P@1, MAP@R: the {about['gallery']:,} Fashion-MNIST test images; pair ROC-AUC: "
-              f"{about['pairs']:,} seeded balanced pairs; near-duplicate R@1: {about['queries']:,} seeded originals, "
-              f"each edit of training/evaluation/near_duplicates.py, searched against all {about['gallery']:,}.", ""]
-    lines.append(markdown_table(
-        ["share", "P@1", "MAP@R", "pair ROC-AUC", "near-dup R@1 (mean)", "near-dup R@1 (worst)", "worst edit"],
-        [[f"{r['share']:.2f}", f"{r['precision_at_1']:.4f}", f"{r['map_at_r']:.4f}", f"{r['roc_auc']:.4f}",
-          f"{r['near_duplicate_mean']:.4f}", f"{r['near_duplicate_worst']:.4f}", r["worst_edit"]] for r in rows]))
+    for about, rows in models:
+        lines += [f"Model: {about['model']} (`{about['path']}`), instance subspace {about['instance_dims']} "
+                  f"dimensions, shipped with share {about['shipped_share']}. Same weights in every row: only the "
+                  f"weighting of the two halves changes. P@1, MAP@R: the {about['gallery']:,} Fashion-MNIST test "
+                  f"images; pair ROC-AUC: {about['pairs']:,} seeded balanced pairs; near-duplicate R@1: "
+                  f"{about['queries']:,} seeded originals, each edit of training/evaluation/near_duplicates.py, "
+                  f"searched against all {about['gallery']:,}.", ""]
+        lines.append(markdown_table(
+            ["share", "P@1", "MAP@R", "pair ROC-AUC", "near-dup R@1 (mean)", "near-dup R@1 (worst)", "worst edit"],
+            [[f"{r['share']:.2f}", f"{r['precision_at_1']:.4f}", f"{r['map_at_r']:.4f}", f"{r['roc_auc']:.4f}",
+              f"{r['near_duplicate_mean']:.4f}", f"{r['near_duplicate_worst']:.4f}", r["worst_edit"]] for r in rows]))
+        lines.append("")
     for about, rows in open_sets:
-        lines += ["", f"Open set: `{about['checkpoint']}` (seed {about['seed']}, {about['epochs']} epochs, "
-                      f"train_limit {about['train_limit'] or 'none'}; held out {', '.join(about['holdout_classes'])}; "
-                      f"{about['unseen_images']:,} unseen test images).", ""]
+        lines += [f"Open set: `{about['checkpoint']}` (seed {about['seed']}, {about['epochs']} epochs, "
+                  f"train_limit {about['train_limit'] or 'none'}; held out {', '.join(about['holdout_classes'])}; "
+                  f"{about['unseen_images']:,} unseen test images).", ""]
         lines.append(markdown_table(["share", "unseen P@1", "unseen MAP@R"],
                                     [[f"{r['share']:.2f}", f"{r['unseen_precision_at_1']:.4f}",
                                       f"{r['unseen_map_at_r']:.4f}"] for r in rows]))
-    return "\n".join(lines) + "\n"
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("instance-share", __doc__)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
+    parser.add_argument("--model", type=Path, nargs="+",
+                        default=[REPO / "models" / "default.onnx", REPO / "models" / "csn.onnx"])
     parser.add_argument("--open-set-checkpoint", type=Path, nargs="*", default=[])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N test images (smoke runs)")
     parser.add_argument("--output", type=Path, default=DOCS / "instance-share.md")
     args = parser.parse_args(argv)
-    model = model_rows(args.model, args.queries, args.pairs, args.limit)
+    models = [model_rows(path, args.queries, args.pairs, args.limit) for path in args.model]
     open_sets = [open_set_rows(path) for path in args.open_set_checkpoint]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(model, open_sets))
-    write_json(args.output, {"model": model, "open_sets": open_sets})
-    print(json.dumps(model[1][SHARES.index(model[0]["shipped_share"])] if model[0]["shipped_share"] in SHARES else {}))
+    args.output.write_text(render(models, open_sets))
+    write_json(args.output, {"models": models, "open_sets": open_sets})
+    for about, rows in models:
+        shipped = next((r for r in rows if r["share"] == about["shipped_share"]), {})
+        print(about["model"], json.dumps(shipped))
     print(f"wrote {args.output}")

@@ -69,8 +69,9 @@ def test_instance_share_benchmark(tmp_path):
     from training.evaluation.embed import onnx_embedder
 
     output = tmp_path / "share.md"
-    instance_share.main(["--limit", "400", "--pairs", "400", "--queries", "30", "--output", str(output)])
-    about, rows = _written(output)["model"]
+    instance_share.main(["--model", str(DEFAULT_MODEL), "--limit", "400", "--pairs", "400", "--queries", "30",
+                         "--output", str(output)])
+    [(about, rows)] = _written(output)["models"]
     assert about["gallery"] == 400 and [r["share"] for r in rows] == instance_share.SHARES
     assert all(0 <= r["near_duplicate_worst"] <= r["near_duplicate_mean"] <= 1 for r in rows)
     _, test = load_raw("fashion-mnist")
