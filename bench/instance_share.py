@@ -1,6 +1,6 @@
 """How much of the served cosine should the instance subspace get?
 
-    python -m bench instance-share [--model models/default.onnx models/csn.onnx] [--open-set-checkpoint PATH ...]
+    python -m bench instance-share [--model models/default.onnx ...] [--open-set-checkpoint PATH ...]
 
 A split model (``model.instance_dims`` > 0) serves ``(1 - share) x class cosine + share x instance
 cosine``. ``share`` changes no weight: it only weighs the two L2-normalised halves of the served
@@ -131,8 +131,8 @@ def render(models: list[tuple[dict, list[dict]]], open_sets: list[tuple[dict, li
 
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("instance-share", __doc__)
-    parser.add_argument("--model", type=Path, nargs="+",
-                        default=[REPO / "models" / "default.onnx", REPO / "models" / "csn.onnx"])
+    parser.add_argument("--model", type=Path, nargs="+", default=[REPO / "models" / "default.onnx"],
+                        help="exported models with a split embedding (model.instance_dims > 0)")
     parser.add_argument("--open-set-checkpoint", type=Path, nargs="*", default=[])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=100_000)
