@@ -167,3 +167,18 @@ def test_a_conditional_model_keeps_its_masks_and_aspect_losses_off_the_instance_
     # The instance term pairs anchors and closes with their views, on the instance part only.
     assert embeddings.grad[:, :8].abs().max() == 0
     assert embeddings.grad[:2 * n, 8:].abs().min() > 0 and embeddings.grad[2 * n:3 * n].abs().max() == 0
+
+
+def test_the_csn_split_recipe_builds_a_split_conditional_model():
+    """training/configs/csn-split.toml (measured in docs/benchmarks.md, not shipped) stays loadable."""
+    from training.config import load_config
+    from training.models import build_model
+    from training.objectives import build_objective
+
+    config = load_config("csn-split", [])
+    assert (config.model.instance_dims, config.objective.instance_views) == (64, "all")
+    model = build_model(config.model, 3, [0.5] * 3, [0.5] * 3, aspects=len(config.data.aspects))
+    objective = build_objective(config.objective, 80, config.model.embedding_dim, aspect_classes=[10, 5, 8],
+                                instance_dims=config.model.instance_dims)
+    assert model.masks().shape == (3, 128) and model.masks()[:, 64:].abs().max() == 0
+    assert objective.overall_loss.W.shape[0] == 64
