@@ -18,9 +18,11 @@ import asyncio
 import base64
 import json
 import random
+import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -97,8 +99,10 @@ async def drive(url: str, clients: int, seconds: float, seed: int,
                 try:
                     response = await client.post(path, content=body, headers={"content-type": ctype})
                     status = response.status_code
-                except httpx.HTTPError:
-                    status = 0
+                except httpx.HTTPError as exc:
+                    status = 0  # no HTTP answer: say what happened, the table only counts it
+                    print(f"load: {name} {path} got no HTTP answer: {type(exc).__name__}: {exc}", file=sys.stderr,
+                          flush=True)
                 records.append((name, time.perf_counter() - started, status))
                 if time.perf_counter() >= deadline:
                     break
@@ -129,7 +133,10 @@ def summarise(records: list[tuple[str, float, int]], seconds: float, cpu_seconds
     for name in ENDPOINTS:
         values = sorted(r[1] for r in ok if r[0] == name)
         per_endpoint[name] = {"requests": len(values), "p50_ms": pct(values, 0.5), "p99_ms": pct(values, 0.99)}
-    return {"requests": len(records), "errors": len(records) - len(ok), "throughput_rps": len(ok) / seconds,
+    # Which failures, by status (0: no HTTP answer at all), so an error count can be looked into.
+    statuses = Counter(f"{r[0]} {r[2]}" for r in records if not 200 <= r[2] < 300)
+    return {"requests": len(records), "errors": len(records) - len(ok), "error_statuses": dict(statuses),
+            "throughput_rps": len(ok) / seconds,
             "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99), "endpoints": per_endpoint,
             "cpu_ms_per_request": None if cpu_seconds is None else cpu_seconds * 1000 / max(len(ok), 1)}
 
@@ -155,9 +162,15 @@ def run(seconds: float, clients: int, rounds: int, extra_env: dict[str, str] | N
     return {name: summarise(values, seconds, cpu[name]) for name, values in records.items()}
 
 
+def _errors(result: dict) -> str:
+    """'0', or the count with the endpoint and status of each kind, e.g. '2 (add 503: 2)'."""
+    kinds = result.get("error_statuses") or {}
+    return str(result["errors"]) + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
+
+
 def render(results: dict, args: argparse.Namespace) -> str:
     on, off = results["batching on"], results["batching off"]
-    rows = [[name, f"{r['requests']:,}", str(r["errors"]), f"{r['throughput_rps']:.0f}", f"{r['p50_ms']:.1f}",
+    rows = [[name, f"{r['requests']:,}", _errors(r), f"{r['throughput_rps']:.0f}", f"{r['p50_ms']:.1f}",
              f"{r['p99_ms']:.1f}", f"{r['cpu_ms_per_request']:.2f}"] + [f"{r['endpoints'][e]['p50_ms']:.1f} / {r['endpoints'][e]['p99_ms']:.1f}"
                                       for e in ENDPOINTS]
             for name, r in results.items()]
@@ -187,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run(args.seconds, args.clients, args.rounds)
     for name, r in results.items():
         print(f"{name}: {r['throughput_rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-              f"{r['errors']} errors", flush=True)
+              f"{_errors(r)} errors", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(results, args))
     write_json(args.output, {"results": results})
