@@ -148,6 +148,14 @@ def test_http_benchmarks(tmp_path, module, args):
     assert "target" in text
     if module is load:
         assert payload["results"]["batching on"]["requests"] > 0 and payload["results"]["batching on"]["errors"] == 0
+        assert payload["results"]["batching on"]["error_statuses"] == {}
+
+
+def test_load_summary_names_each_failure_by_endpoint_and_status():
+    records = [("search", 0.01, 200), ("add", 0.02, 503), ("similarity", 0.03, 0), ("add", 0.01, 503)]
+    summary = load.summarise(records, seconds=1.0)
+    assert summary["errors"] == 3 and summary["error_statuses"] == {"add 503": 2, "similarity 0": 1}
+    assert load._errors(summary) == "3 (add 503: 2, similarity 0: 1)"
 
 
 def test_bench_all_covers_every_benchmark():
