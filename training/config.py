@@ -105,9 +105,9 @@ class ObjectiveConfig(_Section):
     instance_loss: Literal["ntxent", "margin"] = "ntxent"
     instance_temperature: float = Field(default=0.1, gt=0)
     instance_margin: float = Field(default=0.1, gt=0)
-    # CSN only: which triplet members get an edited second view for the instance term. "anchor"
-    # costs a third more per step; "all" costs half more and gives the term three times the pairs
-    # (and a batch three times as wide for its negatives).
+    # CSN only: which triplet members get an edited second view for the instance term. "anchor":
+    # 4 images per triplet instead of 3; "all": 6, for three times the pairs (and three times the
+    # negatives in a batch).
     instance_views: Literal["anchor", "all"] = "anchor"
     # Scale of the class-level proxy losses (ArcFace, normalised softmax); None = the loss's default.
     # A large scale crushes each class towards its proxy.
