@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +16,22 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "default.onnx"
 CSN_MODEL = REPO / "models" / "csn.onnx"  # the shipped conditional (per-aspect) model
 GALLERY = REPO / "service" / "gallery"
+
+
+def wait_until_ready(process: subprocess.Popen, port: int, timeout: float = 90) -> httpx.Response:
+    """Poll ``/readyz`` of a service started as ``process`` (stdout piped) until it answers 200;
+    fail with the process's output if it exits first, or when ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            if ready.status_code == 200:
+                return ready
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.2)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import yaml
 
 from bench.server import free_port
 from likeness.cli import COMMANDS
-from tests.conftest import GALLERY, REPO
+from tests.conftest import GALLERY, REPO, wait_until_ready
 
 SERVICE_DOCKERFILE = REPO / "docker" / "service.Dockerfile"
 TRAIN_DOCKERFILE = REPO / "docker" / "train.Dockerfile"
@@ -144,17 +143,7 @@ def test_service_image_runs_every_compose_command(service_venv, tmp_path):
     process = subprocess.Popen(command, cwd=tmp_path, env={**env, "LIKENESS_API_KEY": API_KEY},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()[-3000:]
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.2)
+        ready = wait_until_ready(process, port, timeout=90)
         body = ready.json()
         assert body["provider"] == "CPUExecutionProvider" and body["index_items"] == 300
 
@@ -273,17 +262,7 @@ def test_milvus_profile_commands_run_in_the_service_image(service_venv, tmp_path
         server = subprocess.Popen(dockerfile_instruction(stage, "CMD"), cwd=tmp_path,
                                   env={**env, **milvus_env, "LIKENESS_PORT": str(port)},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.3)
+        ready = wait_until_ready(server, port, timeout=180)
         assert ready.json()["index_items"] == 6  # the copied index, not a freshly seeded gallery
         run(on_this_machine(services["service-milvus"]["healthcheck"]["test"][1:]), env, tmp_path, timeout=30)
         hits = httpx.post(f"http://127.0.0.1:{port}/search", files={"image": ("q.png", sources[3].read_bytes())},

@@ -6,12 +6,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
-
-import httpx
 
 from bench.server import free_port
-from tests.conftest import DEFAULT_MODEL, REPO
+from tests.conftest import DEFAULT_MODEL, REPO, wait_until_ready
 
 
 def _environment(tmp_path, port: int) -> dict[str, str]:
@@ -24,16 +21,7 @@ def test_the_server_bounds_headers_and_a_second_server_on_the_same_index_says_wh
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=_environment(tmp_path, port),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(server, port, timeout=90)
         # Headers past the limit get the JSON 431 of service.http_server, not a dropped connection.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
