@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class _Request:
 
 
 class DynamicBatcher:
-    def __init__(self, run: Callable[[np.ndarray], Embeddings], max_batch: int, max_wait_s: float,
+    def __init__(self, run: Callable[..., Embeddings], max_batch: int, max_wait_s: float,
                  metrics: ServiceMetrics | None = None) -> None:
         self._run = run
         self.max_batch = max_batch
@@ -37,7 +38,8 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
         self._carry: _Request | None = None
-        # One inference thread: batches run one at a time, each with all of ONNX Runtime's threads.
+        # One inference thread: batches run one at a time. ``run(images, parallel=...)`` is
+        # ModelRunner.embed: ``parallel`` says whether the batch may use ONNX Runtime's whole pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="likeness-infer")
 
     async def start(self) -> None:
@@ -104,7 +106,9 @@ class DynamicBatcher:
                 continue
             images = np.concatenate([r.images for r in live])
             try:
-                out = await loop.run_in_executor(self._executor, self._run, images)
+                # Several requests in one batch: the server is busy, so the batch stays on one
+                # thread (ModelRunner.embed's ``parallel``); a lone request may use them all.
+                out = await loop.run_in_executor(self._executor, partial(self._run, images, parallel=len(live) == 1))
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for request in live:
                     if not request.future.done():

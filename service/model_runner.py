@@ -196,15 +196,20 @@ class ModelRunner:
         """Bytes -> the model's uint8 [H, W, C] input, through the contract. Raises contract.ImageError."""
         return prepare_image(decode_image(data, max_pixels=max_pixels, name=name), self.spec.input)
 
-    def embed(self, images: np.ndarray) -> Embeddings:
-        """uint8 [N, H, W, C] -> embeddings. Thread-safe: ONNX Runtime sessions allow concurrent runs."""
+    def embed(self, images: np.ndarray, parallel: bool = True) -> Embeddings:
+        """uint8 [N, H, W, C] -> embeddings. Thread-safe: ONNX Runtime sessions allow concurrent runs.
+
+        ``parallel=False`` keeps the call on one thread whatever its size: the batcher says so when a
+        batch merges several requests, since then the server is busy and the other cores have HTTP
+        and decoding to do; spreading the layers over ONNX Runtime's pool would cost about a third
+        more CPU per image (docs/serving.md) for a latency the waiting requests do not get back."""
         if self.provider.active == TENSORRT and len(images) > self.max_batch:
             # Past the engine's largest batch TensorRT would build another engine: run in parts.
             parts = [self.embed(images[i:i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
             aspects = None if parts[0].aspects is None else np.concatenate([p.aspects for p in parts])
             return Embeddings(np.concatenate([p.embedding for p in parts]), aspects)
-        session = self._small_session if self._small_session is not None and len(images) <= SMALL_BATCH else \
-            self.session
+        one_thread = len(images) <= SMALL_BATCH or not parallel
+        session = self._small_session if self._small_session is not None and one_thread else self.session
         result = session.run(self._outputs, {IMAGES_INPUT: np.ascontiguousarray(images, dtype=np.uint8)})
         return Embeddings(result[0], result[1] if len(result) > 1 else None)
 

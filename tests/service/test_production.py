@@ -82,23 +82,30 @@ def test_dynamic_batcher_groups_requests_and_returns_each_its_own_rows():
     rng = np.random.default_rng(3)
     requests = [rng.integers(0, 256, (int(n), spec.height, spec.width, spec.channels), dtype=np.uint8)
                 for n in rng.integers(1, 5, 40)]
-    calls: list[int] = []
+    calls: list[tuple[int, bool]] = []
 
-    def counting_run(images):
-        calls.append(len(images))
-        return runner.embed(images)
+    def counting_run(images, parallel=True):
+        calls.append((len(images), parallel))
+        return runner.embed(images, parallel=parallel)
 
-    async def scenario():
+    async def scenario(batches):
         batcher = DynamicBatcher(counting_run, max_batch=16, max_wait_s=0.01)
         await batcher.start()
         try:
-            return await asyncio.gather(*(batcher.embed(r) for r in requests))
+            return await asyncio.gather(*(batcher.embed(r) for r in batches))
         finally:
             await batcher.stop()
 
-    results = asyncio.run(scenario())
-    assert max(calls) <= 16 and sum(calls) == sum(len(r) for r in requests)
+    results = asyncio.run(scenario(requests))
+    sizes = [n for n, _ in calls]
+    assert max(sizes) <= 16 and sum(sizes) == sum(len(r) for r in requests)
     assert len(calls) < len(requests) / 2  # requests really were grouped
+    # A batch merged from several requests (a busy server) stays on one ONNX Runtime thread; each
+    # request here holds at most 4 images, so a larger batch is a merged one.
+    assert all(not parallel for n, parallel in calls if n > 4) and any(n > 4 for n in sizes)
+    calls.clear()
+    asyncio.run(scenario([requests[0][:1].repeat(10, axis=0)]))  # one request alone may use every thread
+    assert calls == [(10, True)]
     for images, out in zip(requests, results):
         np.testing.assert_allclose(out.embedding, runner.embed(images).embedding, atol=1e-5)
 

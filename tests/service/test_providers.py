@@ -136,3 +136,22 @@ def _png() -> bytes:
     from tests.conftest import png_bytes
 
     return png_bytes(np.full((28, 28), 128, np.uint8))
+
+
+def test_small_or_merged_batches_run_on_the_one_thread_session_on_a_cpu(monkeypatch):
+    """A /search or /similarity (1-2 images) and any batch the batcher merged from several requests
+    (``parallel=False``) run on one thread; only a larger lone batch gets ONNX Runtime's whole pool."""
+    import numpy as np
+
+    monkeypatch.setattr(runner_module.os, "cpu_count", lambda: 4)
+    runner = ModelRunner(DEFAULT_MODEL, device="cpu")
+    used: list[str] = []
+    for name in ("session", "_small_session"):
+        session = getattr(runner, name)
+        monkeypatch.setattr(runner, name, type("Spy", (), {
+            "run": lambda self, outputs, feed, _s=session, _n=name: used.append(_n) or _s.run(outputs, feed)})())
+    images = np.repeat(runner.prepare(_png(), 10_000)[None], 8, axis=0)
+    runner.embed(images[:2])
+    runner.embed(images, parallel=False)
+    runner.embed(images)
+    assert used == ["_small_session", "_small_session", "session"]
