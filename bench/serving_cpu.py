@@ -43,9 +43,12 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
-def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int) -> dict[str, ServerProcess]:
+def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int,
+            extra_models: dict[str, Path] | None = None) -> dict[str, ServerProcess]:
     env = {"LIKENESS_MODEL_PATH": str(model)}
     out = {"likeness": ServerProcess(tmp / "likeness" / "data", **env)}
+    for label, path in (extra_models or {}).items():  # this tree serving another model file
+        out[f"likeness ({label})"] = ServerProcess(tmp / f"likeness-{label}" / "data", LIKENESS_MODEL_PATH=str(path))
     if baseline:
         code = checkout(baseline, tmp / "baseline-code")
         out[f"likeness@{baseline}"] = ServerProcess(tmp / "baseline" / "data", cwd=code, **env)
@@ -59,14 +62,14 @@ def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int) ->
 def run(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        procs = servers(Path(tmp), args.model, args.baseline, args.gallery_items)
+        procs = servers(Path(tmp), args.model, args.baseline, args.gallery_items, dict(args.extra_model))
         for server in procs.values():
             server.start(timeout=args.start_timeout)
         try:
             for endpoint in args.endpoints:
                 for clients in args.clients:
                     for name, server in procs.items():
-                        if endpoint == "search_json" and name != "likeness":
+                        if endpoint == "search_json" and not (name == "likeness" or name.startswith("likeness (")):
                             continue  # the others take multipart only
                         records, cpu = measure(server, clients, args.seconds, seed=clients, mix={endpoint: 1.0})
                         key = f"{name} {endpoint} {clients}"
@@ -92,7 +95,7 @@ def render(results: dict, args: argparse.Namespace) -> str:
         f"Shipped model, demo gallery ({args.gallery_items} items), flat index, closed-loop clients, {args.seconds:g} s "
         "per cell, servers alternating cell by cell. Server CPU: user + system time of the server process, all "
         "threads (/proc/PID/stat), per successful request. `likeness@REV` is the service code of that commit on "
-        "the same model; `plain` is a plain FastAPI app doing the core work (multipart, Pillow, one ONNX Runtime "
+        "the same model; `likeness (LABEL)` is this tree serving another model file (`--extra-model`); `plain` is a plain FastAPI app doing the core work (multipart, Pillow, one ONNX Runtime "
         "call per image, spinning off); `naive` is PyTorch eager (bench/naive_server.py).",
         "",
         markdown_table(["server", "endpoint", "clients", "req/s", "p50 (ms)", "p99 (ms)", "server CPU (ms/req)",
@@ -101,10 +104,20 @@ def render(results: dict, args: argparse.Namespace) -> str:
     ])
 
 
+def _label_and_path(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=PATH of a model file")
+    return label, Path(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("serving-cpu", __doc__)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
     parser.add_argument("--baseline", help="a commit whose service code runs beside this tree's")
+    parser.add_argument("--extra-model", action="append", default=[], type=_label_and_path, metavar="LABEL=PATH",
+                        help="this tree serving another model file too, as 'likeness (LABEL)' (repeatable), "
+                             "e.g. int8=models/default-int8.onnx")
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))

@@ -107,6 +107,7 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         f"seed {training.get('seed')}; torch {training.get('torch')}.",
         f"- ONNX vs PyTorch: max |difference| {export.get('onnx_max_abs_diff', float('nan')):.2e} at batch sizes "
         f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
+        *_quantization_lines(export.get("quantization")),
         "",
         "Train:",
         "",
@@ -277,3 +278,14 @@ def _nested(values: dict[str, Any], indent: str = "") -> list[str]:
         else:
             lines.append(f"{indent}- {key}: {_fmt(value)}")
     return lines
+
+
+def _quantization_lines(quantization: dict[str, Any] | None) -> list[str]:
+    if not quantization:
+        return []
+    agree = quantization["agreement"]
+    return [f"- Quantized: {quantization['format']} ({', '.join(quantization['ops'])}; weights "
+            f"{quantization['weights']}, activations {quantization['activations']} from "
+            f"{quantization['calibration_images']} seeded {quantization['calibration_split']} images). Cosine to the float "
+            f"graph on {agree['images']} test images: mean {agree['mean_cosine']:.4f}, min {agree['min_cosine']:.4f}. "
+            "Thresholds, calibration and every number above were fitted and measured on the int8 graph."]

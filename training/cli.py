@@ -90,6 +90,9 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     export_p.add_argument("--data-dir", help="where the run's dataset is, if not where it was trained")
     export_p.add_argument("--open-set-checkpoint",
                           help="the same recipe trained with --holdout-classes: its open-set numbers go in the card")
+    export_p.add_argument("--quantize", choices=["int8"],
+                          help="ship the graph quantized to int8 (about half the CPU per image); thresholds and "
+                               "every number in the card are then fitted and measured on the int8 graph")
     _device_arg(export_p, "calibration and evaluation")
 
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
@@ -182,7 +185,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
 
         result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
                                    data_dir=args.data_dir, command=command,
-                                   open_set_checkpoint=args.open_set_checkpoint, device=args.device)
+                                   open_set_checkpoint=args.open_set_checkpoint, device=args.device,
+                                   quantize=args.quantize)
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":

@@ -39,12 +39,14 @@ from training.data.summary import data_summary, describe_data
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
 from training.layers import fold_static_layers
+from training.quantize import agreement, calibration_sample, quantize_int8
 from training.runtime import resolve_device
 from training.tasks import load_task
 from training.trainer import load_trained_model
 
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 7, 64)
+QUANTIZATIONS = ("int8",)
 
 
 class ExportError(RuntimeError):
@@ -162,19 +164,23 @@ def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainCo
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str | None = None,
                       version: str | None = None, data_dir: str | None = None,
                       command: list[str] | None = None, pairs: int | None = None,
-                      open_set_checkpoint: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
+                      open_set_checkpoint: str | Path | None = None, device: str = "auto",
+                      quantize: str | None = None) -> dict[str, Any]:
     """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
 
     ``device`` (auto | cpu | cuda | cuda:N) is where calibration and evaluation run; the graph is
-    traced and checked on the CPU whatever it is.
+    traced and checked on the CPU whatever it is. ``quantize="int8"`` ships the graph quantized
+    (training/quantize.py): thresholds and numbers are then fitted and measured on the int8 graph.
     """
     output = Path(output)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
     run_on = resolve_device(device)  # a device this machine lacks is refused before any work
     if command is None:  # called as a library: record the equivalent command line
         command = ["python", "-m", "training", "export", "--checkpoint", str(checkpoint), "--output", str(output)]
         for flag, value in (("--name", name), ("--version", version), ("--data-dir", data_dir),
                             ("--open-set-checkpoint", open_set_checkpoint),
-                            ("--device", device if device != "auto" else None)):
+                            ("--device", device if device != "auto" else None), ("--quantize", quantize)):
             if value:
                 command += [flag, str(value)]
     model, saved = load_trained_model(checkpoint)  # on the CPU, where it is traced and checked
@@ -198,8 +204,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         difference = parity(model, bare, task.splits.test.images[: max(PARITY_BATCHES)])
         if difference > PARITY_TOLERANCE:
             raise ExportError(f"ONNX Runtime and PyTorch disagree by {difference:.2e} (> {PARITY_TOLERANCE:g})")
+        graph, quantization = bare, None
+        if quantize == "int8":
+            graph = Path(tmp) / "int8.onnx"
+            quantization = quantize_int8(bare, graph, calibration_sample(task.splits.train.images))
+            quantization["agreement"] = agreement(onnx_embedder(bare), onnx_embedder(graph),
+                                                  task.splits.test.images[:1000])
         # An explicit CUDA request that ONNX Runtime cannot honour is an error; auto falls back, saying so.
-        embedder = onnx_embedder(bare, run_on, fallback_to_cpu=device == "auto")
+        embedder = onnx_embedder(graph, run_on, fallback_to_cpu=device == "auto")
         decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
         near_duplicate = fit_near_duplicate(embedder, task, config, input_spec)
         metrics = evaluate_task(embedder, task, config, calibration, decision, input_spec)
@@ -207,6 +219,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             embedder, task.splits.test.images, config, input_spec, near_duplicate)
         metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
                              "static_layers_folded": folded}
+        if quantization:
+            metrics["export"]["quantization"] = quantization
         if open_set:
             metrics["open_set_recipe"] = open_set_recipe_metrics(*open_set, data_dir)
         spec = ModelSpec(
@@ -223,7 +237,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             training=_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
             metrics=metrics,
         )
-        attach_spec(bare, spec, output)
+        attach_spec(graph, spec, output)
     card = write_model_card(output, spec)
     return {"model": str(output), "card": str(card), "size_bytes": output.stat().st_size,
             "onnx_max_abs_diff": difference, "metrics": metrics}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from bench import serving_cpu
+from bench.common import REPO
 from bench.server import process_cpu_seconds, process_tree_cpu_seconds
 from bench.serving_profile import summarise_stacks
 
@@ -15,14 +16,15 @@ from bench.serving_profile import summarise_stacks
 def test_serving_cpu_runs_this_tree_beside_a_commit_and_the_baselines(tmp_path):
     output = tmp_path / "serving-cpu.md"
     # Four servers start one after another; on a machine busy with other work each may take minutes.
-    serving_cpu.main(["--baseline", "HEAD", "--seconds", "1", "--clients", "2", "--endpoints", "search",
+    serving_cpu.main(["--baseline", "HEAD", "--extra-model", f"again={REPO / 'models' / 'default.onnx'}", "--seconds", "1", "--clients", "2", "--endpoints", "search",
                       "search_json", "--start-timeout", "900", "--note", "A test run.", "--output", str(output)])
     results = json.loads((tmp_path / "results" / "serving-cpu.json").read_text())["results"]
     assert set(results) == {"likeness search 2", "likeness@HEAD search 2", "plain search 2", "naive search 2",
-                            "likeness search_json 2"}
+                            "likeness search_json 2", "likeness (again) search 2", "likeness (again) search_json 2"}
     for r in results.values():
         assert r["errors"] == 0 and r["throughput_rps"] > 0 and r["cpu_ms_per_request"] > 0
     assert "server CPU (ms/req)" in output.read_text() and "A test run." in output.read_text()
+    assert "| likeness (again) | `/search` (JSON) |" in output.read_text()
 
 
 def test_process_cpu_counts_all_threads():

@@ -207,6 +207,44 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(tiny_run, tmp_path):
+    """``--quantize int8``: a QDQ graph with int8 weights, close to the float graph, whose card numbers
+    are its own (re-measured through ONNX Runtime they agree) and which the service loads as is."""
+    run_dir, _ = tiny_run
+    from service.model_runner import ModelRunner
+    from training.evaluate import evaluate_model
+
+    command = [sys.executable, "-m", "training", "export", "--checkpoint", str(run_dir / "best.pt"),
+               "--output", str(tmp_path / "tiny-int8.onnx"), "--quantize", "int8"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = onnx.load(str(tmp_path / "tiny-int8.onnx"))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) == sum(1 for node in model.graph.node if node.op_type == "Conv")
+    spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
+    quantization = spec.metrics["export"]["quantization"]
+    assert quantization["calibration_images"] == 512 and quantization["agreement"]["images"] == 1000
+    # Close to the float graph, but not the float graph: the numbers below are the int8 graph's own.
+    assert 0.99 < quantization["agreement"]["mean_cosine"] < 1.0
+    assert quantization["agreement"]["min_cosine"] > 0.95
+    card = (tmp_path / "tiny-int8.md").read_text()
+    assert "- Quantized: int8 QDQ (Conv, Gemm;" in card and "--quantize int8" in card
+    again = evaluate_model(tmp_path / "tiny-int8.onnx", pairs=5000)
+    assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
+    runner = ModelRunner(tmp_path / "tiny-int8.onnx", device="cpu")
+    splits = load_splits("fashion-mnist", val_size=2000, seed=0, train_limit=12000, test_limit=2000)
+    images = splits.test.images[:8]
+    out = runner.embed(images).embedding
+    assert out.shape == (8, spec.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(Exception, match="unknown quantization"):
+        from training.export import export_checkpoint
+
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", quantize="int4")
+
+
 def _train_command(out, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress"]
     for item in ["data.train_limit=3000", "data.val_size=600", "optim.epochs=3", "model.widths=[8, 16]",
