@@ -64,12 +64,23 @@ VARIANTS = [
             (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT)),
     Variant(SHIPPED := "arcface + NT-Xent instance x1, 128-d split 64/64 (share 0.3), anti-aliased pooling",
             (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT, "model.antialias=true")),
+    Variant("the same, arcface scale 32",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT, "model.antialias=true", "objective.scale=32")),
+    Variant("the same, arcface scale 16",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT, "model.antialias=true", "objective.scale=16")),
+    Variant("the same, arcface scale 8",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT, "model.antialias=true", "objective.scale=8")),
+    Variant("the same, instance x2",
+            (*ARC64, *NTXENT, "objective.instance_weight=2.0", *SPLIT, "model.antialias=true")),
+    Variant("the same, stronger edits (rescale from 0.3x, colour 0.4)",
+            (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT, "model.antialias=true",
+             "augment.edit_min_scale=0.3", "augment.edit_color=0.4")),
     Variant("the same, dynamic-diag NSL in the last stage",
             (*ARC64, *NTXENT, "objective.instance_weight=1.0", *SPLIT, "model.antialias=true",
              'model.layer="dynamic-diag"', "model.ns_last_stages=1")),
 ]
 # Trained with every --seeds value; the others with the first seed only (a budget of 2 cores).
-FINALISTS = ["arcface, scale 64, class only (the 1.1.0 objective)", SHIPPED]
+FINALISTS = ["arcface, scale 64, class only (the 1.1.0 objective)", SHIPPED, "the same, arcface scale 16"]
 
 
 def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -165,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--variants", nargs="+", help="names of the variants to run (default: all)")
     parser.add_argument("--finalists", nargs="*", help="variants trained with every seed (default: the shipped "
-                        "recipe and the 1.1.0 objective); the others use the first seed")
+                        "recipe, the 1.1.0 objective and the shipped recipe at ArcFace scale 16); the others use "
+                        "the first seed")
     parser.add_argument("--set", action="append", default=[], help="config override for every variant")
     parser.add_argument("--work-dir", type=Path, help="keep runs here (reused when rerun)")
     parser.add_argument("--no-baselines", action="store_true", help="skip raw pixels, PCA and pHash")
