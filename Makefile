@@ -51,14 +51,17 @@ pins: $(VENV)/.all
 HOLDOUT := coat,shirt,sneaker,ankle boot
 
 ## Reproduce the shipped models (each card gives its training time on 2 cores): the default recipe,
-## the same recipe without 4 classes (its open-set numbers go in the default card) and the CSN
-## recipe, each exported with calibration, evaluation and its model card.
+## the same recipe without 4 classes (its open-set numbers go in the default card), exported as
+## float32 and as int8 for CPUs, and the CSN recipe, each with calibration, evaluation and its card.
 train: $(VENV)/.all
 	$(LIKENESS) train --config default
 	$(LIKENESS) train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
 	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default.onnx \
-		--name likeness-fmnist --version 2.0.0
+		--name likeness-fmnist --version 2.1.0
+	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
+		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default-int8.onnx \
+		--name likeness-fmnist-int8 --version 2.1.0 --quantize int8
 	$(LIKENESS) train --config csn
 	$(LIKENESS) export --checkpoint runs/fmnist-csn/best.pt --output models/csn.onnx \
 		--name likeness-fmnist-csn --version 2.0.0
@@ -68,7 +71,7 @@ train-openset: $(VENV)/.all
 	$(LIKENESS) train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
 	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default.onnx \
-		--name likeness-fmnist --version 2.0.0
+		--name likeness-fmnist --version 2.1.0
 
 ## Every benchmark (training ones take hours on 2 cores), then docs/benchmarks.md.
 bench: $(VENV)/.all
