@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-from bench.common import make_parser
+from bench.common import REPO, make_parser
 
 # Fast first, so a partial run still refreshes the serving and quality pages. The training
 # benchmarks use budgets that fit an afternoon on 2 cores; each page states its budget.
@@ -23,7 +23,9 @@ RUNS: dict[str, list[str]] = {
     "nsl-kernels": [],
     "serving": ["--repeats", "3"],
     # The before-figure of issue 21 (server CPU per request) is the service code of this commit.
-    "serving-cpu": ["--baseline", "9a39b7f", "--seconds", "3"],
+    # and the int8 graph the CPU image serves runs beside the float model.
+    "serving-cpu": ["--baseline", "9a39b7f", "--seconds", "3", "--extra-model",
+                    f"int8={REPO / 'models' / 'default-int8.onnx'}"],
     "load": ["--rounds", "2"],
     "index": [],
     # Issue 19: embedded flat/HNSW against Milvus Lite at 100k vectors; 1 against 2 API workers on Milvus.

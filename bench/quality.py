@@ -138,6 +138,7 @@ def render(results: dict[str, dict], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser("quality", __doc__)
     parser.add_argument("--model", type=Path, nargs="+", default=[REPO / "models" / "default.onnx",
+                                                                   REPO / "models" / "default-int8.onnx",
                                                                    REPO / "models" / "csn.onnx"])
     parser.add_argument("--queries", type=int, default=1000, help="originals edited for near-duplicate R@1")
     parser.add_argument("--pairs", type=int, default=100_000)

@@ -306,3 +306,28 @@ def test_training_image_commands(tmp_path):
     for name, (_, (extra, _)) in COMMANDS.items():
         if extra == "train":
             assert "usage:" in run([*python, name, "--help"], env, tmp_path, timeout=120).stdout
+
+
+def test_the_cpu_image_serves_the_int8_graph_of_the_model_the_gpu_image_serves():
+    """Both images serve the shipped default model: the GPU image its float graph, the CPU image its
+    int8 graph (same version, same measured bars on its own card), and both files exist in models/."""
+    import onnx
+
+    from contract import SPEC_METADATA_KEY, ModelSpec
+
+    text = SERVICE_DOCKERFILE.read_text()
+    specs = {}
+    for stage in ("cpu", "gpu"):
+        block = text[text.index(f"AS {stage}\n"):]
+        path = REPO / "models" / Path(dockerfile_env(block)["LIKENESS_MODEL_PATH"]).name
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        specs[stage] = ModelSpec.from_metadata({SPEC_METADATA_KEY: meta[SPEC_METADATA_KEY]})
+        assert path.with_suffix(".md").is_file()
+    cpu, gpu = specs["cpu"], specs["gpu"]
+    assert "quantization" in cpu.metrics["export"] and "quantization" not in gpu.metrics["export"]
+    assert (cpu.name, cpu.version) == (f"{gpu.name}-int8", gpu.version)
+    assert cpu.training["train_command"] == gpu.training["train_command"]  # one checkpoint, two graphs
+    # Its own numbers meet the bars the float graph's card reports for the default model.
+    near = cpu.metrics["test"]["near_duplicates"]
+    assert near["mean_recall_at_1"] >= 0.99 and near["worst_recall_at_1"] >= 0.97
+    assert cpu.metrics["test"]["precision_at_1"] >= 0.92 and cpu.metrics["test"]["roc_auc"] >= 0.98
