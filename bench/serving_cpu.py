@@ -6,6 +6,8 @@ The servers all run from the start, on the shipped model and the demo gallery (a
 and the load alternates between them cell by cell, so a noisy neighbour hits all alike:
 
 - ``likeness``: this working tree (``python -m service``);
+- ``likeness (LABEL)``: this working tree serving another model file (``--extra-model LABEL=PATH``,
+  e.g. the int8 graph);
 - ``likeness@REV``: the service code of commit REV (``git archive`` of service/ and contract/ into a
   temp dir), the before-figure rerun on the same machine in the same minutes;
 - ``plain``: the plain FastAPI app of issue 21 (multipart in, Pillow, one ONNX Runtime call per
@@ -95,8 +97,9 @@ def render(results: dict, args: argparse.Namespace) -> str:
         f"Shipped model, demo gallery ({args.gallery_items} items), flat index, closed-loop clients, {args.seconds:g} s "
         "per cell, servers alternating cell by cell. Server CPU: user + system time of the server process, all "
         "threads (/proc/PID/stat), per successful request. `likeness@REV` is the service code of that commit on "
-        "the same model; `likeness (LABEL)` is this tree serving another model file (`--extra-model`); `plain` is a plain FastAPI app doing the core work (multipart, Pillow, one ONNX Runtime "
-        "call per image, spinning off); `naive` is PyTorch eager (bench/naive_server.py).",
+        "the same model; `likeness (LABEL)` is this tree serving another model file (`--extra-model`); "
+        "`plain` is a plain FastAPI app doing the core work (multipart, Pillow, one ONNX Runtime call per image, "
+        "spinning off); `naive` is PyTorch eager (bench/naive_server.py).",
         "",
         markdown_table(["server", "endpoint", "clients", "req/s", "p50 (ms)", "p99 (ms)", "server CPU (ms/req)",
                         "errors"], rows),
