@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from bench.server import free_port
 from tests.conftest import DEFAULT_MODEL, REPO, wait_until_ready
@@ -27,6 +28,16 @@ def test_the_server_bounds_headers_and_a_second_server_on_the_same_index_says_wh
             conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
             reply = conn.recv(65536).decode("latin-1")
         assert reply.startswith("HTTP/1.1 431") and "headers_too_large" in reply
+        # A kept-alive connection idle for longer than a client's own limit (httpx: 5 s) is still
+        # open: a server that closed it first would race the client's next request, which then
+        # gets no answer (the failures `python -m bench load` saw).
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(6)
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
         # A second process on the same data directory: one line and exit 1, no traceback.
         second = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, env=_environment(tmp_path, free_port()),
                                 capture_output=True, text=True, timeout=120)
