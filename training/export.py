@@ -39,7 +39,7 @@ from training.data.summary import data_summary, describe_data
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
 from training.layers import fold_static_layers
-from training.quantize import agreement, calibration_sample, quantize_int8
+from training.quantize import CALIBRATION_SEED, agreement, calibration_sample, quantize_int8
 from training.runtime import resolve_device
 from training.tasks import load_task
 from training.trainer import load_trained_model
@@ -207,7 +207,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         graph, quantization = bare, None
         if quantize == "int8":
             graph = Path(tmp) / "int8.onnx"
-            quantization = quantize_int8(bare, graph, calibration_sample(task.splits.train.images))
+            quantization = {**quantize_int8(bare, graph, calibration_sample(task.splits.train.images)),
+                            "calibration_split": "train", "calibration_seed": CALIBRATION_SEED}
             quantization["agreement"] = agreement(onnx_embedder(bare), onnx_embedder(graph),
                                                   task.splits.test.images[:1000])
         # An explicit CUDA request that ONNX Runtime cannot honour is an error; auto falls back, saying so.

@@ -239,10 +239,11 @@ def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(
     out = runner.embed(images).embedding
     assert out.shape == (8, spec.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(Exception, match="unknown quantization"):
-        from training.export import export_checkpoint
+    from training.export import ExportError, export_checkpoint
 
+    with pytest.raises(ExportError, match="unknown quantization 'int4'"):
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", quantize="int4")
+    assert quantization["calibration_split"] == "train"
 
 
 def _train_command(out, extra: list[str]) -> list[str]:
