@@ -35,8 +35,8 @@ RUNS: dict[str, list[str]] = {
     # convs): pinned here so they stay reproducible whatever the default recipe becomes.
     "openset": ["--epochs", "3", "--set", "model.widths=[32,64,128]", "--set", "model.depth=3"],
     "nsl-ablation": ["--set", "model.widths=[16,32,64]", "--set", "model.depth=3", "--set", "optim.threads=1"],
-    "similarity-ablation": ["--set", "model.widths=[16,32,64,128]", "--set", "model.depth=[1,1,1,1]",
-                            "--set", "optim.threads=1"],
+    "similarity-ablation": ["--seeds", "0", "1", "2", "--set", "model.widths=[16,32,64,128]",
+                            "--set", "model.depth=[1,1,1,1]", "--set", "optim.threads=1"],
 }
 ORDER = list(RUNS)
 
