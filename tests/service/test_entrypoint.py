@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -31,13 +32,19 @@ def test_the_server_bounds_headers_and_a_second_server_on_the_same_index_says_wh
         # A kept-alive connection idle for longer than a client's own limit (httpx: 5 s) is still
         # open: a server that closed it first would race the client's next request, which then
         # gets no answer (the failures `python -m bench load` saw).
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-            conn.sendall(request)
-            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        # (http.client reads whole responses, and says RemoteDisconnected if the server has closed.)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/healthz")
+            first = conn.getresponse()
+            assert first.status == 200 and first.read()
+            kept = conn.sock
             time.sleep(6)
-            conn.sendall(request)
-            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            conn.request("GET", "/healthz")
+            again = conn.getresponse()
+            assert again.status == 200 and again.read() and conn.sock is kept
+        finally:
+            conn.close()
         # A second process on the same data directory: one line and exit 1, no traceback.
         second = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, env=_environment(tmp_path, free_port()),
                                 capture_output=True, text=True, timeout=120)
