@@ -139,6 +139,10 @@ class TrainConfig(_Section):
     version: str = "0.1.0"
     seed: int = 0
     output_dir: str = "runs/{name}"
+    # Fine-tuning: start from this checkpoint's weights (network and objective proxies, which must
+    # fit this config's model and objective) with a fresh optimiser and schedule. A recipe longer
+    # than one sitting can then be trained in stages that each end on their own schedule.
+    init_from: str | None = Field(default=None, description="checkpoint whose weights this run starts from")
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -175,16 +175,25 @@ def train_one_epoch(step: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     return values
 
 
-def _refuse_another_network(last: Path, saved: TrainConfig, config: TrainConfig) -> None:
+def _refuse_another_network(last: Path, saved: TrainConfig, config: TrainConfig, *,
+                            fields: tuple[str, ...] | None = None, verb: str = "resume") -> None:
     """A checkpoint's weights fit only the network and objective they were trained as: say which
-    setting differs, in one line, rather than fail deep in ``load_state_dict``."""
+    setting differs, in one line, rather than fail deep in ``load_state_dict``. ``fields`` limits
+    the objective's settings compared (a fine-tune may change loss weights, not the proxies' shape)."""
     differences = [f"{section}.{key}: {value!r} vs {getattr(getattr(config, section), key)!r}"
                    for section in ("model", "objective")
                    for key, value in getattr(saved, section).model_dump().items()
-                   if value != getattr(getattr(config, section), key)]
+                   if (section == "model" or fields is None or key in fields)
+                   and value != getattr(getattr(config, section), key)]
     if differences:
-        raise CheckpointError(f"cannot resume {last}: it was trained with other settings ({'; '.join(differences)}, "
-                              "saved vs now); resume with the settings it was trained with, or train without --resume")
+        hint = ("resume with the settings it was trained with, or train without --resume" if verb == "resume"
+                else "fine-tune a network of the same shape")
+        raise CheckpointError(f"cannot {verb} {last}: it was trained with other settings ({'; '.join(differences)}, "
+                              f"saved vs now); {hint}")
+
+
+# The objective settings that shape its parameters (proxies); the rest only weigh or tune losses.
+_OBJECTIVE_SHAPE = ("name", "overall_loss")
 
 
 def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None,
@@ -223,6 +232,15 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         total_steps = min(total_steps, config.optim.max_steps)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     optimizer, scheduler = build_optimizer(config, params, total_steps)
+
+    if config.init_from:
+        start = Checkpoint.load(config.init_from)
+        _refuse_another_network(Path(config.init_from), start.config, config, fields=_OBJECTIVE_SHAPE,
+                                verb="fine-tune from")
+        model.load_state_dict(start.model)
+        objective.load_state_dict(start.objective)
+        if runtime.is_main:
+            print(f"fine-tuning from {config.init_from} (its epoch {start.state.epoch})", file=sys.stderr)
 
     state = RunState()
     last = run_dir / CHECKPOINT_LAST
