@@ -200,7 +200,7 @@ def config_to_toml(config: TrainConfig) -> str:
     lines: list[str] = []
     data = config.model_dump()
     for key, value in data.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) and value is not None:
             lines.append(f"{key} = {_toml_value(value)}")
     for key, value in data.items():
         if isinstance(value, dict):

@@ -296,3 +296,27 @@ def test_resuming_with_another_network_says_which_setting_differs(tmp_path):
         f"python -m training train: error: cannot resume {tmp_path / 'last.pt'}: it was trained with other settings "
         "(model.widths: [8, 16] vs [8, 32], saved vs now); resume with the settings it was trained with, or train "
         "without --resume")
+
+
+def test_a_fine_tune_starts_from_the_checkpoint_and_refuses_another_network(tiny_run, tmp_path):
+    """``init_from`` loads the weights (and ArcFace proxies): one step at a negligible learning rate
+    leaves the validation numbers where the checkpoint ended; another network is refused in one line."""
+    run_dir, overrides = tiny_run
+    started = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    tune = [*overrides, f'output_dir="{tmp_path}"', 'name="tuned"', f'init_from="{run_dir / "best.pt"}"',
+            "optim.max_steps=1", "optim.lr=1e-9", "eval.val_near_duplicates=0"]
+    command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress", "--no-test"]
+    done = subprocess.run([*command, *[a for item in tune for a in ("--set", item)]], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"fine-tuning from {run_dir / 'best.pt'}" in done.stderr
+    tuned = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("val_precision_at_1", "val_map_at_r"):
+        assert tuned[key] == pytest.approx(started[key], abs=2e-3), key
+
+    other = subprocess.run([*command, *[a for item in [*tune, "model.widths=[16, 32, 128]"] for a in ("--set", item)]],
+                           cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"python -m training train: error: cannot fine-tune from {run_dir / 'best.pt'}: it was trained with other "
+        "settings (model.widths: [16, 32, 64] vs [16, 32, 128], saved vs now); fine-tune a network of the same shape")
