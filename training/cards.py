@@ -109,12 +109,7 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
         *_quantization_lines(export.get("quantization")),
         "",
-        "Train:",
-        "",
-        "```",
-        str(training.get("train_command")),
-        "```",
-        "",
+        *_train_commands(training),
         "Export (calibrates on validation pairs, measures the test split, writes this card):",
         "",
         "```",
@@ -139,6 +134,19 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         "shift the logit by log(prior odds).",
     ]
     return "\n".join(out) + "\n"
+
+
+def _train_commands(training: dict[str, Any]) -> list[str]:
+    """The command that trained the model; for a fine-tune, the first stage's command before it."""
+    first = training.get("fine_tuned_from")
+    if not first:
+        return ["Train:", "", "```", str(training.get("train_command")), "```", ""]
+    seconds = first.get("train_seconds")
+    took = f", {seconds / 60:.0f} min in the training loop" if seconds else ""
+    return [f"Train, in two stages: {first.get('epochs_trained')} epochs{took} (writes `{first.get('checkpoint')}`),",
+            "", "```", str(first.get("train_command")), "```", "",
+            "then a fine-tune from those weights with a fresh optimiser and schedule:", "",
+            "```", str(training.get("train_command")), "```", ""]
 
 
 def _program(training: dict[str, Any]) -> str:

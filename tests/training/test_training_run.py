@@ -6,6 +6,7 @@ One run is shared by the tests in this module (it costs about a minute on 2 core
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -303,20 +304,30 @@ def test_a_fine_tune_starts_from_the_checkpoint_and_refuses_another_network(tiny
     leaves the validation numbers where the checkpoint ended; another network is refused in one line."""
     run_dir, overrides = tiny_run
     started = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
-    tune = [*overrides, f'output_dir="{tmp_path}"', 'name="tuned"', f'init_from="{run_dir / "best.pt"}"',
+    start = run_dir / "best.pt"
+    init = f'init_from="{start}"'
+    tune = [*overrides, f'output_dir="{tmp_path}"', 'name="tuned"', init,
             "optim.max_steps=1", "optim.lr=1e-9", "eval.val_near_duplicates=0"]
     command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress", "--no-test"]
     done = subprocess.run([*command, *[a for item in tune for a in ("--set", item)]], cwd=REPO, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"fine-tuning from {run_dir / 'best.pt'}" in done.stderr
+    assert f"fine-tuning from {start}" in done.stderr
     tuned = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     for key in ("val_precision_at_1", "val_map_at_r"):
         assert tuned[key] == pytest.approx(started[key], abs=2e-3), key
+    # The card gives the whole recipe: the first stage's command, then the fine-tune's.
+    from training.export import export_checkpoint
+
+    export_checkpoint(tmp_path / "best.pt", tmp_path / "tuned.onnx")
+    card = (tmp_path / "tuned.md").read_text()
+    first = card.index("Train, in two stages: 3 epochs")
+    stage_one, stage_two = (shlex.join(["--set", item]) for item in (f'output_dir="{run_dir}"', init))
+    assert first < card.index(stage_one) < card.index(stage_two)
 
     other = subprocess.run([*command, *[a for item in [*tune, "model.widths=[16, 32, 128]"] for a in ("--set", item)]],
                            cwd=REPO, capture_output=True, text=True, timeout=900)
     assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
     assert other.stderr.strip().splitlines()[-1] == (
-        f"python -m training train: error: cannot fine-tune from {run_dir / 'best.pt'}: it was trained with other "
+        f"python -m training train: error: cannot fine-tune from {start}: it was trained with other "
         "settings (model.widths: [16, 32, 64] vs [16, 32, 128], saved vs now); fine-tune a network of the same shape")
