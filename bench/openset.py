@@ -95,8 +95,7 @@ def evaluate_entry(entry: Entry, args: argparse.Namespace, work: Path) -> dict[s
             embedder = pixel_embedder()
     task = load_task(config)
     seen = evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config)
-    unseen = open_set_metrics(embedder, task.splits.test_unseen.images, task.splits.test_unseen.labels, config,
-                              episodes=args.episodes)
+    unseen = open_set_metrics(embedder, task.splits.test_unseen, config, episodes=args.episodes)
     return {"entry": entry.name, "overrides": list(entry.overrides), "seen": seen, "unseen": unseen}
 
 

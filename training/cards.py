@@ -239,6 +239,10 @@ def _open_set_section(open_set: dict[str, Any]) -> list[str]:
         lines += ["", f"Raw pixels (cosine) on the same unseen-class images: P@1 {pixels['precision_at_1']:.4f}, "
                       f"MAP@R {pixels['map_at_r']:.4f}, pair ROC-AUC {pixels['roc_auc']:.4f}; this recipe's unseen-class "
                       f"MAP@R is {delta:+.2f} points from theirs."]
+        ours, theirs = unseen.get("map_at_r_by_class", {}), pixels.get("map_at_r_by_class", {})
+        if ours and theirs:
+            lines += ["", "| unseen class | MAP@R, this recipe | MAP@R, raw pixels |", "|---|---|---|",
+                      *(f"| {name} | {value:.4f} | {theirs.get(name, float('nan')):.4f} |" for name, value in ours.items())]
     lines += ["", "Trained with:", "", "```", str(open_set.get("train_command")), "```", ""]
     return lines
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from contract import Calibration, Decision, InputSpec, ModelSpec
 from training.config import DataConfig, TrainConfig
+from training.data.arrays import LabeledImages
 from training.evaluation import (
     Embedder,
     embed_all,
@@ -30,6 +31,7 @@ from training.evaluation import (
 )
 from training.evaluation.fewshot import few_shot_accuracy
 from training.evaluation.near_duplicates import near_duplicate_metrics, near_duplicate_pairs
+from training.evaluation.retrieval import map_at_r_by_class
 from training.evaluation.verification import describe_pairs
 from training.tasks import Task, load_task
 
@@ -108,16 +110,23 @@ def evaluate_split(embedder: Embedder, images: np.ndarray, labels: np.ndarray, c
     return metrics
 
 
-def open_set_metrics(embedder: Embedder, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+def open_set_metrics(embedder: Embedder, unseen: LabeledImages, config: TrainConfig,
                      episodes: int = 1000) -> dict[str, Any]:
-    """Retrieval and pair metrics on classes never trained on, plus N-way 1- and 5-shot episodes."""
-    embeddings, _ = embed_all(embedder, images, config.eval.batch_size)
+    """Retrieval and pair metrics on classes never trained on, MAP@R per class, plus N-way 1- and
+    5-shot episodes."""
+    embeddings, _ = embed_all(embedder, unseen.images, config.eval.batch_size)
+    labels = unseen.labels
     metrics: dict[str, Any] = evaluate_embeddings(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
+    metrics["map_at_r_by_class"] = map_at_r_by_class_name(embeddings, unseen)
     ways = min(4, len(np.unique(labels)))
     metrics["few_shot"] = {f"{ways}-way {shots}-shot": few_shot_accuracy(embeddings, labels, ways, shots,
                                                                           episodes=episodes, seed=FEW_SHOT_SEED)
                            for shots in (1, 5)}
     return metrics
+
+
+def map_at_r_by_class_name(embeddings: np.ndarray, images: LabeledImages) -> dict[str, float]:
+    return {images.classes[label]: value for label, value in map_at_r_by_class(embeddings, images.labels).items()}
 
 
 def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibration: Calibration | None = None,
@@ -131,7 +140,7 @@ def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibrati
                                input_spec),
     }
     if splits.test_unseen is not None:
-        metrics["test_unseen"] = open_set_metrics(embedder, splits.test_unseen.images, splits.test_unseen.labels, config)
+        metrics["test_unseen"] = open_set_metrics(embedder, splits.test_unseen, config)
         metrics["test_unseen"]["classes"] = list(splits.holdout_classes)
     metrics.update(task.test_metrics(embedder))
     return metrics

@@ -141,7 +141,7 @@ def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.M
 def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainConfig,
                             data_dir: str | None = None) -> dict[str, Any]:
     """The open-set run's seen- and unseen-class numbers, for the shipped model's card."""
-    from training.evaluate import TEST_PAIR_SEED, evaluate_split, open_set_metrics
+    from training.evaluate import TEST_PAIR_SEED, evaluate_split, map_at_r_by_class_name, open_set_metrics
     from training.evaluation import embed_all, evaluate_embeddings
     from training.evaluation.embed import pixel_embedder
 
@@ -155,9 +155,10 @@ def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainCo
         "holdout_classes": list(config.data.holdout_classes),
         "train_command": saved.command,
         "seen": evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config),
-        "unseen": open_set_metrics(embedder, unseen.images, unseen.labels, config),
+        "unseen": open_set_metrics(embedder, unseen, config),
         # The baseline a learned embedding must beat on classes it never saw, on the same images.
-        "unseen_raw_pixels": evaluate_embeddings(pixels, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
+        "unseen_raw_pixels": {**evaluate_embeddings(pixels, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
+                              "map_at_r_by_class": map_at_r_by_class_name(pixels, unseen)},
     }
 
 

@@ -186,6 +186,11 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
     assert "## Open-set numbers of this recipe" in card and "--holdout-classes" in card
     assert f"| {unseen['map_at_r']:.4f} |" in card
     assert f"{unseen['few_shot']['4-way 5-shot']['accuracy']:.4f}" in card
+    # Per unseen class, beside raw pixels: which held-out class the average hides.
+    by_class, pixels = unseen["map_at_r_by_class"], recipe["unseen_raw_pixels"]["map_at_r_by_class"]
+    assert list(by_class) == list(pixels) == ["coat", "shirt", "sneaker", "ankle boot"]
+    assert min(by_class.values()) <= unseen["map_at_r"] <= max(by_class.values())
+    assert f"| sneaker | {by_class['sneaker']:.4f} | {pixels['sneaker']:.4f} |" in card
     assert "--open-set-checkpoint" in card  # the export command that made the card
 
     # A run of every class, or of another recipe, cannot stand in for the open-set run.

@@ -22,6 +22,16 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, f
     }
 
 
+def map_at_r_by_class(embeddings: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """MAP@R of each class's queries (against all items, leave-one-out): where an average hides
+    one class the embedding handles worse than another."""
+    calculator = AccuracyCalculator(include=("mean_average_precision_at_r",), k="max_bin_count",
+                                    return_per_class=True, device=_cpu())
+    values = calculator.get_accuracy(np.ascontiguousarray(embeddings, dtype=np.float32), labels)
+    # One value per label, in sorted label order (the calculator's torch.unique).
+    return {int(label): float(value) for label, value in zip(np.unique(labels), values["mean_average_precision_at_r"])}
+
+
 def _cpu():
     import torch
 
