@@ -109,6 +109,11 @@ class ObjectiveConfig(_Section):
     # 4 images per triplet instead of 3; "all": 6, for three times the pairs (and three times the
     # negatives in a batch).
     instance_views: Literal["anchor", "all"] = "anchor"
+    # CSN on fashion-aspects only: each triplet also brings one plain (untinted) training image and
+    # an edited view of it to the instance term (2 more images per triplet). The tinted training
+    # images are plain only one time in eight, yet a plain catalogue is what the near-duplicate test
+    # searches, and there colour cannot tell two shapes apart.
+    instance_plain: bool = False
     # Scale of the class-level proxy losses (ArcFace, normalised softmax); None = the loss's default.
     # A large scale crushes each class towards its proxy.
     scale: float | None = Field(default=None, gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from contract import InputSpec
@@ -185,3 +186,25 @@ def test_csn_test_numbers_include_triplets_on_the_untinted_images(fashion_test):
     assert 0.7 < untinted["category"] <= 1.0 and 0.7 < untinted["group"] <= 1.0
     # The same pixels see the tints on the tinted images, which makes category triplets harder there.
     assert untinted["category"] > numbers["triplet_accuracy"]["category"]
+
+
+def test_plain_images_come_from_the_untinted_training_images():
+    """objective.instance_plain: the task keeps an untinted copy of its training images, aligned
+    with the tinted ones, and each triplet brings a plain image and an edited view of it."""
+    from training.config import load_config
+    from training.data.aspects import AspectTask
+
+    config = load_config("csn-split", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100",
+                                       "data.train_triplets=64", "optim.batch_size=8", "objective.instance_plain=true"])
+    task = AspectTask(config)
+    plain, tinted = task.train_plain, task.train.images
+    assert plain.shape == tinted.shape
+    # The same images: tinting a plain one with its colour gives the tinted one.
+    assert np.array_equal(tint(plain[:, :, :, :1], task.train.labels["color"]), tinted)
+    batch = next(iter(task.train_loader("triplets", epoch=0)))
+    assert batch["images_plain"].shape == batch["images_plain_view"].shape == (8, 28, 28, 3)
+    # Untinted: every channel equal.
+    assert torch.equal(batch["images_plain"][..., 0], batch["images_plain"][..., 2])
+    assert not torch.equal(batch["images_plain"], batch["images_plain_view"])  # the view is edited
+    without = AspectTask(load_config("csn-split", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100"]))
+    assert without.train_plain is None

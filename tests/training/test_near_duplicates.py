@@ -169,6 +169,56 @@ def test_a_conditional_model_keeps_its_masks_and_aspect_losses_off_the_instance_
     assert embeddings.grad[:2 * n, 8:].abs().min() > 0 and embeddings.grad[2 * n:3 * n].abs().max() == 0
 
 
+def test_plain_images_join_the_csn_instance_term_and_nothing_else():
+    """objective.instance_plain: untinted images and their edited views enter the batch after the
+    members' views; the instance term pairs each with its view (gradient on the instance part of
+    those rows), and no triplet, overall or aspect loss sees them."""
+    from training.config import ObjectiveConfig
+    from training.objectives import build_objective
+
+    torch.manual_seed(0)
+    n, k = 2, 4
+    config = ObjectiveConfig(name="csn", instance_weight=1.0, overall_weight=0.2, aspect_weight=1.0)
+    objective = build_objective(config, 3, 12, aspect_classes=[3, 2], instance_dims=k)
+    embeddings = torch.randn(6 * n, 12, requires_grad=True)  # members, anchors' views, plain, plain views
+    masks = torch.cat([torch.rand(2, 12 - k), torch.zeros(2, k)], dim=1)
+
+    seen: list[int] = []
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x, raw=False):
+            seen.append(len(x))
+            return embeddings[:len(x)], masks
+
+    images = torch.randint(0, 256, (n, 28, 28, 1), dtype=torch.uint8)
+    batch = {"images_anchor": images, "images_close": images, "images_far": images, "images_anchor_view": images,
+             "images_plain": images, "images_plain_view": images,
+             "aspect": torch.tensor([0, 1]), "labels": torch.tensor([[0, 0, 1], [2, 2, 0]]),
+             "aspect_labels": torch.tensor([[[0, 1], [0, 1], [1, 0]], [[2, 0], [2, 1], [0, 0]]])}
+    objective.instance_weight, objective.embed_norm_weight = 0.0, 0.0
+    objective(Fixed(), batch).loss.backward()
+    assert seen == [3 * n]  # without the instance term, views and plain images are not even embedded
+    embeddings.grad = None
+    objective.instance_weight, objective.overall_weight, objective.aspect_weight = 1.0, 0.0, 0.0
+
+    class NoTriplet(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return torch.zeros(())
+
+    objective.triplet = NoTriplet()
+    objective(Fixed(), batch).loss.backward()
+    assert seen[-1] == 6 * n
+    grad = embeddings.grad
+    assert grad[:, :-k].abs().max() == 0
+    # anchors, their views, the plain images and their views: all in the instance term; closes and fars not.
+    assert grad[:n, -k:].abs().min() > 0 and grad[3 * n:, -k:].abs().min() > 0 and grad[n:3 * n].abs().max() == 0
+    # Each plain image's partner is its own view: moving the view onto it lowers the loss.
+    with torch.no_grad():
+        before = float(objective(Fixed(), batch).loss)
+        embeddings[5 * n:] = embeddings[4 * n:5 * n]
+        assert float(objective(Fixed(), batch).loss) < before
+
+
 def test_the_csn_split_recipe_builds_a_split_conditional_model():
     """training/configs/csn-split.toml (measured in docs/benchmarks.md, not shipped) stays loadable."""
     from training.config import load_config

@@ -208,10 +208,15 @@ class TripletDataset(Dataset):
 
     def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
                  labels: np.ndarray, aspects: list[str], view_augment: Transform | None = None,
-                 view_all: bool = False) -> None:
+                 view_all: bool = False, plain: np.ndarray | None = None, seed: int = 0) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
         # An edited second view of the anchor (of all three when view_all), for the instance term.
         self.view_augment, self.view_all = view_augment, view_all
+        # Untinted training images (objective.instance_plain): triplet i also yields plain image
+        # order[i] and an edited view of it; a seeded order, so each epoch draws others.
+        self.plain = plain
+        self.plain_order = (np.random.default_rng(seed).permutation(len(plain)) if plain is not None
+                            else np.empty(0, dtype=np.int64))
         self.labels = labels
         # The task's aspects, in its order: the data may carry more (a task-specific network
         # trains on one aspect of three-aspect data).
@@ -220,8 +225,8 @@ class TripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.triplets)
 
-    def _image(self, index: int, augment: Transform | None = None) -> torch.Tensor:
-        image = torch.from_numpy(self.data.images[index])
+    def _image(self, index: int, augment: Transform | None = None, source: np.ndarray | None = None) -> torch.Tensor:
+        image = torch.from_numpy((self.data.images if source is None else source)[index])
         augment = augment or self.augment
         if augment is not None:
             image = augment(image.permute(2, 0, 1)).permute(1, 2, 0)
@@ -233,6 +238,10 @@ class TripletDataset(Dataset):
         if self.view_augment:
             members = {"anchor": anchor, "close": close, "far": far} if self.view_all else {"anchor": anchor}
             views = {f"images_{name}_view": self._image(i, self.view_augment) for name, i in members.items()}
+            if self.plain is not None:
+                plain = int(self.plain_order[index % len(self.plain_order)])
+                views |= {"images_plain": self._image(plain, source=self.plain),
+                          "images_plain_view": self._image(plain, self.view_augment, self.plain)}
         return {
             **views,
             "images_anchor": self._image(anchor), "images_close": self._image(close), "images_far": self._image(far),
@@ -290,6 +299,7 @@ class AspectTask:
             if data.train_limit and data.train_limit < len(gray_train):
                 gray_train = gray_train.subset(stratified_split(gray_train.labels, data.train_limit, config.seed + 1)[1])
             train_all = fashion_aspects(gray_train, seed=config.seed)
+            plain_train = gray_train.images.repeat(3, axis=3)  # untinted: white is the identity tint
             test = fashion_aspects(gray_test, seed=config.seed + 7)
             if data.test_limit and data.test_limit < len(test):
                 keep = stratified_split(test.labels[self.primary], data.test_limit, config.seed + 2)[1]
@@ -309,6 +319,7 @@ class AspectTask:
         elif data.dataset == "aspects-csv":
             unseen_test = None
             self.untinted = None
+            plain_train = None
             folder = Path(data.data_dir or ".")
             spec = folder_input_spec(data.image_size, data.channels, data.fit, data.pad_value, data.resample)
             train_all = read_aspects_csv(folder / "train.csv", spec, self.aspects)
@@ -319,6 +330,9 @@ class AspectTask:
         rest, val_idx = stratified_split(train_all.labels[self.primary], validation_size(data.val_size, len(train_all)),
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
+        if config.objective.instance_plain and plain_train is None:
+            raise AspectDataError("objective.instance_plain needs fashion-aspects (its untinted images)")
+        self.train_plain = plain_train[rest] if config.objective.instance_plain else None
         self.aspect_classes = [len(train_all.values[a]) for a in self.aspects]
         # Each aspect's values, in label order: the built-in palette for fashion-aspects, the CSV's
         # own values for aspects-csv.
@@ -347,7 +361,9 @@ class AspectTask:
                                    self.config.seed * 1000 + epoch)
         dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint,
                                  self.aspects, self.view_augment,
-                                 view_all=self.config.objective.instance_views == "all")
+                                 view_all=self.config.objective.instance_views == "all",
+                                 plain=self.train_plain if self.view_augment else None,
+                                 seed=self.config.seed * 1000 + epoch)
         per_rank = max(1, self.config.optim.batch_size // world_size)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 

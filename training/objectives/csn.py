@@ -59,14 +59,19 @@ class ConditionalTripletObjective(Objective):
         # The members with an edited view: the anchors, or all three (data: objective.instance_views).
         viewed = [name for name in ("anchor", "close", "far") if f"images_{name}_view" in batch] if with_instance else []
         views += [batch[f"images_{name}_view"] for name in viewed]
+        # Plain (untinted) images and their edited views, for the instance term only (objective.instance_plain).
+        plain = with_instance and "images_plain" in batch
+        if plain:
+            views += [batch["images_plain"], batch["images_plain_view"]]
         out = model(torch.cat(views), raw=True)
         stats: dict[str, float] = {}
         instance = None
         if with_instance:  # split off the edited views; the rest is the triplets' as before
             if isinstance(out, tuple):
-                instance_view, out = out[0][3 * n:], (out[0][:3 * n], out[1])
+                extra, out = out[0][3 * n:], (out[0][:3 * n], out[1])
             else:
-                instance_view, out = out[3 * n:], out[:3 * n]
+                extra, out = out[3 * n:], out[:3 * n]
+            instance_view = extra[:len(viewed) * n]
         if isinstance(out, tuple):
             raw, masks = out
             compared = raw * masks[batch["aspect"]].repeat(3, 1)
@@ -93,7 +98,10 @@ class ConditionalTripletObjective(Objective):
             stats["aspect_loss"] = float(per_aspect.detach())
             loss = loss + self.aspect_weight * per_aspect
         if with_instance:
-            originals = raw[:len(instance_view)]  # anchors, then closes, then fars: the views' order
+            m = len(instance_view)
+            originals = raw[:m]  # anchors, then closes, then fars: the views' order
+            if plain:  # in ``extra`` the plain images follow the members' views, and their views follow them
+                originals, instance_view = torch.cat([originals, extra[m:m + n]]), torch.cat([instance_view, extra[m + n:]])
             instance = (self.instance(originals[:, -k:], instance_view[:, -k:]) if k
                         else self.instance(originals, instance_view))
             stats["instance_loss"] = float(instance.detach())
