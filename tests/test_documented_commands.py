@@ -328,7 +328,8 @@ def test_readme_api_examples_run(readme_service):
 # README: training, export and evaluate ------------------------------------------------------------
 
 # The run that `--resume` continues, and that the export and evaluate commands take.
-CONTINUED = ("likeness train --config default", "likeness train --config default --resume")
+CONTINUED = ("likeness train --config default", "likeness train --config default --resume",
+             "likeness train --config default --set 'init_from=\"runs/fmnist-default/best.pt\"' --set name=tuned")
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +362,7 @@ def _cuda_devices() -> int:
 def test_readme_training_commands_run(readme_training):
     work, done = readme_training
     trained = [key for key in done if key.startswith(("likeness train", "torchrun"))]
-    assert len(trained) == 7, trained
+    assert len(trained) == 8, trained
     for key in trained:
         result = done[key]
         if "--device cuda:1" in key and _cuda_devices() < 2:
@@ -370,8 +371,9 @@ def test_readme_training_commands_run(readme_training):
             assert "cuda:1" in result.stderr
             continue
         assert result.returncode == 0, f"{key}\n{result.stderr[-3000:]}"
-        assert result.stdout.strip().splitlines()[-1] in ("runs/fmnist-default", "runs/fmnist-csn")
+        assert result.stdout.strip().splitlines()[-1] in ("runs/fmnist-default", "runs/fmnist-csn", "runs/tuned")
     assert "resumed from runs/fmnist-default/last.pt" in done["likeness train --config default --resume"].stderr
+    assert "fine-tuning from runs/fmnist-default/best.pt" in done[CONTINUED[2]].stderr
     holdout = done['likeness train --config default --holdout-classes "coat,shirt,sneaker,ankle boot"'].stderr
     assert "coat" in holdout.split("held out of training:")[1].splitlines()[0]
     # The conditional model ends with its test triplet accuracy per aspect of its config.
