@@ -137,16 +137,18 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
 
 
 def _train_commands(training: dict[str, Any]) -> list[str]:
-    """The command that trained the model; for a fine-tune, the first stage's command before it."""
-    first = training.get("fine_tuned_from")
-    if not first:
+    """The command that trained the model; for a fine-tune, the earlier stages' commands before it."""
+    earlier = training.get("earlier_stages") or []
+    if not earlier:
         return ["Train:", "", "```", str(training.get("train_command")), "```", ""]
-    seconds = first.get("train_seconds")
-    took = f", {seconds / 60:.0f} min in the training loop" if seconds else ""
-    return [f"Train, in two stages: {first.get('epochs_trained')} epochs{took} (writes `{first.get('checkpoint')}`),",
-            "", "```", str(first.get("train_command")), "```", "",
-            "then a fine-tune from those weights with a fresh optimiser and schedule:", "",
-            "```", str(training.get("train_command")), "```", ""]
+    lines = [f"Train, in {len(earlier) + 1} stages, each starting from the weights the one before wrote, with a "
+             "fresh optimiser and schedule:", ""]
+    for number, stage in enumerate(earlier, start=1):
+        seconds = stage.get("train_seconds")
+        took = f", {seconds / 60:.0f} min in the training loop" if seconds else ""
+        lines += [f"{number}. {stage.get('epochs_trained')} epochs{took}, writes `{stage.get('checkpoint')}`:", "",
+                  "```", str(stage.get("train_command")), "```", ""]
+    return lines + [f"{len(earlier) + 1}. the last stage:", "", "```", str(training.get("train_command")), "```", ""]
 
 
 def _program(training: dict[str, Any]) -> str:

@@ -173,13 +173,34 @@ def resolve_config_path(path: str | Path) -> Path:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    raw: dict[str, Any] = {}
-    if path is not None:
-        with resolve_config_path(path).open("rb") as handle:
-            raw = tomllib.load(handle)
+    raw = _read_config(resolve_config_path(path)) if path is not None else {}
     for item in overrides or []:
         _apply_override(raw, item)
     return TrainConfig.model_validate(raw)
+
+
+def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's table; ``extends = "other"`` at its top starts from that config (a name or a
+    path, resolved like ``--config``), and this file's keys replace the other's, key by key."""
+    if path.resolve() in seen:
+        raise ValueError(f"config {path} extends itself (via {' -> '.join(str(p) for p in seen)})")
+    with path.open("rb") as handle:
+        raw = tomllib.load(handle)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    beside = path.parent / str(base)  # a path is taken relative to the extending file first
+    merged = _read_config(beside if beside.is_file() else resolve_config_path(base), (*seen, path.resolve()))
+    _merge(merged, raw)
+    return merged
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

@@ -245,19 +245,23 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             "onnx_max_abs_diff": difference, "metrics": metrics}
 
 
-def _first_stage(config: TrainConfig) -> dict[str, Any] | None:
-    """A fine-tuned run's first stage (``init_from``): the command and epochs that made its
-    starting weights, so the card gives the whole recipe and not only its last stage."""
-    if not config.init_from:
-        return None
-    path = Path(config.init_from)
-    if not path.is_file():
-        raise ExportError(f"{config.init_from}, the checkpoint this run was fine-tuned from, is missing; the card "
-                          "needs its training command (export where the first stage's run directory is)")
-    start = Checkpoint.load(path)
-    history = start.state.history
-    return {"checkpoint": config.init_from, "train_command": start.command, "epochs_trained": start.state.epoch,
-            "train_seconds": history[-1].get("train_seconds") if history else None}
+def _earlier_stages(config: TrainConfig) -> list[dict[str, Any]]:
+    """A fine-tuned run's earlier stages (``init_from``, followed back to a run from scratch), first
+    stage first: the commands and epochs that made its starting weights, so the card gives the
+    whole recipe and not only its last stage."""
+    stages: list[dict[str, Any]] = []
+    while config.init_from:
+        path = Path(config.init_from)
+        if not path.is_file():
+            raise ExportError(f"{config.init_from}, a checkpoint this run was fine-tuned from, is missing; the card "
+                              "needs its training command (export where the earlier stages' run directories are)")
+        start = Checkpoint.load(path)
+        history = start.state.history
+        stages.insert(0, {"checkpoint": config.init_from, "train_command": start.command,
+                          "epochs_trained": start.state.epoch,
+                          "train_seconds": history[-1].get("train_seconds") if history else None})
+        config = start.config
+    return stages
 
 
 def _training_record(config: TrainConfig, saved: Checkpoint, checkpoint: str | Path,
@@ -283,7 +287,7 @@ def _training_record(config: TrainConfig, saved: Checkpoint, checkpoint: str | P
         "selected_on": best.get("metric"),
         "seed": config.seed,
         "train_command": saved.command,
-        "fine_tuned_from": _first_stage(config),
+        "earlier_stages": _earlier_stages(config),
         # Where it was trained (device, GPU, precision); None for checkpoints from before it was recorded.
         "trained_on": saved.runtime,
         "export_command": shlex.join(command) if command else None,

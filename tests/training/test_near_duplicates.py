@@ -219,16 +219,33 @@ def test_plain_images_join_the_csn_instance_term_and_nothing_else():
         assert float(objective(Fixed(), batch).loss) < before
 
 
-def test_the_csn_split_recipe_builds_a_split_conditional_model():
-    """training/configs/csn-split.toml (measured in docs/benchmarks.md, not shipped) stays loadable."""
+def test_the_csn_recipe_builds_a_split_conditional_model():
+    """training/configs/csn.toml, the shipped CSN's first stage: a split conditional model;
+    csn-split.toml, its fine-tune stages' name, extends it and changes nothing else."""
     from training.config import load_config
     from training.models import build_model
     from training.objectives import build_objective
 
-    config = load_config("csn-split", [])
+    config = load_config("csn", [])
     assert (config.model.instance_dims, config.objective.instance_views) == (64, "all")
+    assert load_config("csn-split", []) == config.model_copy(update={"name": "fmnist-csn-split"})
     model = build_model(config.model, 3, [0.5] * 3, [0.5] * 3, aspects=len(config.data.aspects))
     objective = build_objective(config.objective, 80, config.model.embedding_dim, aspect_classes=[10, 5, 8],
                                 instance_dims=config.model.instance_dims)
     assert model.masks().shape == (3, 128) and model.masks()[:, 64:].abs().max() == 0
     assert objective.overall_loss.W.shape[0] == 64
+
+
+def test_a_config_extends_another_key_by_key(tmp_path):
+    """``extends``: the other config (a name or a path beside the file), then this file's keys over
+    it, section by section; a loop is a one-line error."""
+    from training.config import load_config
+
+    (tmp_path / "base.toml").write_text('extends = "default"\nname = "base"\n[optim]\nepochs = 4\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[optim]\nlr = 1e-4\n')
+    child, default = load_config(tmp_path / "child.toml"), load_config("default")
+    assert (child.name, child.optim.epochs, child.optim.lr) == ("base", 4, 1e-4)
+    assert child.optim.batch_size == default.optim.batch_size and child.model == default.model
+    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
+    with pytest.raises(ValueError, match="extends itself"):
+        load_config(tmp_path / "loop.toml")

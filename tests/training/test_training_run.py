@@ -326,7 +326,8 @@ def test_a_fine_tune_starts_from_the_checkpoint_and_refuses_another_network(tiny
 
     export_checkpoint(tmp_path / "best.pt", tmp_path / "tuned.onnx")
     card = (tmp_path / "tuned.md").read_text()
-    first = card.index("Train, in two stages: 3 epochs")
+    first = card.index("Train, in 2 stages")
+    assert "1. 3 epochs" in card and "2. the last stage:" in card
     stage_one, stage_two = (shlex.join(["--set", item]) for item in (f'output_dir="{run_dir}"', init))
     assert first < card.index(stage_one) < card.index(stage_two)
 
