@@ -115,6 +115,19 @@ def test_a_split_embedding_serves_a_weighted_cosine_and_trains_each_part_with_it
     assert embeddings.grad[:, 8:].abs().max() == 0 and embeddings.grad[:, :8].abs().max() > 0
 
 
+# Labels of two CSN triplets over two aspects (3 and 2 values): each triplet's aspect, the joint
+# labels of its three members, and each member's value on every aspect.
+TWO_TRIPLETS_LABELS = {"aspect": torch.tensor([0, 1]), "labels": torch.tensor([[0, 0, 1], [2, 2, 0]]),
+                       "aspect_labels": torch.tensor([[[0, 1], [0, 1], [1, 0]], [[2, 0], [2, 1], [0, 0]]])}
+
+
+class NoTriplet(torch.nn.Module):
+    """Stands in for the triplet loss, so that a gradient shows what the instance term touches."""
+
+    def forward(self, *args, **kwargs):
+        return torch.zeros(())
+
+
 def test_a_conditional_model_keeps_its_masks_and_aspect_losses_off_the_instance_dimensions():
     """CSN with a split embedding: masks are zero on the last k dimensions, so aspect embeddings
     ignore them; the triplet, overall and aspect losses touch only the class part and the instance
@@ -149,19 +162,13 @@ def test_a_conditional_model_keeps_its_masks_and_aspect_losses_off_the_instance_
 
     batch = {"images_anchor": images[:n], "images_close": images[n:2 * n], "images_far": images[2 * n:3 * n],
              "images_anchor_view": images[:n], "images_close_view": images[n:2 * n],
-             "aspect": torch.tensor([0, 1]), "labels": torch.tensor([[0, 0, 1], [2, 2, 0]]),
-             "aspect_labels": torch.tensor([[[0, 1], [0, 1], [1, 0]], [[2, 0], [2, 1], [0, 0]]])}
+             **TWO_TRIPLETS_LABELS}
     objective.instance_weight = 0.0  # everything but the instance term: the class part only
     objective.embed_norm_weight = 0.0  # (the norm penalty is on the whole raw embedding by design)
     objective(Fixed(), batch).loss.backward()
     assert embeddings.grad[:, 8:].abs().max() == 0 and embeddings.grad[:3 * n, :8].abs().max() > 0
     embeddings.grad = None
     objective.instance_weight, objective.overall_weight, objective.aspect_weight = 1.0, 0.0, 0.0
-
-    class NoTriplet(torch.nn.Module):
-        def forward(self, *args, **kwargs):
-            return torch.zeros(())
-
     objective.triplet = NoTriplet()
     objective(Fixed(), batch).loss.backward()
     # The instance term pairs anchors and closes with their views, on the instance part only.
@@ -193,18 +200,12 @@ def test_plain_images_join_the_csn_instance_term_and_nothing_else():
     images = torch.randint(0, 256, (n, 28, 28, 1), dtype=torch.uint8)
     batch = {"images_anchor": images, "images_close": images, "images_far": images, "images_anchor_view": images,
              "images_plain": images, "images_plain_view": images,
-             "aspect": torch.tensor([0, 1]), "labels": torch.tensor([[0, 0, 1], [2, 2, 0]]),
-             "aspect_labels": torch.tensor([[[0, 1], [0, 1], [1, 0]], [[2, 0], [2, 1], [0, 0]]])}
+             **TWO_TRIPLETS_LABELS}
     objective.instance_weight, objective.embed_norm_weight = 0.0, 0.0
     objective(Fixed(), batch).loss.backward()
     assert seen == [3 * n]  # without the instance term, views and plain images are not even embedded
     embeddings.grad = None
     objective.instance_weight, objective.overall_weight, objective.aspect_weight = 1.0, 0.0, 0.0
-
-    class NoTriplet(torch.nn.Module):
-        def forward(self, *args, **kwargs):
-            return torch.zeros(())
-
     objective.triplet = NoTriplet()
     objective(Fixed(), batch).loss.backward()
     assert seen[-1] == 6 * n

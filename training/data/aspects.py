@@ -363,7 +363,8 @@ class AspectTask:
                                  self.aspects, self.view_augment,
                                  view_all=self.config.objective.instance_views == "all",
                                  plain=self.train_plain if self.view_augment else None,
-                                 seed=self.config.seed * 1000 + epoch)
+                                 # each rank draws its own plain images
+                                 seed=(self.config.seed * 1000 + epoch) * world_size + rank)
         per_rank = max(1, self.config.optim.batch_size // world_size)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
