@@ -118,6 +118,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean "your input is wrong" rather than "likeness is broken"."""
     from contract import ImageError, SpecError
     from training.checkpoint import CheckpointError
+    from training.config import ConfigError
     from training.data.aspects import AspectDataError
     from training.data.formats import DatasetFormatError
     from training.data.sources import DatasetNotFound
@@ -125,7 +126,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from training.runtime import DeviceError
 
     return (ExportError, DatasetNotFound, DatasetFormatError, AspectDataError, SpecError, ImageError, DeviceError,
-            CheckpointError)
+            CheckpointError, ConfigError)
 
 
 def _demo_doc() -> str:

@@ -6,9 +6,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config the user gave cannot be read: a missing file, bad TOML, an override or a value that
+    does not fit, an ``extends`` loop. The CLI prints it as one line."""
 
 
 class _Section(BaseModel):
@@ -169,23 +174,30 @@ def resolve_config_path(path: str | Path) -> Path:
     if shipped.is_file() and candidate.parent == Path("."):
         return shipped
     known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
-    raise FileNotFoundError(f"config {path!r} not found (shipped configs: {known})")
+    raise ConfigError(f"config {path!r} not found (shipped configs: {known})")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     raw = _read_config(resolve_config_path(path)) if path is not None else {}
     for item in overrides or []:
         _apply_override(raw, item)
-    return TrainConfig.model_validate(raw)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:  # one line per wrong setting, not pydantic's multi-line report
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"invalid config: {problems}") from None
 
 
 def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file's table; ``extends = "other"`` at its top starts from that config (a name or a
     path, resolved like ``--config``), and this file's keys replace the other's, key by key."""
     if path.resolve() in seen:
-        raise ValueError(f"config {path} extends itself (via {' -> '.join(str(p) for p in seen)})")
-    with path.open("rb") as handle:
-        raw = tomllib.load(handle)
+        raise ConfigError(f"config {path} extends itself (via {' -> '.join(str(p) for p in seen)})")
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -207,7 +219,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply ``a.b=value`` where value is TOML (``3``, ``"x"``, ``[16, 32]``) or a bare string."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"override {item!r} must look like section.key=value")
+        raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -217,7 +229,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {item!r}: {part!r} is not a section")
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
     node[parts[-1]] = value
 
 

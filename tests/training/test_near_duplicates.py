@@ -237,10 +237,11 @@ def test_the_csn_recipe_builds_a_split_conditional_model():
     assert objective.overall_loss.W.shape[0] == 64
 
 
-def test_a_config_extends_another_key_by_key(tmp_path):
+def test_a_config_extends_another_key_by_key(tmp_path, capsys):
     """``extends``: the other config (a name or a path beside the file), then this file's keys over
-    it, section by section; a loop is a one-line error."""
-    from training.config import load_config
+    it, section by section; a loop, like every config the CLI cannot read, is a one-line error."""
+    from training.cli import main
+    from training.config import ConfigError, load_config
 
     (tmp_path / "base.toml").write_text('extends = "default"\nname = "base"\n[optim]\nepochs = 4\n')
     (tmp_path / "child.toml").write_text('extends = "base.toml"\n[optim]\nlr = 1e-4\n')
@@ -248,5 +249,11 @@ def test_a_config_extends_another_key_by_key(tmp_path):
     assert (child.name, child.optim.epochs, child.optim.lr) == ("base", 4, 1e-4)
     assert child.optim.batch_size == default.optim.batch_size and child.model == default.model
     (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
-    with pytest.raises(ValueError, match="extends itself"):
+    with pytest.raises(ConfigError, match="extends itself"):
         load_config(tmp_path / "loop.toml")
+    (tmp_path / "broken.toml").write_text('extends = "missing"\n')
+    for argv, says in ([str(tmp_path / "loop.toml")], "extends itself"), ([str(tmp_path / "broken.toml")], "'missing' not found"), \
+            (["default", "--set", "optim.epochs=many"], "invalid config: optim.epochs: Input should be a valid integer"):
+        assert main(["train", "--config", *argv]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and error.startswith("python -m training train: error: ") and says in error
