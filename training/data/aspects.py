@@ -299,7 +299,7 @@ class AspectTask:
             if data.train_limit and data.train_limit < len(gray_train):
                 gray_train = gray_train.subset(stratified_split(gray_train.labels, data.train_limit, config.seed + 1)[1])
             train_all = fashion_aspects(gray_train, seed=config.seed)
-            plain_train = gray_train.images.repeat(3, axis=3)  # untinted: white is the identity tint
+            plain_source = gray_train.images  # untinted on demand (objective.instance_plain), below
             test = fashion_aspects(gray_test, seed=config.seed + 7)
             if data.test_limit and data.test_limit < len(test):
                 keep = stratified_split(test.labels[self.primary], data.test_limit, config.seed + 2)[1]
@@ -319,7 +319,7 @@ class AspectTask:
         elif data.dataset == "aspects-csv":
             unseen_test = None
             self.untinted = None
-            plain_train = None
+            plain_source = None
             folder = Path(data.data_dir or ".")
             spec = folder_input_spec(data.image_size, data.channels, data.fit, data.pad_value, data.resample)
             train_all = read_aspects_csv(folder / "train.csv", spec, self.aspects)
@@ -330,9 +330,12 @@ class AspectTask:
         rest, val_idx = stratified_split(train_all.labels[self.primary], validation_size(data.val_size, len(train_all)),
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
-        if config.objective.instance_plain and plain_train is None:
-            raise AspectDataError("objective.instance_plain needs fashion-aspects (its untinted images)")
-        self.train_plain = plain_train[rest] if config.objective.instance_plain else None
+        self.train_plain = None
+        if config.objective.instance_plain:
+            if plain_source is None:
+                raise AspectDataError("objective.instance_plain needs fashion-aspects (its untinted images)")
+            # The training images in white, the palette's identity tint, as the untinted test set is made.
+            self.train_plain = tint(plain_source[rest], np.zeros(len(rest), dtype=np.int64))
         self.aspect_classes = [len(train_all.values[a]) for a in self.aspects]
         # Each aspect's values, in label order: the built-in palette for fashion-aspects, the CSV's
         # own values for aspects-csv.
