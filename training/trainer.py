@@ -176,7 +176,9 @@ def train_one_epoch(step: nn.Module, optimizer: torch.optim.Optimizer, scheduler
 
 
 def _refuse_another_network(last: Path, saved: TrainConfig, config: TrainConfig, *,
-                            fields: tuple[str, ...] | None = None, verb: str = "resume") -> None:
+                            fields: tuple[str, ...] | None = None, verb: str = "resume",
+                            remedy: str = "resume with the settings it was trained with, or train without --resume"
+                            ) -> None:
     """A checkpoint's weights fit only the network and objective they were trained as: say which
     setting differs, in one line, rather than fail deep in ``load_state_dict``. ``fields`` limits
     the objective's settings compared (a fine-tune may change loss weights, not the proxies' shape)."""
@@ -186,10 +188,8 @@ def _refuse_another_network(last: Path, saved: TrainConfig, config: TrainConfig,
                    if (section == "model" or fields is None or key in fields)
                    and value != getattr(getattr(config, section), key)]
     if differences:
-        hint = ("resume with the settings it was trained with, or train without --resume" if verb == "resume"
-                else "fine-tune a network of the same shape")
         raise CheckpointError(f"cannot {verb} {last}: it was trained with other settings ({'; '.join(differences)}, "
-                              f"saved vs now); {hint}")
+                              f"saved vs now); {remedy}")
 
 
 # The objective settings that shape its parameters (proxies); the rest only weigh or tune losses.
@@ -233,18 +233,18 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     optimizer, scheduler = build_optimizer(config, params, total_steps)
 
-    if config.init_from:
+    state = RunState()
+    last = run_dir / CHECKPOINT_LAST
+    resuming = resume and last.is_file()
+    if config.init_from and not resuming:  # a resumed fine-tune continues from its own last.pt
         start = Checkpoint.load(config.init_from)
         _refuse_another_network(Path(config.init_from), start.config, config, fields=_OBJECTIVE_SHAPE,
-                                verb="fine-tune from")
+                                verb="fine-tune from", remedy="fine-tune a network of the same shape")
         model.load_state_dict(start.model)
         objective.load_state_dict(start.objective)
         if runtime.is_main:
             print(f"fine-tuning from {config.init_from} (its epoch {start.state.epoch})", file=sys.stderr)
-
-    state = RunState()
-    last = run_dir / CHECKPOINT_LAST
-    if resume and last.is_file():
+    if resuming:
         saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
         _refuse_another_network(last, saved.config, config)
         model.load_state_dict(saved.model)
