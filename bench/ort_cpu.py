@@ -40,7 +40,7 @@ def session(model: Path, threads: int, level: str = "all", profile_dir: Path | N
 
 
 def cpu_ms_per_image(sess: ort.InferenceSession, batch: int, runs: int = 40) -> float:
-    x = np.random.default_rng(0).integers(0, 256, (batch, *[d for d in sess.get_inputs()[0].shape[1:]]), np.uint8)
+    x = np.random.default_rng(0).integers(0, 256, (batch, *sess.get_inputs()[0].shape[1:]), np.uint8)
     feed = {sess.get_inputs()[0].name: x}
     for _ in range(5):
         sess.run(None, feed)
