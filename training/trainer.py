@@ -192,6 +192,18 @@ def _refuse_another_network(last: Path, saved: TrainConfig, config: TrainConfig,
                               f"saved vs now); {remedy}")
 
 
+def _load_weights(module: nn.Module, weights: dict[str, Any], source: Path, what: str) -> None:
+    """``load_state_dict`` with a one-line error: the settings compared above can agree while the
+    data do not (another number of classes gives the proxies another shape)."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as error:
+        first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line or "Missing" in line),
+                     str(error).splitlines()[0])
+        raise CheckpointError(f"{source}: its {what} does not fit this run ({first}); was it trained on other "
+                              "data (channels, classes, aspects)?") from None
+
+
 # The objective settings that shape its parameters (proxies); the rest only weigh or tune losses.
 _OBJECTIVE_SHAPE = ("name", "overall_loss")
 
@@ -240,15 +252,15 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         start = Checkpoint.load(config.init_from)
         _refuse_another_network(Path(config.init_from), start.config, config, fields=_OBJECTIVE_SHAPE,
                                 verb="fine-tune from", remedy="fine-tune a network of the same shape")
-        model.load_state_dict(start.model)
-        objective.load_state_dict(start.objective)
+        _load_weights(model, start.model, Path(config.init_from), "network")
+        _load_weights(objective, start.objective, Path(config.init_from), "objective (proxies)")
         if runtime.is_main:
             print(f"fine-tuning from {config.init_from} (its epoch {start.state.epoch})", file=sys.stderr)
     if resuming:
         saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
         _refuse_another_network(last, saved.config, config)
-        model.load_state_dict(saved.model)
-        objective.load_state_dict(saved.objective)
+        _load_weights(model, saved.model, last, "network")
+        _load_weights(objective, saved.objective, last, "objective (proxies)")
         optimizer.load_state_dict(saved.optimizer)
         scheduler.load_state_dict(saved.scheduler)
         if runtime.scaler is not None and saved.scaler is not None:

@@ -337,3 +337,15 @@ def test_a_fine_tune_starts_from_the_checkpoint_and_refuses_another_network(tiny
     assert other.stderr.strip().splitlines()[-1] == (
         f"python -m training train: error: cannot fine-tune from {start}: it was trained with other "
         "settings (model.widths: [16, 32, 64] vs [16, 32, 128], saved vs now); fine-tune a network of the same shape")
+    # The same settings on other data (a folder of RGB photos, where the run had greyscale): one line too.
+    demo = tmp_path / "demo"
+    made = subprocess.run([sys.executable, "-m", "training", "demo-data", str(demo), "--per-class", "10", "--size", "28"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    rgb = [*tune, "data.dataset=folder", f'data.data_dir="{demo}"', "data.image_size=28", "data.channels=3"]
+    other_data = subprocess.run([*command, *[a for item in rgb for a in ("--set", item)]], cwd=REPO,
+                                capture_output=True, text=True, timeout=900)
+    assert other_data.returncode == 2 and "Traceback" not in other_data.stderr, other_data.stderr[-3000:]
+    last_line = other_data.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"python -m training train: error: {start}: its network does not fit this run "
+                                "(size mismatch for mean"), last_line
