@@ -119,6 +119,11 @@ class ObjectiveConfig(_Section):
     # images are plain only one time in eight, yet a plain catalogue is what the near-duplicate test
     # searches, and there colour cannot tell two shapes apart.
     instance_plain: bool = False
+    # With instance_plain: the plain images of a batch come this many per category (0: at random),
+    # so the instance term meets look-alikes as negatives, as the default recipe's m-per-class
+    # batches give it. At random, a batch of 128 holds about 13 of a category, and an edited copy
+    # is told apart mostly from other kinds of thing; the near-duplicate test's rivals are its own kind.
+    instance_plain_per_class: int = Field(default=0, ge=0)
     # Scale of the class-level proxy losses (ArcFace, normalised softmax); None = the loss's default.
     # A large scale crushes each class towards its proxy.
     scale: float | None = Field(default=None, gt=0)

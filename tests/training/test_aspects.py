@@ -208,3 +208,36 @@ def test_plain_images_come_from_the_untinted_training_images():
     assert not torch.equal(batch["images_plain"], batch["images_plain_view"])  # the view is edited
     without = AspectTask(load_config("csn-split", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100"]))
     assert without.train_plain is None
+
+
+def test_grouped_plain_images_come_per_category():
+    """objective.instance_plain_per_class: each batch's plain images are m per category, so the
+    instance term meets look-alikes; every image comes up before any comes twice."""
+    from training.config import load_config
+    from training.data.aspects import AspectTask, AspectDataError, grouped_order
+
+    labels = np.repeat(np.arange(10), [50, 40, 60, 45, 55, 50, 52, 48, 50, 50])
+    order = grouped_order(labels, per_class=4, seed=3)
+    assert set(order.tolist()) == set(range(len(labels)))  # every image comes up
+    assert len(order) == 4 * sum(-(-n // 4) for n in np.bincount(labels))  # padded only to whole runs
+    for start in range(0, len(order), 16):  # a batch of 16 holds whole runs of 4
+        counts = np.bincount(labels[order[start:start + 16]], minlength=10)
+        assert all(n % 4 == 0 for n in counts)
+    runs = labels[order].reshape(-1, 4)
+    assert (runs == runs[:, :1]).all()
+    assert np.array_equal(order, grouped_order(labels, 4, seed=3))  # seeded
+    assert not np.array_equal(order, grouped_order(labels, 4, seed=4))
+
+    overrides = ["data.train_limit=600", "data.val_size=100", "data.test_limit=100", "data.train_triplets=64",
+                 "optim.batch_size=16", "objective.instance_plain=true"]
+    task = AspectTask(load_config("csn-split", overrides + ["objective.instance_plain_per_class=8"]))
+    # The plain images are augmented, so read which ones a batch holds from the order it draws them in.
+    loader = task.train_loader("triplets", epoch=0)
+    drawn = loader.dataset.plain_order[:len(loader) * 16].reshape(-1, 16)
+    for batch in task.train_loader("triplets", epoch=0):
+        assert batch["images_plain"].shape == (16, 28, 28, 3)
+    for plain in drawn:
+        assert all(n % 8 == 0 for n in np.bincount(task.train.labels["category"][plain]))
+    assert not np.array_equal(drawn, task.train_loader("triplets", epoch=1).dataset.plain_order[:drawn.size].reshape(-1, 16))
+    with pytest.raises(AspectDataError, match="needs objective.instance_plain = true"):
+        AspectTask(load_config("csn-split", overrides[:-1] + ["objective.instance_plain_per_class=8"]))

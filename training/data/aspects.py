@@ -203,20 +203,40 @@ def write_triplets_csv(path: Path, triplets: np.ndarray, aspects: list[str]) -> 
             writer.writerow([int(anchor), int(close), int(far), aspects[int(a)]])
 
 
+def grouped_order(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """A seeded order of indices into ``labels`` made of runs of ``per_class`` images of one class,
+    the runs shuffled: a batch whose size is a multiple of ``per_class`` holds whole runs, so it
+    meets each of its classes ``per_class`` at a time. Every image comes up once; a class whose size
+    is not a multiple of ``per_class`` fills its last run from its own start, so the order may be
+    a little longer than ``labels``."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for c in np.unique(labels):
+        own = rng.permutation(np.flatnonzero(labels == c))
+        padded = np.resize(own, -(-len(own) // per_class) * per_class)  # np.resize repeats from the start
+        runs.extend(padded.reshape(-1, per_class))
+    return np.concatenate([runs[i] for i in rng.permutation(len(runs))])
+
+
 class TripletDataset(Dataset):
     """Yields one CSN triplet: three augmented uint8 HWC images and the aspect index."""
 
     def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
                  labels: np.ndarray, aspects: list[str], view_augment: Transform | None = None,
-                 view_all: bool = False, plain: np.ndarray | None = None, seed: int = 0) -> None:
+                 view_all: bool = False, plain: np.ndarray | None = None, seed: int = 0,
+                 plain_order: np.ndarray | None = None) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
         # An edited second view of the anchor (of all three when view_all), for the instance term.
         self.view_augment, self.view_all = view_augment, view_all
         # Untinted training images (objective.instance_plain): triplet i also yields plain image
-        # order[i] and an edited view of it; a seeded order, so each epoch draws others.
+        # order[i] and an edited view of it; a seeded order, so each epoch draws others. The loader
+        # reads triplets in order, so a batch's plain images are a run of the order (plain_order
+        # groups them by category, see grouped_order).
         self.plain = plain
-        self.plain_order = (np.random.default_rng(seed).permutation(len(plain)) if plain is not None
-                            else np.empty(0, dtype=np.int64))
+        if plain_order is None:
+            plain_order = (np.random.default_rng(seed).permutation(len(plain)) if plain is not None
+                           else np.empty(0, dtype=np.int64))
+        self.plain_order = plain_order
         self.labels = labels
         # The task's aspects, in its order: the data may carry more (a task-specific network
         # trains on one aspect of three-aspect data).
@@ -331,6 +351,9 @@ class AspectTask:
                                          config.seed)
         self.train, self.val, self.test = train_all.subset(rest), train_all.subset(val_idx), test
         self.train_plain = None
+        if config.objective.instance_plain_per_class and not config.objective.instance_plain:
+            raise AspectDataError("objective.instance_plain_per_class groups the plain images: it needs "
+                                  "objective.instance_plain = true")
         if config.objective.instance_plain:
             if plain_source is None:
                 raise AspectDataError("objective.instance_plain needs fashion-aspects (its untinted images)")
@@ -362,13 +385,16 @@ class AspectTask:
             raise AspectDataError(f"aspect data trains with triplet objectives (csn), not {batch_kind!r} batches")
         triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
                                    self.config.seed * 1000 + epoch)
+        per_rank = max(1, self.config.optim.batch_size // world_size)
+        seed = (self.config.seed * 1000 + epoch) * world_size + rank  # each rank draws its own plain images
+        plain = self.train_plain if self.view_augment else None
+        per_class = self.config.objective.instance_plain_per_class
+        plain_order = (grouped_order(self.train.labels[self.primary], per_class, seed)
+                       if plain is not None and per_class else None)
         dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint,
                                  self.aspects, self.view_augment,
                                  view_all=self.config.objective.instance_views == "all",
-                                 plain=self.train_plain if self.view_augment else None,
-                                 # each rank draws its own plain images
-                                 seed=(self.config.seed * 1000 + epoch) * world_size + rank)
-        per_rank = max(1, self.config.optim.batch_size // world_size)
+                                 plain=plain, seed=seed, plain_order=plain_order)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
     def steps_per_epoch(self, batch_kind: str) -> int:
