@@ -9,6 +9,7 @@ BENCHMARKS = {
     "nsl-ablation": "bench.nsl_ablation",
     "similarity-ablation": "bench.similarity_ablation",
     "instance-share": "bench.instance_share",
+    "pixel-share": "bench.pixel_share",
     "nsl-kernels": "bench.nsl_kernels",
     "index": "bench.index_bench",
     "milvus": "bench.milvus_bench",

@@ -44,6 +44,12 @@ def reweigh(halves: tuple[np.ndarray, np.ndarray], share: float) -> np.ndarray:
     return np.concatenate([kind * (1 - share) ** 0.5, own * share ** 0.5], axis=1).astype(np.float32)
 
 
+def _learned_dims(spec: ModelSpec) -> int:
+    """How many leading dimensions the network learned: a pixel subspace added at export
+    (training/models/pixel_fusion.py) follows them and is left out here."""
+    return spec.embedding_dim - int(((spec.training or {}).get("pixel_pca") or {}).get("dims", 0))
+
+
 def _instance_dims(spec: ModelSpec) -> tuple[int, float]:
     backbone = (spec.training or {}).get("backbone", {})
     dims = int(backbone.get("instance_dims") or 0)
@@ -59,7 +65,11 @@ def model_rows(model: Path, queries: int, pairs: int, limit: int = 0) -> tuple[d
     if limit:
         test = test.subset(np.arange(min(limit, len(test))))
     images = test.images if spec.input.channels == 1 else np.repeat(test.images, 3, axis=3)
-    embedder = onnx_embedder(model)
+    served, learned = onnx_embedder(model), _learned_dims(spec)
+
+    def embedder(batch: np.ndarray) -> tuple[np.ndarray, None]:
+        return served(batch)[0][:, :learned], None
+
     gallery = _halves(embed_all(embedder, images)[0], dims)
     originals = query_sample(len(images), queries)
     same = exact_copies(images, originals)
@@ -77,6 +87,7 @@ def model_rows(model: Path, queries: int, pairs: int, limit: int = 0) -> tuple[d
                      "near_duplicate_worst": per_edit[worst], "worst_edit": worst})
     shown = model.resolve().relative_to(REPO) if model.resolve().is_relative_to(REPO) else model
     about = {"model": f"{spec.name} {spec.version}", "path": str(shown), "instance_dims": dims, "shipped_share": shipped,
+             "pixel_dims": spec.embedding_dim - learned,
              "queries": int(len(originals)), "gallery": int(len(images)), "pairs": pairs}
     return about, rows
 
@@ -112,7 +123,9 @@ def render(models: list[tuple[dict, list[dict]]], open_sets: list[tuple[dict, li
                   f"weighting of the two halves changes. P@1, MAP@R: the {about['gallery']:,} Fashion-MNIST test "
                   f"images; pair ROC-AUC: {about['pairs']:,} seeded balanced pairs; near-duplicate R@1: "
                   f"{about['queries']:,} seeded originals, each edit of training/evaluation/near_duplicates.py, "
-                  f"searched against all {about['gallery']:,}.", ""]
+                  f"searched against all {about['gallery']:,}."
+                  + (f" The model's pixel subspace ({about['pixel_dims']} dimensions, added at export) is left out: "
+                     "these rows weigh the learned embedding's two halves only." if about.get("pixel_dims") else ""), ""]
         lines.append(markdown_table(
             ["share", "P@1", "MAP@R", "pair ROC-AUC", "near-dup R@1 (mean)", "near-dup R@1 (worst)", "worst edit"],
             [[f"{r['share']:.2f}", f"{r['precision_at_1']:.4f}", f"{r['map_at_r']:.4f}", f"{r['roc_auc']:.4f}",

@@ -93,6 +93,11 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     export_p.add_argument("--quantize", choices=["int8"],
                           help="ship the graph quantized to int8 (about half the CPU per image); thresholds and "
                                "every number in the card are then fitted and measured on the int8 graph")
+    export_p.add_argument("--pixel-pca", type=int, default=0, metavar="DIMS",
+                          help="append this many principal components of the pixels, fitted on the training split "
+                               "(kinds of thing never trained on keep what pixels tell apart; models/default.md)")
+    export_p.add_argument("--pixel-share", type=float, default=0.0, metavar="SHARE",
+                          help="the pixel part's share of the served cosine, in (0, 1); with --pixel-pca")
     _device_arg(export_p, "calibration and evaluation")
 
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
@@ -187,7 +192,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
                                    data_dir=args.data_dir, command=command,
                                    open_set_checkpoint=args.open_set_checkpoint, device=args.device,
-                                   quantize=args.quantize)
+                                   quantize=args.quantize, pixel_pca=args.pixel_pca, pixel_share=args.pixel_share)
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":

@@ -39,6 +39,7 @@ from training.data.summary import data_summary, describe_data
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
 from training.layers import fold_static_layers
+from training.models.pixel_fusion import PCA_SAMPLE, with_pixel_pca
 from training.quantize import CALIBRATION_SEED, agreement, calibration_sample, quantize_int8
 from training.runtime import resolve_device
 from training.tasks import load_task
@@ -139,8 +140,10 @@ def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.M
 
 
 def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainConfig,
-                            data_dir: str | None = None) -> dict[str, Any]:
-    """The open-set run's seen- and unseen-class numbers, for the shipped model's card."""
+                            data_dir: str | None = None, pixel_pca: tuple[int, float] | None = None) -> dict[str, Any]:
+    """The open-set run's seen- and unseen-class numbers, for the shipped model's card. With
+    ``pixel_pca`` (dims, share) the run is served as the shipped model is, its pixel subspace fitted
+    on the run's own training split (the seen classes), and the learned embedding alone is measured too."""
     from training.evaluate import TEST_PAIR_SEED, evaluate_split, map_at_r_by_class_name, open_set_metrics
     from training.evaluation import embed_all, evaluate_embeddings
     from training.evaluation.embed import pixel_embedder
@@ -148,10 +151,11 @@ def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainCo
     if data_dir:
         config.data.data_dir = data_dir
     task = load_task(config)
-    embedder = torch_embedder(model)
     unseen = task.splits.test_unseen
+    served = with_pixel_pca(model, task.splits.train.images, *pixel_pca) if pixel_pca else model
+    embedder = torch_embedder(served)
     pixels, _ = embed_all(pixel_embedder(), unseen.images)
-    return {
+    metrics = {
         "holdout_classes": list(config.data.holdout_classes),
         "train_command": saved.command,
         "seen": evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config),
@@ -160,19 +164,31 @@ def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainCo
         "unseen_raw_pixels": {**evaluate_embeddings(pixels, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
                               "map_at_r_by_class": map_at_r_by_class_name(pixels, unseen)},
     }
+    if pixel_pca:  # what the pixel subspace adds: the learned embedding alone on the same images
+        learned, _ = embed_all(torch_embedder(model), unseen.images)
+        metrics["unseen_learned_only"] = {
+            **evaluate_embeddings(learned, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
+            "map_at_r_by_class": map_at_r_by_class_name(learned, unseen)}
+    return metrics
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str | None = None,
                       version: str | None = None, data_dir: str | None = None,
                       command: list[str] | None = None, pairs: int | None = None,
                       open_set_checkpoint: str | Path | None = None, device: str = "auto",
-                      quantize: str | None = None) -> dict[str, Any]:
+                      quantize: str | None = None, pixel_pca: int = 0, pixel_share: float = 0.0) -> dict[str, Any]:
     """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
 
     ``device`` (auto | cpu | cuda | cuda:N) is where calibration and evaluation run; the graph is
     traced and checked on the CPU whatever it is. ``quantize="int8"`` ships the graph quantized
     (training/quantize.py): thresholds and numbers are then fitted and measured on the int8 graph.
+    ``pixel_pca`` > 0 appends that many principal components of the pixels, fitted on the training
+    split, with ``pixel_share`` of the cosine (training/models/pixel_fusion.py); the open-set run gets
+    its own, fitted on its seen classes.
     """
+    if (pixel_pca or pixel_share) and not (pixel_pca > 0 and 0 < pixel_share < 1):
+        raise ExportError(f"--pixel-pca {pixel_pca} --pixel-share {pixel_share}: the pixel subspace needs both, "
+                          "dimensions > 0 and a share in (0, 1)")
     output = Path(output)
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
@@ -181,7 +197,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         command = ["python", "-m", "training", "export", "--checkpoint", str(checkpoint), "--output", str(output)]
         for flag, value in (("--name", name), ("--version", version), ("--data-dir", data_dir),
                             ("--open-set-checkpoint", open_set_checkpoint),
-                            ("--device", device if device != "auto" else None), ("--quantize", quantize)):
+                            ("--device", device if device != "auto" else None), ("--quantize", quantize),
+                            ("--pixel-pca", pixel_pca), ("--pixel-share", pixel_share)):
             if value:
                 command += [flag, str(value)]
     model, saved = load_trained_model(checkpoint)  # on the CPU, where it is traced and checked
@@ -196,8 +213,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
     if open_set:
         open_set[0].to(run_on)
     input_spec = saved.input
+    pixels = input_spec.height * input_spec.width * input_spec.channels
+    if pixel_pca > pixels:
+        raise ExportError(f"--pixel-pca {pixel_pca}: the model's {input_spec.height}x{input_spec.width}x"
+                          f"{input_spec.channels} input has {pixels} pixel values")
     aspects: list[str] = list(saved.aspects)
     task = load_task(config)
+    if pixel_pca:
+        model = with_pixel_pca(model, task.splits.train.images, pixel_pca, pixel_share)
 
     with tempfile.TemporaryDirectory() as tmp:
         bare = Path(tmp) / "bare.onnx"
@@ -224,7 +247,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         if quantization:
             metrics["export"]["quantization"] = quantization
         if open_set:
-            metrics["open_set_recipe"] = open_set_recipe_metrics(*open_set, data_dir)
+            metrics["open_set_recipe"] = open_set_recipe_metrics(*open_set, data_dir,
+                                                                 (pixel_pca, pixel_share) if pixel_pca else None)
         spec = ModelSpec(
             name=name or config.name,
             version=version or config.version,
@@ -236,7 +260,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             aspect_decisions=aspect_decisions,
             aspect_calibrations=aspect_calibrations,
             near_duplicate=near_duplicate,
-            training=_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
+            training={**_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
+                      "pixel_pca": ({"dims": pixel_pca, "share": pixel_share, "fitted_on": "train",
+                                     "images": min(len(task.splits.train.images), PCA_SAMPLE)} if pixel_pca else None)},
             metrics=metrics,
         )
         attach_spec(graph, spec, output)

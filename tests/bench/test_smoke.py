@@ -20,6 +20,7 @@ from bench import (
     nsl_ablation,
     nsl_kernels,
     openset,
+    pixel_share,
     quality,
     serving,
     similarity_ablation,
@@ -76,10 +77,44 @@ def test_instance_share_benchmark(tmp_path):
     assert all(0 <= r["near_duplicate_worst"] <= r["near_duplicate_mean"] <= 1 for r in rows)
     _, test = load_raw("fashion-mnist")
     served, _ = embed_all(onnx_embedder(DEFAULT_MODEL), test.images[:50])
+    if about["pixel_dims"]:  # a pixel subspace added at export follows the learned embedding, scaled down
+        served = served[:, :-about["pixel_dims"]]
+        served /= np.linalg.norm(served, axis=1, keepdims=True)
     halves = instance_share._halves(served, about["instance_dims"])
     assert np.allclose(instance_share.reweigh(halves, about["shipped_share"]), served, atol=1e-5)
     assert np.allclose(instance_share.reweigh(halves, 0.0)[:, :-about["instance_dims"]], halves[0], atol=1e-6)
     assert "| share | P@1 |" in output.read_text()
+
+
+def test_pixel_share_benchmark(tmp_path):
+    """Two tiny runs, one without 4 classes: share 0 is the learned embedding alone, every
+    (dims, share) gets a row, and the open-set rows stand beside raw pixels on the same images."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    runs = {}
+    for name, extra in (("all", []), ("twin", ["--holdout-classes", "coat,shirt,sneaker,ankle boot"])):
+        runs[name] = tmp_path / name
+        command = [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress", *extra,
+                   *_sets([*TINY_TRAINING, "data.train_limit=800", "data.val_size=200", "optim.epochs=1",
+                           f'output_dir="{runs[name]}"'])]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    output = tmp_path / "pixel-share.md"
+    pixel_share.main(["--checkpoint", str(runs["all"] / "best.pt"), "--open-set-checkpoint", str(runs["twin"] / "best.pt"),
+                      "--dims", "8", "16", "--shares", "0", "0.2", "--queries", "20", "--pairs", "500",
+                      "--output", str(output)])
+    written = _written(output)
+    about, rows = written["recipe"]
+    assert [(r["dims"], r["share"]) for r in rows] == [(8, 0.0), (8, 0.2), (16, 0.0), (16, 0.2)]
+    assert rows[0]["map_at_r"] == rows[2]["map_at_r"]  # share 0: the pixels do not count
+    assert rows[1]["map_at_r"] != rows[0]["map_at_r"]
+    [(twin, unseen)] = written["open_sets"]
+    assert twin["unseen_images"] == 600 and twin["holdout_classes"] == ["coat", "shirt", "sneaker", "ankle boot"]
+    assert all(r["over_pixels"] == pytest.approx(r["unseen_map_at_r"] - twin["pixels_map_at_r"]) for r in unseen)
+    assert "| PCA dims | share | unseen P@1 |" in output.read_text()
 
 
 def test_similarity_ablation(tmp_path):

@@ -193,6 +193,34 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
     assert f"| sneaker | {by_class['sneaker']:.4f} | {pixels['sneaker']:.4f} |" in card
     assert "--open-set-checkpoint" in card  # the export command that made the card
 
+    # With a pixel subspace: the served embedding is the learned one, scaled, then the pixels' PCA;
+    # the open-set run gets its own (fitted on its seen classes) and its learned part is reported alone.
+    from training.evaluation import onnx_embedder
+    from training.models.pixel_fusion import fit_pixel_pca
+    from training.tasks import load_task
+
+    fused = export_checkpoint(run_dir / "best.pt", tmp_path / "fused.onnx", pairs=2000,
+                              open_set_checkpoint=open_set_dir / "best.pt", pixel_pca=32, pixel_share=0.4)
+    spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(tmp_path / "fused.onnx")).metadata_props})
+    assert spec.embedding_dim == 128 + 32 and spec.training["pixel_pca"]["dims"] == 32
+    images = load_task(load_config("default", overrides)).splits.test.images[:50]
+    learned, _ = onnx_embedder(tmp_path / "tiny.onnx")(images)
+    served, _ = onnx_embedder(tmp_path / "fused.onnx")(images)
+    assert np.allclose(served[:, :128], learned * 0.6 ** 0.5, atol=1e-5)
+    mean, basis = fit_pixel_pca(load_task(load_config("default", overrides)).splits.train.images, 32)
+    pixels = (images.reshape(50, -1) / 255.0 - mean) @ basis
+    assert np.allclose(served[:, 128:], pixels / np.linalg.norm(pixels, axis=1, keepdims=True) * 0.4 ** 0.5, atol=1e-4)
+    with_pixels = fused["metrics"]["open_set_recipe"]
+    assert with_pixels["unseen_learned_only"]["map_at_r"] == unseen["map_at_r"]  # the same run, without its pixels
+    assert with_pixels["unseen"]["map_at_r"] != unseen["map_at_r"]
+    card = (tmp_path / "fused.md").read_text()
+    assert "--pixel-pca 32 --pixel-share 0.4" in card and "Pixel subspace (added at export)" in card
+    assert f"learned embedding alone reaches unseen-class MAP@R {unseen['map_at_r']:.4f}" in card
+    with pytest.raises(ExportError, match="needs both"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_pca=32)
+    with pytest.raises(ExportError, match="has 784 pixel values"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_pca=1000, pixel_share=0.3)
+
     # A run of every class, or of another recipe, cannot stand in for the open-set run.
     with pytest.raises(ExportError, match="trained on every class"):
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pairs=2000, open_set_checkpoint=run_dir / "best.pt")
