@@ -59,10 +59,10 @@ train: $(VENV)/.all
 	$(LIKENESS) train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
 	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default.onnx \
-		--name likeness-fmnist --version 2.1.0
+		--name likeness-fmnist --version 3.0.0 --pixel-pca 32 --pixel-share 0.1
 	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default-int8.onnx \
-		--name likeness-fmnist-int8 --version 2.1.0 --quantize int8
+		--name likeness-fmnist-int8 --version 3.0.0 --quantize int8 --pixel-pca 32 --pixel-share 0.1
 	$(LIKENESS) train --config csn
 	$(LIKENESS) train --config csn-split --set 'init_from="runs/fmnist-csn/best.pt"' \
 		--set name=fmnist-csn-split-ft-plain --set optim.epochs=2 --set optim.lr=1e-3 \
@@ -75,7 +75,7 @@ train-openset: $(VENV)/.all
 	$(LIKENESS) train --config default --holdout-classes "$(HOLDOUT)" --set 'output_dir="runs/{name}-openset"'
 	$(LIKENESS) export --checkpoint runs/fmnist-default/best.pt \
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default.onnx \
-		--name likeness-fmnist --version 2.1.0
+		--name likeness-fmnist --version 3.0.0 --pixel-pca 32 --pixel-share 0.1
 
 ## Every benchmark (training ones take hours on 2 cores), then docs/benchmarks.md.
 bench: $(VENV)/.all
