@@ -52,7 +52,7 @@ HOLDOUT := coat,shirt,sneaker,ankle boot
 
 ## Reproduce the shipped models (each card gives its training time on 2 cores): the default recipe,
 ## the same recipe without 4 classes (its open-set numbers go in the default card), exported as
-## float32 and as int8 for CPUs, and the CSN recipe then its fine-tune, each with calibration,
+## float32 and as int8 for CPUs, and the CSN recipe, each with calibration,
 ## evaluation and its card.
 train: $(VENV)/.all
 	$(LIKENESS) train --config default
@@ -64,11 +64,8 @@ train: $(VENV)/.all
 		--open-set-checkpoint runs/fmnist-default-openset/best.pt --output models/default-int8.onnx \
 		--name likeness-fmnist-int8 --version 3.0.0 --quantize int8 --pixel-pca 32 --pixel-share 0.1
 	$(LIKENESS) train --config csn
-	$(LIKENESS) train --config csn-split --set 'init_from="runs/fmnist-csn/best.pt"' \
-		--set name=fmnist-csn-split-ft-plain --set optim.epochs=2 --set optim.lr=1e-3 \
-		--set objective.instance_plain=true --set optim.threads=2
-	$(LIKENESS) export --checkpoint runs/fmnist-csn-split-ft-plain/best.pt --output models/csn.onnx \
-		--name likeness-fmnist-csn --version 2.2.0
+	$(LIKENESS) export --checkpoint runs/fmnist-csn/best.pt --output models/csn.onnx \
+		--name likeness-fmnist-csn --version 3.0.0
 
 ## The default recipe without 4 classes, then re-export so its card also shows open-set numbers.
 train-openset: $(VENV)/.all

@@ -99,7 +99,7 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         "## How it was made",
         "",
         f"- Data: {training.get('data', '?')}.",
-        f"- Backbone: {_describe_backbone(training.get('backbone', {}))}.",
+        f"- Backbone: {_describe_backbone(training.get('backbone', {}))}{_served_share(training)}.",
         *_pixel_pca_lines(training.get("pixel_pca")),
         f"- Objective: {_describe(training.get('objective', {}))}.",
         f"- Optimiser: {_describe(training.get('optim', {}))}; augmentation: {_describe(training.get('augment', {}))}.",
@@ -280,6 +280,13 @@ def _describe_backbone(backbone: dict[str, Any]) -> str:
             f"{backbone.get('widths')}, {backbone.get('depth')} {'convs' if where else 'NS-convs'} per stage, "
             f"{backbone.get('embedding_dim')}-d embedding{_split(backbone)}, masks `{backbone.get('masks')}`"
             + (", anti-aliased pooling" if backbone.get("antialias") else ""))
+
+
+def _served_share(training: dict[str, Any]) -> str:
+    trained, served = training.get("instance_share_trained"), training.get("backbone", {}).get("instance_share")
+    if trained is None or served is None or trained == served:
+        return ""
+    return f"; trained with share {trained:.2f}, served with {served:.2f} (set at export)"
 
 
 def _pixel_pca_lines(pixel_pca: dict[str, Any] | None) -> list[str]:

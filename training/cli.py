@@ -98,6 +98,9 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
                                "(kinds of thing never trained on keep what pixels tell apart; models/default.md)")
     export_p.add_argument("--pixel-share", type=float, default=0.0, metavar="SHARE",
                           help="the pixel part's share of the served cosine, in (0, 1); with --pixel-pca")
+    export_p.add_argument("--instance-share", type=float, default=None, metavar="SHARE",
+                          help="serve a split model's instance half with this share of the cosine instead of the "
+                               "one it was trained with (python -m bench instance-share measures each)")
     _device_arg(export_p, "calibration and evaluation")
 
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
@@ -192,7 +195,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         result = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version,
                                    data_dir=args.data_dir, command=command,
                                    open_set_checkpoint=args.open_set_checkpoint, device=args.device,
-                                   quantize=args.quantize, pixel_pca=args.pixel_pca, pixel_share=args.pixel_share)
+                                   quantize=args.quantize, pixel_pca=args.pixel_pca, pixel_share=args.pixel_share,
+                                   instance_share=args.instance_share)
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":

@@ -176,7 +176,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
                       version: str | None = None, data_dir: str | None = None,
                       command: list[str] | None = None, pairs: int | None = None,
                       open_set_checkpoint: str | Path | None = None, device: str = "auto",
-                      quantize: str | None = None, pixel_pca: int = 0, pixel_share: float = 0.0) -> dict[str, Any]:
+                      quantize: str | None = None, pixel_pca: int = 0, pixel_share: float = 0.0,
+                      instance_share: float | None = None) -> dict[str, Any]:
     """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
 
     ``device`` (auto | cpu | cuda | cuda:N) is where calibration and evaluation run; the graph is
@@ -184,7 +185,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
     (training/quantize.py): thresholds and numbers are then fitted and measured on the int8 graph.
     ``pixel_pca`` > 0 appends that many principal components of the pixels, fitted on the training
     split, with ``pixel_share`` of the cosine (training/models/pixel_fusion.py); the open-set run gets
-    its own, fitted on its seen classes.
+    its own, fitted on its seen classes. ``instance_share`` serves a split model's two halves with
+    another weight than it was trained with (bench instance-share measures each); the card says so.
     """
     if (pixel_pca or pixel_share) and not (pixel_pca > 0 and 0 < pixel_share < 1):
         raise ExportError(f"--pixel-pca {pixel_pca} --pixel-share {pixel_share}: the pixel subspace needs both, "
@@ -198,14 +200,25 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         for flag, value in (("--name", name), ("--version", version), ("--data-dir", data_dir),
                             ("--open-set-checkpoint", open_set_checkpoint),
                             ("--device", device if device != "auto" else None), ("--quantize", quantize),
-                            ("--pixel-pca", pixel_pca), ("--pixel-share", pixel_share)):
-            if value:
+                            ("--pixel-pca", pixel_pca), ("--pixel-share", pixel_share),
+                            ("--instance-share", instance_share)):
+            if value or (flag == "--instance-share" and value is not None):
                 command += [flag, str(value)]
     model, saved = load_trained_model(checkpoint)  # on the CPU, where it is traced and checked
     folded = fold_static_layers(model)
     config = saved.config
+    trained_share = config.model.instance_share
+    if instance_share is not None:
+        if not model.instance_dims:
+            raise ExportError(f"--instance-share: {checkpoint} has no instance subspace (model.instance_dims is 0)")
+        if not 0 <= instance_share <= 1:
+            raise ExportError(f"--instance-share {instance_share}: a share is in [0, 1]")
     # Loaded and checked before the long work, so a wrong one is refused at once.
     open_set = load_open_set_run(open_set_checkpoint, config) if open_set_checkpoint else None
+    if instance_share is not None:  # after the recipe check: the open-set run is served alike
+        model.instance_share = config.model.instance_share = instance_share
+        if open_set:
+            open_set[0].instance_share = instance_share
     if data_dir:
         config.data.data_dir = data_dir
     if pairs:
@@ -262,7 +275,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             near_duplicate=near_duplicate,
             training={**_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
                       "pixel_pca": ({"dims": pixel_pca, "share": pixel_share, "fitted_on": "train",
-                                     "images": min(len(task.splits.train.images), PCA_SAMPLE)} if pixel_pca else None)},
+                                     "images": min(len(task.splits.train.images), PCA_SAMPLE)} if pixel_pca else None),
+                      "instance_share_trained": trained_share},
             metrics=metrics,
         )
         attach_spec(graph, spec, output)

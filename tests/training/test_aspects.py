@@ -194,8 +194,8 @@ def test_plain_images_come_from_the_untinted_training_images():
     from training.config import load_config
     from training.data.aspects import AspectTask
 
-    config = load_config("csn-split", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100",
-                                       "data.train_triplets=64", "optim.batch_size=8", "objective.instance_plain=true"])
+    config = load_config("csn", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100",
+                                       "data.train_triplets=64", "optim.batch_size=8"])
     task = AspectTask(config)
     plain, tinted = task.train_plain, task.train.images
     assert plain.shape == tinted.shape
@@ -206,7 +206,8 @@ def test_plain_images_come_from_the_untinted_training_images():
     # Untinted: every channel equal.
     assert torch.equal(batch["images_plain"][..., 0], batch["images_plain"][..., 2])
     assert not torch.equal(batch["images_plain"], batch["images_plain_view"])  # the view is edited
-    without = AspectTask(load_config("csn-split", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100"]))
+    without = AspectTask(load_config("csn", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100",
+                                             "objective.instance_plain=false"]))
     assert without.train_plain is None
 
 
@@ -230,7 +231,7 @@ def test_grouped_plain_images_come_per_category():
 
     overrides = ["data.train_limit=600", "data.val_size=100", "data.test_limit=100", "data.train_triplets=64",
                  "optim.batch_size=16", "objective.instance_plain=true"]
-    task = AspectTask(load_config("csn-split", overrides + ["objective.instance_plain_per_class=8"]))
+    task = AspectTask(load_config("csn", overrides + ["objective.instance_plain_per_class=8"]))
     # The plain images are augmented, so read which ones a batch holds from the order it draws them in.
     loader = task.train_loader("triplets", epoch=0)
     drawn = loader.dataset.plain_order[:len(loader) * 16].reshape(-1, 16)
@@ -240,4 +241,5 @@ def test_grouped_plain_images_come_per_category():
         assert all(n % 8 == 0 for n in np.bincount(task.train.labels["category"][plain]))
     assert not np.array_equal(drawn, task.train_loader("triplets", epoch=1).dataset.plain_order[:drawn.size].reshape(-1, 16))
     with pytest.raises(AspectDataError, match="needs objective.instance_plain = true"):
-        AspectTask(load_config("csn-split", overrides[:-1] + ["objective.instance_plain_per_class=8"]))
+        AspectTask(load_config("csn", overrides[:-1] + ["objective.instance_plain=false",
+                                                        "objective.instance_plain_per_class=8"]))

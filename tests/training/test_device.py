@@ -149,9 +149,11 @@ def test_the_device_reaches_the_model_the_objective_and_every_batch(recipe, devi
     steps = (tmp_path / "steps.jsonl").read_text().splitlines()
     assert len(seen) == len(moved) == len(steps) == 3
     keys = {"default": {"images", "images_view", "labels"},
-            # csn.toml gives every triplet member an edited view (objective.instance_views = "all").
+            # csn.toml gives every triplet member an edited view (objective.instance_views = "all"),
+            # and brings an untinted image and its view to the instance term (objective.instance_plain).
             "csn": {"images_anchor", "images_close", "images_far", "images_anchor_view", "images_close_view",
-                    "images_far_view", "aspect", "labels", "aspect_labels"}}[recipe]
+                    "images_far_view", "images_plain", "images_plain_view", "aspect", "labels",
+                    "aspect_labels"}}[recipe]
     for step in seen:
         assert set(step["batch"]) == keys
         assert set(step["batch"].values()) == {runtime.device}

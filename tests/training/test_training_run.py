@@ -118,6 +118,28 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
 
 
+def test_the_export_can_serve_another_instance_share(tiny_run, tmp_path):
+    """--instance-share reweighs the split model's halves in the graph; the card names both shares."""
+    run_dir, overrides = tiny_run
+    from training.evaluation import onnx_embedder
+    from training.export import ExportError, export_checkpoint
+    from training.tasks import load_task
+
+    export_checkpoint(run_dir / "best.pt", tmp_path / "base.onnx", pairs=2000)
+    export_checkpoint(run_dir / "best.pt", tmp_path / "half.onnx", pairs=2000, instance_share=0.5)
+    images = load_task(load_config("default", overrides)).splits.test.images[:20]
+    base, half = onnx_embedder(tmp_path / "base.onnx")(images)[0], onnx_embedder(tmp_path / "half.onnx")(images)[0]
+    # The same halves, weighed 0.5 / 0.5 instead of 0.7 / 0.3.
+    assert np.allclose(half[:, :64], base[:, :64] * (0.5 / 0.7) ** 0.5, atol=1e-5)
+    assert np.allclose(half[:, 64:], base[:, 64:] * (0.5 / 0.3) ** 0.5, atol=1e-5)
+    card = (tmp_path / "half.md").read_text()
+    assert "cosine = 0.50 x the first part's + 0.50 x the second's)" in card
+    assert "trained with share 0.30, served with 0.50 (set at export)" in card
+    assert "--instance-share 0.5" in card
+    with pytest.raises(ExportError, match=r"a share is in \[0, 1\]"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", instance_share=1.5)
+
+
 def test_the_instance_term_finds_edited_copies_far_better_than_the_class_loss_alone(tiny_run, tmp_path):
     """Same data, backbone, budget and class loss; only the instance term differs. Edited copies of
     test images (JPEG, rescaling, shifts, crops, brightness...) must find their originals far more
