@@ -20,6 +20,10 @@ RUNS: dict[str, list[str]] = {
     "quality": [],
     # The shipped model's share swept; the open-set runs of the similarity ablation when they exist.
     "instance-share": [],
+    # The pixel subspace swept on the runs `make train` leaves (the shipped recipe and its open-set
+    # twin); docs/pixel-share.md adds the similarity ablation's small-budget open-set seeds.
+    "pixel-share": ["--checkpoint", "runs/fmnist-default/best.pt",
+                    "--open-set-checkpoint", "runs/fmnist-default-openset/best.pt"],
     "nsl-kernels": [],
     "serving": ["--repeats", "3"],
     # The before-figure of issue 21 (server CPU per request) is the service code of this commit.

@@ -44,8 +44,11 @@ def make_app(model_path: str, items: int, runtime: str = "torch") -> FastAPI:
         config = ModelConfig.model_validate(spec.training["backbone"])
         model = build_model(config, spec.input.channels, [0.5] * spec.input.channels, [0.25] * spec.input.channels,
                             aspects=len(spec.aspects)).eval()
+    # The network's own width: an export-time pixel subspace (spec.training.pixel_pca) is not part
+    # of the rebuilt architecture, and a one-matrix projection does not change what this measures.
+    dim = spec.embedding_dim if runtime == "onnx" else model.embedding_dim
     rng = np.random.default_rng(0)
-    gallery = rng.standard_normal((items, spec.embedding_dim)).astype(np.float32)
+    gallery = rng.standard_normal((items, dim)).astype(np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
     mode = "L" if spec.input.channels == 1 else "RGB"
 
