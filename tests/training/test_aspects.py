@@ -213,9 +213,9 @@ def test_plain_images_come_from_the_untinted_training_images():
 
 def test_grouped_plain_images_come_per_category():
     """objective.instance_plain_per_class: each batch's plain images are m per category, so the
-    instance term meets look-alikes; every image comes up before any comes twice."""
+    instance term meets look-alikes; every image comes up, padded only to whole runs."""
     from training.config import load_config
-    from training.data.aspects import AspectTask, AspectDataError, grouped_order
+    from training.data.aspects import AspectDataError, AspectTask, grouped_order
 
     labels = np.repeat(np.arange(10), [50, 40, 60, 45, 55, 50, 52, 48, 50, 50])
     order = grouped_order(labels, per_class=4, seed=3)
