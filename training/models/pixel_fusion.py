@@ -2,7 +2,7 @@
 principal components, L2-normalised, appended with a share of the cosine.
 
 Why: on kinds of thing never trained on, raw pixels (and their PCA) keep information a class-trained
-network throws away; the learned embedding alone ties with them there (docs/open-set.md), while on the
+network throws away; the learned embedding alone ties with them there (docs/openset.md), while on the
 trained kinds it is far ahead. Appended with a small share, the served cosine is
 (1 - share) x learned cosine + share x pixel-PCA cosine, and gains on both (models/default.md).
 The basis is fitted on the training split at export, so it never sees a test or held-out image.
