@@ -39,7 +39,9 @@ def _halves(embeddings: np.ndarray, instance_dims: int) -> tuple[np.ndarray, np.
 
 
 def reweigh(halves: tuple[np.ndarray, np.ndarray], share: float) -> np.ndarray:
-    """Concatenate the halves so that the dot product is (1 - share) x class + share x instance cosine."""
+    """Concatenate two L2-normalised parts so that the dot product is (1 - share) x the first's cosine
+    + share x the second's: the class and instance halves here, the learned and pixel parts in
+    bench/pixel_share.py (the graph does the same in training.models.embedding.weigh)."""
     kind, own = halves
     return np.concatenate([kind * (1 - share) ** 0.5, own * share ** 0.5], axis=1).astype(np.float32)
 

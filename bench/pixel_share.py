@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DOCS, make_parser, markdown_table, page_header, write_json
+from bench.instance_share import reweigh
 from training.evaluation import embed_all, evaluate_embeddings
 from training.evaluation.embed import pixel_embedder, torch_embedder
 from training.evaluation.near_duplicates import EDITS, edited_queries, exact_copies, query_sample, recall_at_1
@@ -26,11 +27,6 @@ from training.models.pixel_fusion import fit_pixel_pca
 
 DIMS = [16, 32, 64]
 SHARES = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3]
-
-
-def fuse(learned: np.ndarray, pixels: np.ndarray, share: float) -> np.ndarray:
-    """The served embedding of PixelFusion, from its two normalised parts (tests check they agree)."""
-    return np.concatenate([learned * (1 - share) ** 0.5, pixels * share ** 0.5], axis=1).astype(np.float32)
 
 
 def _load(checkpoint: Path):
@@ -65,8 +61,9 @@ def recipe_rows(checkpoint: Path, dims: list[int], shares: list[float], queries:
         pixel_gallery = embed_all(pca, images)[0]
         pixel_queries = {name: embed_all(pca, batch)[0] for name, batch in edited.items()}
         for share in shares:
-            served = fuse(gallery, pixel_gallery, share)
-            per_edit = {name: recall_at_1(fuse(queried[name], pixel_queries[name], share), served, originals, same)
+            served = reweigh((gallery, pixel_gallery), share)
+            per_edit = {name: recall_at_1(reweigh((queried[name], pixel_queries[name]), share), served, originals,
+                                                 same)
                         for name in edited}
             worst = min(per_edit, key=per_edit.get)
             scores = evaluate_embeddings(served, labels, pairs)
@@ -90,7 +87,7 @@ def open_set_rows(checkpoint: Path, dims: list[int], shares: list[float], pairs:
     for d, pca in _pca_embedders(task.splits.train.images, dims).items():  # fitted on the seen classes only
         projected = embed_all(pca, unseen.images)[0]
         for share in shares:
-            scores = evaluate_embeddings(fuse(learned, projected, share), unseen.labels, pairs)
+            scores = evaluate_embeddings(reweigh((learned, projected), share), unseen.labels, pairs)
             rows.append({"dims": d, "share": share, "unseen_precision_at_1": scores["precision_at_1"],
                          "unseen_map_at_r": scores["map_at_r"], "unseen_roc_auc": scores["roc_auc"],
                          "over_pixels": scores["map_at_r"] - pixels["map_at_r"]})

@@ -57,7 +57,7 @@ def test_the_served_cosine_weighs_the_learned_and_the_pixel_cosines():
 
 
 def test_the_pixel_share_benchmark_fuses_as_the_exported_graph_does():
-    from bench.pixel_share import fuse
+    from bench.instance_share import reweigh
     from training.evaluation.embed import pixel_embedder
 
     images = np.random.default_rng(2).integers(0, 256, size=(30, 28, 28, 1), dtype=np.uint8)
@@ -65,4 +65,4 @@ def test_the_pixel_share_benchmark_fuses_as_the_exported_graph_does():
     learned = _Fixed()
     served = PixelFusion(learned, mean, basis, share=0.15)(torch.from_numpy(images)).numpy()
     parts = learned(torch.from_numpy(images)).numpy(), pixel_embedder(basis, mean)(images)[0]
-    assert np.allclose(fuse(*parts, 0.15), served, atol=1e-5)
+    assert np.allclose(reweigh(parts, 0.15), served, atol=1e-5)

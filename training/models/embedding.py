@@ -10,6 +10,12 @@ from training.config import ModelConfig
 from training.models.backbone import Backbone
 
 
+def weigh(first: torch.Tensor, second: torch.Tensor, share: float) -> torch.Tensor:
+    """Two L2-normalised parts side by side, so that the dot product of two such vectors is
+    (1 - share) x the first parts' cosine + share x the second parts'."""
+    return torch.cat([first * (1 - share) ** 0.5, second * share ** 0.5], dim=-1)
+
+
 class ConditionalMasks(nn.Module):
     """One mask over the embedding per aspect of similarity (Veit et al., CSN).
 
@@ -87,8 +93,8 @@ class EmbeddingModel(nn.Module):
             return features if self.masks is None else (features, self.masks())
         if self.instance_dims:
             k = self.instance_dims
-            embedding = torch.cat([F.normalize(features[:, :-k], dim=-1) * (1 - self.instance_share) ** 0.5,
-                                   F.normalize(features[:, -k:], dim=-1) * self.instance_share ** 0.5], dim=-1)
+            embedding = weigh(F.normalize(features[:, :-k], dim=-1), F.normalize(features[:, -k:], dim=-1),
+                              self.instance_share)
         else:
             embedding = F.normalize(features, dim=-1)
         if self.masks is None:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.models.embedding import weigh
+
 # The PCA is fitted on at most this many training images, drawn with this seed: 12,000 images of
 # 784 pixels take a second, and more do not move the leading components measurably.
 PCA_SAMPLE = 12_000
@@ -62,7 +64,7 @@ class PixelFusion(nn.Module):
         learned, aspects = out if isinstance(out, tuple) else (out, None)
         x = images.reshape(images.shape[0], -1).float() * (1.0 / 255.0)
         pixels = F.normalize((x - self.pixel_mean) @ self.basis, dim=-1)
-        embedding = torch.cat([learned * (1 - self.share) ** 0.5, pixels * self.share ** 0.5], dim=-1)
+        embedding = weigh(learned, pixels, self.share)
         return embedding if aspects is None else (embedding, aspects)
 
 
