@@ -223,20 +223,17 @@ class TripletDataset(Dataset):
 
     def __init__(self, data: AspectImages, triplets: np.ndarray, augment: Transform | None,
                  labels: np.ndarray, aspects: list[str], view_augment: Transform | None = None,
-                 view_all: bool = False, plain: np.ndarray | None = None, seed: int = 0,
+                 view_all: bool = False, plain: np.ndarray | None = None,
                  plain_order: np.ndarray | None = None) -> None:
         self.data, self.triplets, self.augment = data, triplets, augment
         # An edited second view of the anchor (of all three when view_all), for the instance term.
         self.view_augment, self.view_all = view_augment, view_all
         # Untinted training images (objective.instance_plain): triplet i also yields plain image
-        # order[i] and an edited view of it; a seeded order, so each epoch draws others. The loader
-        # reads triplets in order, so a batch's plain images are a run of the order (plain_order
-        # groups them by category, see grouped_order).
-        self.plain = plain
-        if plain_order is None:
-            plain_order = (np.random.default_rng(seed).permutation(len(plain)) if plain is not None
-                           else np.empty(0, dtype=np.int64))
-        self.plain_order = plain_order
+        # plain_order[i] and an edited view of it. The loader reads triplets in order, so a batch's
+        # plain images are a run of the order (AspectTask.train_loader draws it, per epoch and rank).
+        if (plain is None) != (plain_order is None):
+            raise ValueError("plain images and their order go together")
+        self.plain, self.plain_order = plain, plain_order
         self.labels = labels
         # The task's aspects, in its order: the data may carry more (a task-specific network
         # trains on one aspect of three-aspect data).
@@ -389,12 +386,14 @@ class AspectTask:
         seed = (self.config.seed * 1000 + epoch) * world_size + rank  # each rank draws its own plain images
         plain = self.train_plain if self.view_augment else None
         per_class = self.config.objective.instance_plain_per_class
-        plain_order = (grouped_order(self.train.labels[self.primary], per_class, seed)
-                       if plain is not None and per_class else None)
+        plain_order = None
+        if plain is not None:  # seeded, so each epoch draws others; grouped by category on request
+            plain_order = (grouped_order(self.train.labels[self.primary], per_class, seed) if per_class
+                           else np.random.default_rng(seed).permutation(len(plain)))
         dataset = TripletDataset(self.train, triplets[rank::world_size], self.augment, self.train_joint,
                                  self.aspects, self.view_augment,
                                  view_all=self.config.objective.instance_views == "all",
-                                 plain=plain, seed=seed, plain_order=plain_order)
+                                 plain=plain, plain_order=plain_order)
         return DataLoader(dataset, batch_size=per_rank, shuffle=False, drop_last=True, num_workers=0)
 
     def steps_per_epoch(self, batch_kind: str) -> int:
