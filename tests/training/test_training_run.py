@@ -225,11 +225,12 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
                               open_set_checkpoint=open_set_dir / "best.pt", pixel_pca=32, pixel_share=0.4)
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(tmp_path / "fused.onnx")).metadata_props})
     assert spec.embedding_dim == 128 + 32 and spec.training["pixel_pca"]["dims"] == 32
-    images = load_task(load_config("default", overrides)).splits.test.images[:50]
+    splits = load_task(load_config("default", overrides)).splits
+    images = splits.test.images[:50]
     learned, _ = onnx_embedder(tmp_path / "tiny.onnx")(images)
     served, _ = onnx_embedder(tmp_path / "fused.onnx")(images)
     assert np.allclose(served[:, :128], learned * 0.6 ** 0.5, atol=1e-5)
-    mean, basis = fit_pixel_pca(load_task(load_config("default", overrides)).splits.train.images, 32)
+    mean, basis = fit_pixel_pca(splits.train.images, 32)
     pixels = (images.reshape(50, -1) / 255.0 - mean) @ basis
     assert np.allclose(served[:, 128:], pixels / np.linalg.norm(pixels, axis=1, keepdims=True) * 0.4 ** 0.5, atol=1e-4)
     with_pixels = fused["metrics"]["open_set_recipe"]
