@@ -65,7 +65,7 @@ train: $(VENV)/.all
 		--name likeness-fmnist-int8 --version 3.0.0 --quantize int8 --pixel-pca 32 --pixel-share 0.1
 	$(LIKENESS) train --config csn
 	$(LIKENESS) export --checkpoint runs/fmnist-csn/best.pt --output models/csn.onnx \
-		--name likeness-fmnist-csn --version 3.0.0
+		--name likeness-fmnist-csn --version 3.1.0
 
 ## The default recipe without 4 classes, then re-export so its card also shows open-set numbers.
 train-openset: $(VENV)/.all
