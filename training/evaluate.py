@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from contract import Calibration, Decision, InputSpec, ModelSpec
-from training.config import DataConfig, TrainConfig
+from training.config import DataConfig, EvalConfig, TrainConfig
 from training.data.arrays import LabeledImages
 from training.evaluation import (
     Embedder,
@@ -148,9 +148,10 @@ def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibrati
 
 def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
                    split: str = "test", holdout_classes: list[str] | None = None,
-                   pairs: int = 100_000, device: str = "auto") -> dict[str, Any]:
+                   pairs: int = 100_000, near_duplicates: int = 1000, device: str = "auto") -> dict[str, Any]:
     """Evaluate an exported ``.onnx`` (through ONNX Runtime) or a ``.pt`` checkpoint on its dataset,
-    on ``device`` (auto | cpu | cuda | cuda:N)."""
+    on ``device`` (auto | cpu | cuda | cuda:N). ``near_duplicates`` originals are edited for
+    near-duplicate R@1: the card's 1,000 by default, up to the whole split for a tighter estimate."""
     from training.runtime import resolve_device
 
     path = Path(path)
@@ -179,8 +180,7 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         data.data_dir = data_dir
     if holdout_classes is not None:
         data.holdout_classes = holdout_classes
-    config = TrainConfig(seed=seed, data=data)
-    config.eval.pairs = pairs
+    config = TrainConfig(seed=seed, data=data, eval=EvalConfig(pairs=pairs, near_duplicates=near_duplicates))
     task = load_task(config)
     if split == "val":
         return {"val": evaluate_split(embedder, task.splits.val.images, task.splits.val.labels, config,

@@ -69,3 +69,14 @@ def test_service_commands_do_not_import_torch(command, tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--near-duplicates", "0", "0 is below the minimum, 1"),
+    ("--pairs", "99", "99 is below the minimum, 100"),
+    ("--pairs", "many", "'many' is not an integer"),
+])
+def test_evaluate_refuses_counts_it_cannot_use(flag, value, says, tmp_path):
+    """Checked before the model or data is loaded: a one-line usage error, not a traceback."""
+    done = likeness("evaluate", "missing.onnx", flag, value, cwd=tmp_path)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
