@@ -30,6 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARES = [0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
 
 
+def kept_checkpoint(about: dict) -> str:
+    """Which training a checkpoint row comes from: its seed, and the epoch selection kept of the schedule."""
+    return f"seed {about['seed']}, epoch {about['epochs']} of {about['schedule']}"
+
+
 def _halves(embeddings: np.ndarray, instance_dims: int) -> tuple[np.ndarray, np.ndarray]:
     """The served embedding's class and instance parts, each L2-normalised again."""
     def unit(x: np.ndarray) -> np.ndarray:
@@ -112,7 +117,8 @@ def open_set_rows(checkpoint: Path) -> tuple[dict, list[dict]]:
         rows.append({"share": share, "unseen_precision_at_1": retrieval["precision_at_1"],
                      "unseen_map_at_r": retrieval["map_at_r"]})
     about = {"checkpoint": str(checkpoint), "holdout_classes": list(saved.config.data.holdout_classes),
-             "epochs": saved.state.epoch, "train_limit": saved.config.data.train_limit, "seed": saved.config.seed,
+             "epochs": saved.state.epoch, "schedule": saved.config.optim.epochs,
+             "train_limit": saved.config.data.train_limit, "seed": saved.config.seed,
              "instance_share": saved.config.model.instance_share, "unseen_images": int(len(unseen))}
     return about, rows
 
@@ -134,7 +140,7 @@ def render(models: list[tuple[dict, list[dict]]], open_sets: list[tuple[dict, li
               f"{r['near_duplicate_mean']:.4f}", f"{r['near_duplicate_worst']:.4f}", r["worst_edit"]] for r in rows]))
         lines.append("")
     for about, rows in open_sets:
-        lines += [f"Open set: `{about['checkpoint']}` (seed {about['seed']}, {about['epochs']} epochs, "
+        lines += [f"Open set: `{about['checkpoint']}` ({kept_checkpoint(about)}, "
                   f"train_limit {about['train_limit'] or 'none'}; held out {', '.join(about['holdout_classes'])}; "
                   f"{about['unseen_images']:,} unseen test images).", ""]
         lines.append(markdown_table(["share", "unseen P@1", "unseen MAP@R"],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DOCS, make_parser, markdown_table, page_header, write_json
-from bench.instance_share import reweigh
+from bench.instance_share import kept_checkpoint, reweigh
 from training.evaluation import embed_all, evaluate_embeddings
 from training.evaluation.embed import pixel_embedder, torch_embedder
 from training.evaluation.near_duplicates import EDITS, edited_queries, exact_copies, query_sample, recall_at_1
@@ -72,6 +72,7 @@ def recipe_rows(checkpoint: Path, dims: list[int], shares: list[float], queries:
                          "near_duplicate_mean": float(np.mean(list(per_edit.values()))),
                          "near_duplicate_worst": per_edit[worst], "worst_edit": worst})
     about = {"checkpoint": str(checkpoint), "seed": saved.config.seed, "epochs": saved.state.epoch,
+             "schedule": saved.config.optim.epochs,
              "images": int(len(images)), "queries": int(len(originals)), "pairs": pairs}
     return about, rows
 
@@ -92,7 +93,8 @@ def open_set_rows(checkpoint: Path, dims: list[int], shares: list[float], pairs:
                          "unseen_map_at_r": scores["map_at_r"], "unseen_roc_auc": scores["roc_auc"],
                          "over_pixels": scores["map_at_r"] - pixels["map_at_r"]})
     about = {"checkpoint": str(checkpoint), "holdout_classes": list(saved.config.data.holdout_classes),
-             "seed": saved.config.seed, "epochs": saved.state.epoch, "train_limit": saved.config.data.train_limit,
+             "seed": saved.config.seed, "epochs": saved.state.epoch, "schedule": saved.config.optim.epochs,
+             "train_limit": saved.config.data.train_limit,
              "unseen_images": int(len(unseen)), "pixels_map_at_r": pixels["map_at_r"],
              "pixels_precision_at_1": pixels["precision_at_1"], "pixels_roc_auc": pixels["roc_auc"]}
     return about, rows
@@ -104,7 +106,7 @@ def render(recipe: tuple[dict, list[dict]] | None, open_sets: list[tuple[dict, l
               "(an open-set run never sees its held-out classes), as `export --pixel-pca` fits it.", ""]
     if recipe:
         about, rows = recipe
-        lines += [f"Shipped recipe: `{about['checkpoint']}` (seed {about['seed']}, {about['epochs']} epochs). "
+        lines += [f"Shipped recipe: `{about['checkpoint']}` ({kept_checkpoint(about)}). "
                   f"P@1, MAP@R: {about['images']:,} test images; pair ROC-AUC: {about['pairs']:,} seeded balanced "
                   f"pairs; near-duplicate R@1: {about['queries']:,} seeded originals, each edit of "
                   "training/evaluation/near_duplicates.py, searched against all of them.", ""]
@@ -116,7 +118,7 @@ def render(recipe: tuple[dict, list[dict]] | None, open_sets: list[tuple[dict, l
               r["worst_edit"]] for r in rows]))
         lines.append("")
     for about, rows in open_sets:
-        lines += [f"Open set: `{about['checkpoint']}` (seed {about['seed']}, {about['epochs']} epochs, train_limit "
+        lines += [f"Open set: `{about['checkpoint']}` ({kept_checkpoint(about)}, train_limit "
                   f"{about['train_limit'] or 'none'}; held out {', '.join(about['holdout_classes'])}; "
                   f"{about['unseen_images']:,} unseen test images). Raw pixels on them: MAP@R "
                   f"{about['pixels_map_at_r']:.4f}, P@1 {about['pixels_precision_at_1']:.4f}, pair ROC-AUC "
