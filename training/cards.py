@@ -109,6 +109,7 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         f"- ONNX vs PyTorch: max |difference| {export.get('onnx_max_abs_diff', float('nan')):.2e} at batch sizes "
         f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
         *_quantization_lines(export.get("quantization")),
+        *(f"- Note: {note}" for note in training.get("notes") or []),
         "",
         *_train_commands(training),
         "Export (calibrates on validation pairs, measures the test split, writes this card):",

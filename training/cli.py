@@ -115,6 +115,9 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     export_p.add_argument("--instance-share", type=float, default=None, metavar="SHARE",
                           help="serve a split model's instance half with this share of the cosine instead of the "
                                "one it was trained with (python -m bench instance-share measures each)")
+    export_p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                          help="a line of your own for the card's 'How it was made' (repeatable): why this "
+                               "backbone, where the data came from")
     _device_arg(export_p, "calibration and evaluation")
 
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
@@ -213,7 +216,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                                    data_dir=args.data_dir, command=command,
                                    open_set_checkpoint=args.open_set_checkpoint, device=args.device,
                                    quantize=args.quantize, pixel_pca=args.pixel_pca, pixel_share=args.pixel_share,
-                                   instance_share=args.instance_share)
+                                   instance_share=args.instance_share, notes=args.note)
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":

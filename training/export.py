@@ -177,7 +177,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
                       command: list[str] | None = None, pairs: int | None = None,
                       open_set_checkpoint: str | Path | None = None, device: str = "auto",
                       quantize: str | None = None, pixel_pca: int = 0, pixel_share: float = 0.0,
-                      instance_share: float | None = None) -> dict[str, Any]:
+                      instance_share: float | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
 
     ``device`` (auto | cpu | cuda | cuda:N) is where calibration and evaluation run; the graph is
@@ -187,7 +187,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
     split, with ``pixel_share`` of the cosine (training/models/pixel_fusion.py); the open-set run gets
     its own, fitted on its seen classes. ``instance_share`` serves a split model's two halves with
     another weight than it was trained with (bench instance-share measures each); the card says so.
+    ``notes`` are the publisher's own lines for the card (why this backbone, what data), kept in the spec.
     """
+    notes = [note.strip() for note in notes or []]
+    if not all(notes):
+        raise ExportError("--note: a card note needs some text")
     if (pixel_pca or pixel_share) and not (pixel_pca > 0 and 0 < pixel_share < 1):
         raise ExportError(f"--pixel-pca {pixel_pca} --pixel-share {pixel_share}: the pixel subspace needs both, "
                           "dimensions > 0 and a share in (0, 1)")
@@ -204,6 +208,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
                             ("--instance-share", instance_share)):
             if value or (flag == "--instance-share" and value is not None):
                 command += [flag, str(value)]
+        for note in notes:
+            command += ["--note", note]
     model, saved = load_trained_model(checkpoint)  # on the CPU, where it is traced and checked
     folded = fold_static_layers(model)
     config = saved.config
@@ -276,7 +282,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             training={**_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
                       "pixel_pca": ({"dims": pixel_pca, "share": pixel_share, "fitted_on": "train",
                                      "images": min(len(task.splits.train.images), PCA_SAMPLE)} if pixel_pca else None),
-                      "instance_share_trained": trained_share},
+                      "instance_share_trained": trained_share, "notes": notes},
             metrics=metrics,
         )
         attach_spec(graph, spec, output)

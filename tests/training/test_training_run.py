@@ -68,9 +68,10 @@ def test_training_beats_raw_pixels_on_the_same_split(tiny_run):
 
 def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     run_dir, _ = tiny_run
-    from training.export import export_checkpoint
+    from training.export import ExportError, export_checkpoint
 
-    result = export_checkpoint(run_dir / "best.pt", tmp_path / "tiny.onnx", name="tiny", version="9.9")
+    result = export_checkpoint(run_dir / "best.pt", tmp_path / "tiny.onnx", name="tiny", version="9.9",
+                               notes=["Plain convolutions: NSL's gain was not established (an 'example')."])
     assert result["onnx_max_abs_diff"] < 1e-4
     model = onnx.load(str(tmp_path / "tiny.onnx"))
     spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
@@ -83,6 +84,12 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert SPEC_METADATA_KEY in {p.key for p in model.metadata_props}
     card = (tmp_path / "tiny.md").read_text()
     assert "python -m training train" in card and "python -m training export" in card
+    # The publisher's note: in the spec, on the card, and in the export command the card gives.
+    assert spec.training["notes"] == ["Plain convolutions: NSL's gain was not established (an 'example')."]
+    assert "- Note: Plain convolutions: NSL's gain was not established (an 'example')." in card
+    assert "--note 'Plain convolutions: NSL'\"'\"'s gain" in spec.training["export_command"]
+    with pytest.raises(ExportError, match="a card note needs some text"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", notes=["  "])
     assert f"{spec.metrics['test']['precision_at_1']:.4f}" in card
     # Near-duplicate R@1 per edit, and the "same image" threshold fitted on validation edits.
     near = spec.metrics["test"]["near_duplicates"]
