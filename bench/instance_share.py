@@ -30,8 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARES = [0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
 
 
+def checkpoint_about(checkpoint: Path, saved) -> dict:
+    """Where a checkpoint's rows come from: its path, seed, and the epoch selection kept of the schedule."""
+    return {"checkpoint": str(checkpoint), "seed": saved.config.seed, "epochs": saved.state.epoch,
+            "schedule": saved.config.optim.epochs}
+
+
 def kept_checkpoint(about: dict) -> str:
-    """Which training a checkpoint row comes from: its seed, and the epoch selection kept of the schedule."""
+    """The seed and kept epoch of :func:`checkpoint_about`, as the pages show them."""
     return f"seed {about['seed']}, epoch {about['epochs']} of {about['schedule']}"
 
 
@@ -116,10 +122,8 @@ def open_set_rows(checkpoint: Path) -> tuple[dict, list[dict]]:
         retrieval = retrieval_metrics(reweigh(halves, share), unseen.labels)
         rows.append({"share": share, "unseen_precision_at_1": retrieval["precision_at_1"],
                      "unseen_map_at_r": retrieval["map_at_r"]})
-    about = {"checkpoint": str(checkpoint), "holdout_classes": list(saved.config.data.holdout_classes),
-             "epochs": saved.state.epoch, "schedule": saved.config.optim.epochs,
-             "train_limit": saved.config.data.train_limit, "seed": saved.config.seed,
-             "instance_share": saved.config.model.instance_share, "unseen_images": int(len(unseen))}
+    about = {**checkpoint_about(checkpoint, saved), "holdout_classes": list(saved.config.data.holdout_classes),
+             "train_limit": saved.config.data.train_limit, "instance_share": saved.config.model.instance_share, "unseen_images": int(len(unseen))}
     return about, rows
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DOCS, make_parser, markdown_table, page_header, write_json
-from bench.instance_share import kept_checkpoint, reweigh
+from bench.instance_share import checkpoint_about, kept_checkpoint, reweigh
 from training.evaluation import embed_all, evaluate_embeddings
 from training.evaluation.embed import pixel_embedder, torch_embedder
 from training.evaluation.near_duplicates import EDITS, edited_queries, exact_copies, query_sample, recall_at_1
@@ -71,9 +71,7 @@ def recipe_rows(checkpoint: Path, dims: list[int], shares: list[float], queries:
                          "map_at_r": scores["map_at_r"], "roc_auc": scores["roc_auc"],
                          "near_duplicate_mean": float(np.mean(list(per_edit.values()))),
                          "near_duplicate_worst": per_edit[worst], "worst_edit": worst})
-    about = {"checkpoint": str(checkpoint), "seed": saved.config.seed, "epochs": saved.state.epoch,
-             "schedule": saved.config.optim.epochs,
-             "images": int(len(images)), "queries": int(len(originals)), "pairs": pairs}
+    about = {**checkpoint_about(checkpoint, saved), "images": int(len(images)), "queries": int(len(originals)), "pairs": pairs}
     return about, rows
 
 
@@ -92,10 +90,8 @@ def open_set_rows(checkpoint: Path, dims: list[int], shares: list[float], pairs:
             rows.append({"dims": d, "share": share, "unseen_precision_at_1": scores["precision_at_1"],
                          "unseen_map_at_r": scores["map_at_r"], "unseen_roc_auc": scores["roc_auc"],
                          "over_pixels": scores["map_at_r"] - pixels["map_at_r"]})
-    about = {"checkpoint": str(checkpoint), "holdout_classes": list(saved.config.data.holdout_classes),
-             "seed": saved.config.seed, "epochs": saved.state.epoch, "schedule": saved.config.optim.epochs,
-             "train_limit": saved.config.data.train_limit,
-             "unseen_images": int(len(unseen)), "pixels_map_at_r": pixels["map_at_r"],
+    about = {**checkpoint_about(checkpoint, saved), "holdout_classes": list(saved.config.data.holdout_classes),
+             "train_limit": saved.config.data.train_limit, "unseen_images": int(len(unseen)), "pixels_map_at_r": pixels["map_at_r"],
              "pixels_precision_at_1": pixels["precision_at_1"], "pixels_roc_auc": pixels["roc_auc"]}
     return about, rows
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from training.config import TrainConfig, load_config
+from training.config import EvalConfig, TrainConfig, load_config
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +26,11 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="shortcut for --set seed=N")
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum``, refused with a one-line error otherwise."""
+def _eval_count(field: str) -> Callable[[str], int]:
+    """An argparse type for an EvalConfig count: an integer of at least the minimum the config sets for
+    ``field`` (so the flag and the config cannot disagree), refused with a one-line error otherwise."""
+    minimum = next(rule.ge for rule in EvalConfig.model_fields[field].metadata if hasattr(rule, "ge"))
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -126,8 +129,8 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     eval_p.add_argument("--data-dir")
     eval_p.add_argument("--split", choices=["test", "val"], default="test")
     eval_p.add_argument("--holdout-classes", help="also report the open-set numbers on these unseen classes")
-    eval_p.add_argument("--pairs", type=_count(100), default=100_000, help="same and different pairs each, for pair metrics")
-    eval_p.add_argument("--near-duplicates", type=_count(1), default=1000, metavar="N",
+    eval_p.add_argument("--pairs", type=_eval_count("pairs"), default=100_000, help="same and different pairs each, for pair metrics")
+    eval_p.add_argument("--near-duplicates", type=_eval_count("near_duplicates"), default=1000, metavar="N",
                         help="originals edited for near-duplicate R@1 (the card uses 1000; the whole split, "
                              "10000, narrows the binomial error from about 0.7 to 0.2 points at R@1 0.95)")
     _device_arg(eval_p, "the model")
