@@ -47,9 +47,26 @@ ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, WebP, TIFF or PNM (PBM/PGM/PPM)"
 IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".pbm", ".pgm", ".ppm")
 
 
+# The decode budget, checked on the header before any pixel is decoded, so that what a decode
+# allocates and how long it runs are bounded by the image's own size, whatever the format:
+# - pixels: the caller's ``max_pixels`` (width x height of the image);
+# - tiles and strips (TIFF): a block the decoder fills at once may not hold more than
+#   MAX_BLOCK_FACTOR x the image's pixels (at least MIN_BLOCK_PIXELS): a 16x16 image declaring one
+#   46336x46336 tile made libtiff allocate and fill 2 GB;
+# - scans (progressive JPEG): each scan walks every block of the image again, so a 300 KB file of
+#   20,000 near-empty scans took 10 s of CPU; no encoder writes more than a few dozen;
+# - frames (GIF, APNG, WebP, multi-page TIFF): only the first frame is ever decoded.
+MAX_JPEG_SCANS = 100
+MAX_BLOCK_FACTOR = 4
+MIN_BLOCK_PIXELS = 512 * 512
+_JPEG_SOS = b"\xff\xda"  # start of scan; entropy-coded data stuffs every 0xFF, so it never appears there
+_TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 322, 323
+
+
 def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:
-    """Read an image's header only (format, size, mode) and check the pixel limit; no pixel is
-    decoded yet, so a decompression bomb costs nothing. Finish with :func:`load_image`.
+    """Read an image's header only (format, size, mode) and check the decode budget (pixels,
+    tiles, scans; see above); no pixel is decoded yet, so a decompression bomb costs nothing.
+    Finish with :func:`load_image`.
 
     Raises :class:`ImageError` for empty, unrecognised, oversized or corrupt input.
     """
@@ -74,7 +91,27 @@ def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Im
             "too_many_pixels",
             f"{name}: image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
         )
+    _check_decode_work(image, data, name)
     return image
+
+
+def _check_decode_work(image: Image.Image, data: bytes, name: str) -> None:
+    """Refuse a header that promises more decoding work than its pixels: too many JPEG scans, or a
+    TIFF tile far larger than the image."""
+    if image.format == "JPEG":
+        scans = data.count(_JPEG_SOS)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageError("too_much_decoding", f"{name}: the JPEG has {scans} scans, over the limit of "
+                             f"{MAX_JPEG_SCANS}; re-save it (any encoder writes far fewer)")
+    elif image.format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        tile = (tags.get(_TIFF_TILE_WIDTH), tags.get(_TIFF_TILE_LENGTH))
+        if tile[0] is not None or tile[1] is not None:
+            width, height = (int(v) if isinstance(v, int) else 0 for v in tile)
+            budget = max(MAX_BLOCK_FACTOR * image.width * image.height, MIN_BLOCK_PIXELS)
+            if width < 1 or height < 1 or width * height > budget:
+                raise ImageError("too_much_decoding", f"{name}: the TIFF declares {width}x{height} tiles for a "
+                                 f"{image.width}x{image.height} image, over the limit of {budget} pixels a tile")
 
 
 def load_image(image: Image.Image, *, name: str = "image") -> Image.Image:

@@ -8,6 +8,7 @@ import os
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.app import create_app, load_state
 from service.http_server import HEADER_LIMITED_PROTOCOL, uvicorn_options
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
     parser.add_argument("--workers", type=int, help="API processes on one port (default: LIKENESS_WORKERS); more "
                         "than 1 needs LIKENESS_INDEX_BACKEND=milvus at a server URI")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"likeness: cannot start: {settings_problem(exc)}", file=sys.stderr)
+        return 1
     if args.workers is not None:
         if args.workers < 1:
             parser.error("--workers must be at least 1")
@@ -63,6 +68,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
     options["http"] = HEADER_LIMITED_PROTOCOL
     uvicorn.run("service.app:create_app_from_environment", factory=True, workers=settings.workers, **options)
     return 0
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A settings error as one line naming the variables: "LIKENESS_PORT: ...; LIKENESS_X: ..."."""
+    parts = []
+    for error in exc.errors():
+        names = [f"LIKENESS_{str(part).upper()}" for part in error.get("loc", ()) if part != "__root__"]
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{names[0]}: {message}" if names else message)
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

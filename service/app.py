@@ -22,7 +22,7 @@ from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_runner import ModelRunner
 from service.observability import RequestContextMiddleware
-from service.security import require_read_key
+from service.security import AllowedHostsMiddleware, require_read_key
 from service.settings import Settings, get_settings
 from service.vector_index import IndexOptions
 
@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, timeout_s=settings.request_timeout_s)
+    # Outermost: a request for a name this service does not answer to is refused before anything runs.
+    app.add_middleware(AllowedHostsMiddleware, patterns=settings.host_patterns)
     return app
 
 

@@ -7,21 +7,29 @@ protocol here gives the request line and headers ``HEADER_TIMEOUT_S`` from the c
 from the first byte of the next request on a kept-alive one) and ``MAX_HEADER_BYTES``; past
 either it answers with the service's JSON error (408 or 431) and closes.
 
+An answer sent before the request's body was read (a 404, 405, 415, 401 or 403 needs none of it)
+leaves the rest of the body arriving on a kept-alive connection. uvicorn's parser reads it through
+and drops it; the limits here do not count those bytes as the next request's headers (they did:
+the next request on the connection got an unsolicited 431), and bound the drain to
+``MAX_DRAIN_BYTES`` and ``HEADER_TIMEOUT_S``, past which the connection is closed. (With h11, the
+fallback parser, none of this applies: it closes such a connection itself.)
+
 Run the server with ``uvicorn.run(app, ..., **uvicorn_options())``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import Any
 
-from service.api.errors import error_body
+from service.errors import error_bytes
 
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 64 * 1024
+# The unread rest of a body answered early, drained before the next request; more is cut off.
+MAX_DRAIN_BYTES = 16 * 1024 * 1024
 # Longer than the clients' and load balancers' own idle limits (httpx 5 s, AWS ALB 60 s): a client
 # reuses a kept-alive connection until its own limit, so a server that closes first races it, and
 # a request sent as the server closes gets no answer at all. At uvicorn's 5 s, the same as httpx's,
@@ -37,16 +45,36 @@ class HeaderLimits:
 
     header_timeout_s: float = HEADER_TIMEOUT_S
     max_header_bytes: int = MAX_HEADER_BYTES
+    max_drain_bytes: int = MAX_DRAIN_BYTES
+    # Between the end of a request's headers and the end of its body (httptools' parser callbacks).
+    _body_pending = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._drained = 0
         self._header_tail = b""  # the last bytes seen, for a blank line split across chunks
         self._arm_header_timer()
 
+    def on_headers_complete(self) -> None:
+        self._body_pending = True
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        self._body_pending = False
+        self._disarm_drain_timer()
+        super().on_message_complete()  # type: ignore[misc]
+
     def data_received(self, data: bytes) -> None:
-        if self._waiting_for_headers():
+        if self._draining():
+            self._drained += len(data)
+            if self._drained > self.max_drain_bytes:
+                log.info("closing a connection whose unread request body is over %d bytes", self.max_drain_bytes)
+                self.transport.close()  # type: ignore[attr-defined]
+                return
+        elif self._waiting_for_headers():
             # Counted before the parser sees the chunk (one chunk can carry the rest of an
             # oversized header block and complete it), and only up to the blank line that ends the
             # headers: a body in the same chunk is never counted.
@@ -67,6 +95,7 @@ class HeaderLimits:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        self._disarm_drain_timer()
         super().connection_lost(exc)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
@@ -74,10 +103,28 @@ class HeaderLimits:
         # The next request's headers get their own full allowance, armed by its first byte;
         # until then the connection is idle and uvicorn's keep-alive timeout applies.
         self._header_bytes, self._header_tail = 0, b""
+        if self._body_pending:  # answered before the body was read: the rest is drained, for so long
+            self._drained = 0
+            self._drain_timer = asyncio.get_running_loop().call_later(self.header_timeout_s, self._on_drain_timeout)
 
     def _waiting_for_headers(self) -> bool:
         cycle = getattr(self, "cycle", None)
-        return cycle is None or cycle.response_complete
+        return not self._body_pending and (cycle is None or cycle.response_complete)
+
+    def _draining(self) -> bool:
+        cycle = getattr(self, "cycle", None)
+        return self._body_pending and cycle is not None and cycle.response_complete
+
+    def _disarm_drain_timer(self) -> None:
+        if getattr(self, "_drain_timer", None) is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def _on_drain_timeout(self) -> None:
+        self._drain_timer = None
+        if self._draining():
+            log.info("closing a connection whose unread request body took over %g s", self.header_timeout_s)
+            self.transport.close()  # type: ignore[attr-defined]
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
@@ -104,7 +151,7 @@ class HeaderLimits:
         transport = self.transport  # type: ignore[attr-defined]
         self._disarm_header_timer()
         reasons = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-        body = json.dumps(error_body(code, message)).encode()
+        body = error_bytes(code, message)
         request_id = uuid.uuid4().hex
         log.info("%s: %s (request id %s)", code, message, request_id)
         transport.write(b"".join([

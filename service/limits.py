@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_body
+from service.errors import send_error
 
 
 class BodyLimitMiddleware:
@@ -28,7 +26,7 @@ class BodyLimitMiddleware:
             try:
                 too_big = int(declared) > self.max_bytes
             except ValueError:
-                await self._reject(send, 400, "invalid_content_length", "Content-Length is not a number")
+                await send_error(send, 400, "invalid_content_length", "Content-Length is not a number", close=True)
                 return
             if too_big:
                 await self._reject_too_large(send)
@@ -62,13 +60,6 @@ class BodyLimitMiddleware:
             await self._reject_too_large(send)
 
     async def _reject_too_large(self, send: Send) -> None:
-        await self._reject(send, 413, "upload_too_large",
-                           f"request body is over the limit of {self.max_bytes} bytes (LIKENESS_MAX_UPLOAD_BYTES)")
-
-    @staticmethod
-    async def _reject(send: Send, status: int, code: str, message: str) -> None:
-        body = json.dumps(error_body(code, message)).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "upload_too_large",
+                         f"request body is over the limit of {self.max_bytes} bytes (LIKENESS_MAX_UPLOAD_BYTES)",
+                         close=True)

@@ -14,7 +14,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_body
+from service.errors import send_error
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Set once the client has gone (or the request has timed out): work on worker threads checks it.
@@ -123,13 +123,7 @@ class _DisconnectWatch:
 
 
 async def _send_error(send: Send, request_id: str, status: int, code: str, message: str, close: bool = False) -> None:
-    body = json.dumps(error_body(code, message)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode())]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, status, code, message, close=close, headers=[(b"x-request-id", request_id.encode())])
 
 
 class JsonFormatter(logging.Formatter):

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    allowed_hosts: str = Field(
+        default="", description="Host header values served, comma-separated: name (any port), name:port, "
+        "*.domain or * (any); empty: localhost, 127.0.0.1, [::1] and LIKENESS_HOST, each with LIKENESS_PORT. "
+        "Others get 400, so a web page cannot reach the service through DNS rebinding; behind a proxy, "
+        "list the names clients use")
     workers: int = Field(default=1, ge=1, le=512, description="API processes on one port, each with its own model "
                          "session and batcher; more than 1 needs the milvus backend at a server URI")
 
@@ -82,6 +87,18 @@ class Settings(BaseSettings):
     max_pixels_per_request: int = Field(default=50_000_000, ge=1, description="all images of one request together, "
                                         "checked on the headers")
     request_timeout_s: float = Field(default=30.0, gt=0, description="whole request, upload included")
+
+    @model_validator(mode="after")
+    def _settings_that_can_work_together(self) -> Settings:
+        """Combinations that cannot work are refused when the service starts, in one line each."""
+        if self.index_type == "ivf" and self.ivf_nlist > self.ivf_min_train:
+            raise ValueError(f"LIKENESS_IVF_NLIST={self.ivf_nlist} is more lists than the {self.ivf_min_train} "
+                             "vectors IVF trains on (LIKENESS_IVF_MIN_TRAIN): set NLIST at most MIN_TRAIN "
+                             "(FAISS advises 39 training vectors a list), or 0 for about 4 x sqrt(items)")
+        if self.api_key_for_reads and self.api_key is None:
+            raise ValueError("LIKENESS_API_KEY_FOR_READS=true needs LIKENESS_API_KEY: with no key, reads would "
+                             "stay open")
+        return self
 
     @property
     def resolved_milvus_uri(self) -> str:
@@ -115,6 +132,17 @@ class Settings(BaseSettings):
         return ",".join(names)
 
     @property
+    def host_patterns(self) -> list[str]:
+        """LIKENESS_ALLOWED_HOSTS as lower-case patterns, or its default for LIKENESS_HOST and _PORT."""
+        if self.allowed_hosts.strip():
+            return [name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip()]
+        names = ["localhost", "127.0.0.1", "[::1]"]
+        bound = self.host.strip().lower()
+        if bound not in ("0.0.0.0", "::", "", *names, "::1"):
+            names.append(f"[{bound}]" if ":" in bound else bound)
+        return [f"{name}:{self.port}" for name in names] + (names if self.port == 80 else [])
+
+    @property
     def provider_order(self) -> list[str]:
         return self.providers.split(",")
 
@@ -128,6 +156,8 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         if isinstance(value, str):
             value = value.strip()
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                raise ValueError("LIKENESS_API_KEY holds a control character, which no HTTP header can carry")
             return value or None
         return value
 

@@ -17,11 +17,14 @@ ivf 4d + ~32 bytes (vector, id in its list, hashtable entry). docs/index.md has 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
 import faiss
 import numpy as np
+
+log = logging.getLogger("likeness.index")
 
 IndexType = Literal["flat", "hnsw", "ivf"]
 
@@ -58,6 +61,7 @@ class VectorIndex:
         self.dim = dim
         self.options = options
         self.dead: set[int] = set()  # HNSW tombstones
+        self._next_training = options.ivf_min_train  # IVF: train once this many vectors are in
         self._dead_selector: tuple | None = None  # cached (IDSelectorNot, its IDSelectorBatch)
         self.index = self._new()
 
@@ -88,8 +92,14 @@ class VectorIndex:
             return
         numpy_method(self.index, "add_with_ids")(np.ascontiguousarray(vectors, dtype=np.float32),
                                                   np.asarray(labels, dtype=np.int64))
-        if self.options.type == "ivf" and not self.trained_ivf and self.index.ntotal >= self.options.ivf_min_train:
-            self._train_ivf()
+        if (self.options.type == "ivf" and not self.trained_ivf and self.index.ntotal >= self._next_training):
+            try:
+                self._train_ivf()
+            except Exception:  # noqa: BLE001 - the vectors are in; an untrained IVF still answers exactly
+                # A write that is in the log must stay readable whatever training does, so a failed
+                # training leaves the exact stand-in in place and is tried again at twice the size.
+                log.exception("IVF training on %d vectors failed; answering exactly for now", self.index.ntotal)
+                self._next_training = 2 * int(self.index.ntotal)
 
     def remove(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
@@ -106,8 +116,10 @@ class VectorIndex:
         flat = self.index
         labels = faiss.vector_to_array(flat.id_map).astype(np.int64)
         vectors = numpy_method(flat.index, "reconstruct_n")(0, flat.ntotal)
-        # About 4·sqrt(n) lists, but never fewer than 39 training points per list (FAISS's floor).
-        nlist = self.options.ivf_nlist or max(1, min(int(4 * np.sqrt(len(labels))), len(labels) // 39))
+        # About 4·sqrt(n) lists, but never fewer than 39 training points per list (FAISS's floor);
+        # a set nlist is at most LIKENESS_IVF_MIN_TRAIN (settings.py), so never more lists than points.
+        nlist = min(self.options.ivf_nlist, len(labels)) if self.options.ivf_nlist else \
+            max(1, min(int(4 * np.sqrt(len(labels))), len(labels) // 39))
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = vectors if len(vectors) <= 256 * nlist else \
             vectors[np.random.default_rng(0).choice(len(vectors), 256 * nlist, replace=False)]

@@ -80,6 +80,47 @@ def damaged(name: str, data: bytes, rng: np.random.Generator) -> Iterator[tuple[
     yield f"{name}-junk-tail", data + bytes(rng.integers(0, 256, 64, dtype=np.uint8))
 
 
+def tiff_tile_bomb(tile: int = 46336, side: int = 16) -> bytes:
+    """A 145-byte TIFF: a ``side`` x ``side`` image declaring one ``tile`` x ``tile`` deflate tile
+    (issue #33, finding 1: libtiff allocated and filled 2 GB before failing)."""
+    data = zlib.compress(bytes(16), 9)
+    entries = [(256, 3, side), (257, 3, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+               (322, 4, tile), (323, 4, tile), (324, 4, 0), (325, 4, len(data))]
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    out = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        value = data_offset if tag == 324 else value
+        out += struct.pack("<HHHH", tag, kind, 1, 0)[:4] + struct.pack("<I", 1)
+        out += struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+    return out + struct.pack("<I", 0) + data
+
+
+def _jpeg_segments(data: bytes) -> list[bytes]:
+    """A baseline or progressive JPEG cut into its marker segments (a scan with its entropy-coded data)."""
+    segments, i = [], 2
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            segments.append(data[i:i + 2])
+            break
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # the scan's data runs to the next marker that is not a stuffed 0xFF or a restart
+            while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end += 1
+        segments.append(data[i:end])
+        i = end
+    return segments
+
+
+def jpeg_scan_bomb(side: int = 2000, repeats: int = 20_000) -> bytes:
+    """A progressive JPEG of a flat ``side`` x ``side`` image with one AC scan repeated ``repeats``
+    times: a few hundred KB whose decoding walks every block once per scan (issue #33, finding 2)."""
+    segments = _jpeg_segments(encode(Image.new("L", (side, side), 128), "JPEG", progressive=True, quality=90))
+    scans = [segment for segment in segments if segment[1] == 0xDA]
+    ac = next(scan for scan in scans if scan[5 + 2 * scan[4]] > 0)  # spectral selection start > 0
+    return b"\xff\xd8" + b"".join(segment + (ac * repeats if segment is ac else b"") for segment in segments)
+
+
 def crafted_files() -> Iterator[tuple[str, bytes]]:
     """Files after known ways to break a decoder (each of issue 17's finding 2 among them)."""
     png = encode(sample_image("L"), "PNG")
@@ -125,6 +166,8 @@ def crafted_files() -> Iterator[tuple[str, bytes]]:
     yield "html", b"<html><body>not an image</body></html>"
     yield "one-byte", b"\x89"
     yield "nul-bytes", bytes(100)
+    yield "tiff-tile-bomb", tiff_tile_bomb()
+    yield "jpeg-scan-bomb", jpeg_scan_bomb(side=256, repeats=2_000)
 
 
 def image_corpus(damage_every: int = 1) -> list[tuple[str, bytes]]:

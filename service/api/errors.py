@@ -1,4 +1,4 @@
-"""One error shape for every error, 500 included: ``{"detail": message, "code": short_code, "field": name or null}``.
+"""The app's error handlers: every error a route raises becomes the one error shape (service/errors.py).
 
 Unexpected errors become the JSON 500 in service/observability.py (the outermost middleware).
 """
@@ -11,22 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract import ImageError
+from service.errors import ApiError, error_body
 from service.index_store import IndexUnavailable
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
-
-
-def error_body(code: str, message: str, field: str | None = None) -> dict:
-    return {"detail": message, "code": code, "field": field}
+__all__ = ["ApiError", "error_body", "image_error", "install_error_handlers"]
 
 
 def image_error(exc: ImageError, field: str) -> ApiError:
-    status = 413 if exc.reason == "too_many_pixels" else 422
+    status = 413 if exc.reason in ("too_many_pixels", "too_much_decoding") else 422
     return ApiError(status, exc.reason, exc.message, field)
 
 

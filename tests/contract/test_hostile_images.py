@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
-from contract import ImageError, InputSpec, decode_image, prepare_image
+from contract import ImageError, InputSpec, decode_image, load_image, open_image, prepare_image
 from service.inference import make_thumbnail
 from tests.hostile import crafted_files, encode, image_corpus, sample_image
 
 GRAY28 = InputSpec(height=28, width=28, channels=1, fit="pad", resample="bilinear", pad_value=0)
 RGB32 = InputSpec(height=32, width=32, channels=3, fit="crop", resample="bicubic", pad_value=0)
-REASONS = {"empty", "not_an_image", "corrupt_image", "unsupported_image", "too_many_pixels"}
+REASONS = {"empty", "not_an_image", "corrupt_image", "unsupported_image", "too_many_pixels", "too_much_decoding"}
 CORPUS = image_corpus()
 
 
@@ -53,6 +54,8 @@ def test_every_corpus_file_is_prepared_or_refused_with_an_image_error(spec):
     ("pgm-maxval-99999999", "corrupt_image"),
     ("tiff-lab", "unsupported_image"),  # ValueError: LAB converts to nothing the model reads
     ("png-claims-50000x50000", "too_many_pixels"),
+    ("tiff-tile-bomb", "too_much_decoding"),  # checked on the header: nothing is allocated
+    ("jpeg-scan-bomb", "too_much_decoding"),
     ("eps", "not_an_image"),  # never handed to Ghostscript
     ("svg", "not_an_image"),
 ])
@@ -105,3 +108,28 @@ def test_mutated_files_of_every_accepted_format_never_escape_as_another_error(da
 @given(data=st.binary(max_size=200))
 def test_random_bytes_are_refused_with_an_image_error(data):
     assert outcome(data) != "ok"
+
+
+def test_the_decode_budget_is_checked_before_any_pixel_is_decoded():
+    """The bombs of issue #33 are refused on the header: in milliseconds and without the memory they ask for."""
+    import resource
+    import time
+
+    from tests.hostile import jpeg_scan_bomb, tiff_tile_bomb
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for data in (tiff_tile_bomb(), jpeg_scan_bomb()):
+        started = time.perf_counter()
+        with pytest.raises(ImageError) as refused:
+            open_image(data, max_pixels=25_000_000)
+        assert refused.value.reason == "too_much_decoding" and time.perf_counter() - started < 0.1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no 2 GB tile
+
+
+def test_ordinary_tiffs_and_progressive_jpegs_are_within_the_budget():
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
+    for data in (encode(photo, "JPEG", progressive=True, quality=85), encode(photo, "TIFF", tile=(256, 256)),
+                 encode(photo.convert("L"), "TIFF", compression="tiff_deflate")):
+        spec = InputSpec(height=28, width=28, channels=1)
+        assert prepare_image(load_image(open_image(data, max_pixels=10**6)), spec).shape == (28, 28, 1)

@@ -12,8 +12,9 @@ from tests.conftest import DEFAULT_MODEL, GALLERY
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
+    # Starlette's TestClient sends "Host: testserver"; servers on a port get the default names.
     values = {"model_path": DEFAULT_MODEL, "data_dir": tmp_path / "data", "gallery_dir": GALLERY,
-              "seed_gallery": True, **overrides}
+              "seed_gallery": True, "allowed_hosts": "testserver,localhost,127.0.0.1", **overrides}
     return Settings(**values)
 
 

@@ -26,7 +26,7 @@ def test_the_server_bounds_headers_and_a_second_server_on_the_same_index_says_wh
         wait_until_ready(server, port, timeout=90)
         # Headers past the limit get the JSON 431 of service.http_server, not a dropped connection.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+            conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
             reply = conn.recv(65536).decode("latin-1")
         assert reply.startswith("HTTP/1.1 431") and "headers_too_large" in reply
         # A kept-alive connection idle for longer than a client's own limit (httpx: 5 s) is still

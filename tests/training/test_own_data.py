@@ -142,7 +142,8 @@ def test_served_model_finds_the_category_of_unseen_photos_better_than_raw_pixels
     from service.settings import Settings
 
     spec = trained["spec"]
-    settings = Settings(model_path=trained["model"], data_dir=tmp_path / "index", seed_gallery=False)
+    settings = Settings(model_path=trained["model"], data_dir=tmp_path / "index", seed_gallery=False,
+                        allowed_hosts="testserver")
     hits = 0
     queries = sorted((shop / "test").glob("*/*.jpg"))
     with TestClient(create_app(settings)) as client:
