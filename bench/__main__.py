@@ -17,6 +17,7 @@ BENCHMARKS = {
     "openset": "bench.openset",
     "csn": "bench.csn",
     "quality": "bench.quality",
+    "dedup": "bench.dedup",
     "serving": "bench.serving",
     "serving-cpu": "bench.serving_cpu",
     "all": "bench.all",

@@ -31,6 +31,7 @@ from contract.spec import (
     InputSpec,
     ModelSpec,
     SpecError,
+    same_image_scores,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "load_image_file",
     "open_image",
     "prepare_image",
+    "same_image_scores",
 ]

@@ -10,6 +10,7 @@ mode that cannot be converted) raises :class:`ImageError`; nothing else escapes 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -155,10 +156,12 @@ def _prepare(image: Image.Image, spec: InputSpec) -> np.ndarray:
     image = _to_mode(image, spec.mode, spec.pad_value)
     size = (spec.width, spec.height)
     resample = _RESAMPLE[spec.resample]
+    if spec.fit == "content":
+        image = frame_content(image)
     if image.size != size:
         if spec.fit == "stretch":
             image = image.resize(size, resample)
-        elif spec.fit == "pad":
+        elif spec.fit in ("pad", "content"):
             fill = spec.pad_value if spec.mode == "L" else (spec.pad_value,) * 3
             image = ImageOps.pad(image, size, method=resample, color=fill)
         else:
@@ -167,6 +170,83 @@ def _prepare(image: Image.Image, spec: InputSpec) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array)
+
+
+# Framing the content (fit "content"): the same image with a border, letterbox bars or padding added
+# (of any one colour) frames its content the same way, so a model sees the same input.
+# - A line (row or column) whose values span at most FRAME_TOLERANCE in every channel is background:
+#   such lines are peeled off every side, again and again (a white frame, then the black background
+#   inside it).
+# - Content is what differs from the remaining edge's median colour by more than FRAME_TOLERANCE in
+#   some channel, weighed by how much (so a dark blue garment on black counts as much as a white one).
+#   The frame is a square centred on the content's centre of mass, FRAME_SPREADS standard deviations
+#   of its mass wide along its wider axis (about the whole of a centred product photo or a
+#   Fashion-MNIST garment), filled outside with the background.
+# Moments, not a bounding box: a caption or a logo in a corner moves a bounding box to its edge, but
+# the centre and spread of the content only by its share of the mass.
+FRAME_TOLERANCE = 24
+FRAME_SPREADS = 4.0
+# The statistics are taken on the image reduced to at most this side (a box average): enough to frame
+# a photo to a pixel or two of the model's input, at a fraction of the cost.
+FRAME_STATS_SIDE = 64
+
+
+def frame_content(image: Image.Image) -> Image.Image:
+    """The image (mode L or RGB) framed on its content (see above): square, in its own mode; the
+    image itself when it has no content apart from its background."""
+    factor = max(1, -(-max(image.size) // FRAME_STATS_SIDE))
+    small = image.reduce(factor) if factor > 1 else image
+    pixels = np.asarray(small, dtype=np.int16)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    top, bottom, left, right = _peel(pixels)
+    inner = pixels[top:bottom, left:right]
+    edge = np.concatenate([inner[0], inner[-1], inner[1:-1, 0], inner[1:-1, -1]])
+    background = np.sort(edge, axis=0)[len(edge) // 2]  # the median, per channel
+    weight = np.abs(inner - background)
+    weight = weight[:, :, 0] if weight.shape[2] == 1 else weight.max(axis=2)
+    weight[weight <= FRAME_TOLERANCE] = 0
+    rows, cols = weight.sum(axis=1), weight.sum(axis=0)
+    mass = float(rows.sum())
+    if mass <= 0:
+        return image
+    ys, xs = np.arange(len(rows)), np.arange(len(cols))
+    cy, cx = float(rows @ ys) / mass, float(cols @ xs) / mass
+    spread = max(math.sqrt(max(float(rows @ (ys * ys)) / mass - cy * cy, 0.0)),
+                 math.sqrt(max(float(cols @ (xs * xs)) / mass - cx * cx, 0.0)), 0.5)
+    # Back to the image's own pixels, relative to the peeled region: reduced pixel x covers [x, x + 1) x factor.
+    half = FRAME_SPREADS * spread * factor / 2
+    cx, cy = (cx + 0.5) * factor, (cy + 0.5) * factor
+    region = image.crop((left * factor, top * factor, min(image.width, right * factor),
+                         min(image.height, bottom * factor)))
+    fill = tuple(int(v) for v in background)
+    return region.transform((max(1, round(2 * half)),) * 2, Image.Transform.EXTENT,
+                            (cx - half, cy - half, cx + half, cy + half), Image.Resampling.BILINEAR,
+                            fillcolor=fill[0] if image.mode == "L" else fill)
+
+
+def _peel(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of [H, W, C] ``pixels`` after peeling uniform lines off every side
+    until none is left."""
+    top, bottom, left, right = 0, pixels.shape[0], 0, pixels.shape[1]
+    while bottom - top > 2 and right - left > 2:
+        inner = pixels[top:bottom, left:right]
+        flat_rows = ((inner.max(axis=1) - inner.min(axis=1)) <= FRAME_TOLERANCE).all(axis=1).tolist()
+        flat_cols = ((inner.max(axis=0) - inner.min(axis=0)) <= FRAME_TOLERANCE).all(axis=1).tolist()
+        peel = [_run(flat_rows), _run(flat_rows[::-1]), _run(flat_cols), _run(flat_cols[::-1])]
+        # Never peel everything: an image of one colour keeps its middle.
+        if not any(peel) or bottom - top - peel[0] - peel[1] < 1 or right - left - peel[2] - peel[3] < 1:
+            break
+        top, bottom, left, right = top + peel[0], bottom - peel[1], left + peel[2], right - peel[3]
+    return top, bottom, left, right
+
+
+def _run(flags: list[bool]) -> int:
+    """How many leading entries of ``flags`` are True."""
+    for count, flag in enumerate(flags):
+        if not flag:
+            return count
+    return len(flags)
 
 
 def load_image_file(path: str | Path, spec: InputSpec, *, max_pixels: int = 50_000_000) -> np.ndarray:

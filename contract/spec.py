@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 IMAGES_INPUT = "images"
@@ -29,8 +30,10 @@ class InputSpec(_Strict):
     height: int = Field(ge=1, le=4096)
     width: int = Field(ge=1, le=4096)
     channels: Literal[1, 3]
-    # stretch: ignore aspect ratio; pad: keep it and fill with pad_value; crop: keep it, centre-crop.
-    fit: Literal["stretch", "pad", "crop"] = "pad"
+    # stretch: ignore aspect ratio; pad: keep it and fill with pad_value; crop: keep it, centre-crop;
+    # content: frame the content first (contract.images.frame_content: borders, bars and padding of
+    # one colour peeled off, the content centred and scaled by its spread), then pad.
+    fit: Literal["stretch", "pad", "crop", "content"] = "pad"
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
     # Background grey level for padding and for compositing transparent pixels.
     pad_value: int = Field(default=0, ge=0, le=255)
@@ -77,12 +80,26 @@ class ModelSpec(_Strict):
     # Per-aspect decision and calibration, fitted on validation pairs of that aspect.
     aspect_decisions: dict[str, Decision] = Field(default_factory=dict)
     aspect_calibrations: dict[str, Calibration] = Field(default_factory=dict)
-    # "The same image": the cosine at or above which two images are one image after light edits
-    # (re-encoding, rescaling, a small crop or shift, brightness), fitted on validation edits.
-    # ``decision`` stays "the same kind of thing". None in models exported before it existed.
+    # "The same image": the cosine at or above which two images are one image after the edits a
+    # copy meets (re-encoding, rescaling, crops, borders, rotations, overlays: training/evaluation/
+    # edits.py), fitted on validation edits. ``decision`` stays "the same kind of thing". None in
+    # models exported before it existed.
     near_duplicate: Decision | None = None
+    # The part of ``embedding`` that cosine is taken over, [start, stop): the instance subspace,
+    # trained to tell one image from its look-alikes (:func:`same_image_scores`). None: the whole
+    # embedding (models before likeness-fmnist 4.0).
+    near_duplicate_dims: tuple[int, int] | None = None
     training: dict[str, Any] = Field(default_factory=dict, description="data, objective, backbone, command")
     metrics: dict[str, Any] = Field(default_factory=dict, description="evaluation results, by split")
+
+    @model_validator(mode="after")
+    def _near_duplicate_dims_fit(self) -> ModelSpec:
+        if self.near_duplicate_dims is not None:
+            start, stop = self.near_duplicate_dims
+            if not 0 <= start < stop <= self.embedding_dim:
+                raise ValueError(f"near_duplicate_dims {list(self.near_duplicate_dims)} is not a part of the "
+                                 f"{self.embedding_dim}-d embedding")
+        return self
 
     @model_validator(mode="after")
     def _aspects_consistent(self) -> ModelSpec:
@@ -109,3 +126,16 @@ class ModelSpec(_Strict):
             first = str(exc).splitlines()
             detail = "; ".join(line.strip() for line in first[:3])
             raise SpecError(f"{source} has an invalid '{SPEC_METADATA_KEY}': {detail}") from exc
+
+
+def same_image_scores(a: np.ndarray, b: np.ndarray, dims: tuple[int, int] | None) -> np.ndarray:
+    """The "same image" score of pairs of embeddings ``a[i]``, ``b[i]`` (float [N, D], [1, D] or
+    [D], broadcast against each other): the cosine over ``dims`` (a spec's ``near_duplicate_dims``;
+    None: the whole embedding), what the spec's ``near_duplicate`` threshold applies to. Training fits
+    the threshold, and the service answers, with this one function."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    if dims is None:
+        return (a * b).sum(axis=1)
+    a, b = a[:, dims[0]:dims[1]], b[:, dims[0]:dims[1]]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)

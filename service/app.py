@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import web
-from service.api import health_routes, index_routes, inference_routes, items_routes
+from service.api import duplicates_routes, health_routes, index_routes, inference_routes, items_routes
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.batching import DynamicBatcher
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.include_router(health_routes.router)
     app.include_router(health_routes.protected_router, dependencies=[Depends(require_read_key)])
-    for module in (inference_routes, items_routes, index_routes):
+    for module in (inference_routes, items_routes, index_routes, duplicates_routes):
         app.include_router(module.router, dependencies=[Depends(require_read_key)])
     # Added innermost first: request context (id, timeout, access log) wraps the body limit,
     # which wraps the metrics.

@@ -5,6 +5,8 @@
     load        send every image under a folder to a running service's POST /items
     copy-to-milvus  copy the embedded index (vectors as stored, metadata, thumbnails) into a Milvus
                 collection at --milvus-uri (offline: the service must be stopped); no re-embedding
+    duplicates  groups of items that are the same image, as GET /duplicates gives them, to --output
+                (CSV: one row per item of a group; JSON) (offline: the service must be stopped)
     stats       print the index statistics
 
 Folder layout: ``DIR/**/NAME.ext``. The id is the path relative to DIR without its extension; an
@@ -14,6 +16,8 @@ image in a sub-folder gets ``{"label": "<sub-folder>"}`` as metadata.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 from collections.abc import Iterator
@@ -96,6 +100,47 @@ def copy_to_milvus(settings, uri: str, collection: str, batch_size: int) -> dict
         source.close()
 
 
+def duplicates(settings, output: Path | None, fmt: str, min_score: float | None) -> dict:
+    """Every group of the same image in the index, written to ``output`` (stdout when None) as CSV or JSON."""
+    import time
+
+    from service.copies import duplicate_groups
+
+    state = _open_store(settings)
+    spec, store = state.runner.spec, state.store
+    try:
+        if spec.near_duplicate is None:
+            raise NoSameImageDecision(f"the model {spec.name} {spec.version} has no same-image decision "
+                                      "(near_duplicate); export it again with likeness export")
+        threshold = spec.near_duplicate.threshold if min_score is None else min_score
+        started = time.perf_counter()
+        with tqdm(total=store.count(), desc="duplicates", unit="items") as bar:
+            groups = duplicate_groups(store, spec, threshold, progress=bar.update)
+        seconds = time.perf_counter() - started
+        summary = {"groups": len(groups), "items_in_groups": sum(len(g.ids) for g in groups), "items": store.count(),
+                   "min_score": threshold, "seconds": round(seconds, 3),
+                   "items_per_second": round(store.count() / max(seconds, 1e-9), 1)}
+    finally:
+        store.close()
+    if fmt == "json":
+        text = json.dumps({**summary, "groups": [{"ids": g.ids, "score": g.score} for g in groups]}, indent=2)
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "score", "id"])
+        writer.writerows([n, g.score, item_id] for n, g in enumerate(groups, 1) for item_id in g.ids)
+        text = out.getvalue()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+    return summary
+
+
+class NoSameImageDecision(ValueError):
+    """The served model cannot tell the same image (exported before the decision existed)."""
+
+
 class ServiceUnreachable(ConnectionError):
     """``load`` could not reach the service at its URL."""
 
@@ -148,7 +193,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "copy-to-milvus", "stats"])
+    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "copy-to-milvus", "duplicates", "stats"])
     parser.add_argument("folder", nargs="?", type=Path)
     parser.add_argument("--data-dir", type=Path, help="default: LIKENESS_DATA_DIR")
     parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH")
@@ -157,6 +202,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--milvus-uri", help="for `copy-to-milvus`: a Milvus Lite file or http://HOST:19530")
     parser.add_argument("--milvus-collection", default="likeness", help="for `copy-to-milvus` (default: likeness)")
+    parser.add_argument("--output", type=Path, help="for `duplicates`: the file to write (default: standard output)")
+    parser.add_argument("--format", choices=["csv", "json"], default="csv", help="for `duplicates` (default: csv)")
+    parser.add_argument("--min-score", type=float, help="for `duplicates`: join items at this same-image score "
+                        "(default: the model's near_duplicate threshold)")
     # Intermixed: `load --url URL DIR` (README, compose) puts the folder after an option.
     args = parser.parse_intermixed_args(argv)
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("model_path", args.model)) if v is not None}
@@ -177,11 +226,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
             if not args.milvus_uri:
                 parser.error("copy-to-milvus needs --milvus-uri")
             result = copy_to_milvus(settings, args.milvus_uri, args.milvus_collection, args.batch_size)
+        elif args.command == "duplicates":
+            result = duplicates(settings, args.output, args.format, args.min_score)
+            if args.output is None:
+                return 0  # standard output holds the groups
         else:
             state = _open_store(settings)
             result = state.store.stats()
             state.store.close()
-    except (IndexLocked, IndexMismatch, IndexUnavailable, ModelLoadError, ServiceUnreachable) as exc:
+    except (IndexLocked, IndexMismatch, IndexUnavailable, ModelLoadError, ServiceUnreachable,
+            NoSameImageDecision) as exc:
         print(f"likeness: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

@@ -37,7 +37,7 @@ class DataConfig(_Section):
     # service alike (stored in the model's spec): pad keeps the whole photo and fills the bars with
     # the grey level pad_value (also the background of transparent pixels); crop keeps the centre;
     # stretch ignores the aspect ratio.
-    fit: Literal["pad", "crop", "stretch"] = "pad"
+    fit: Literal["pad", "crop", "stretch", "content"] = "pad"
     pad_value: int = Field(default=0, ge=0, le=255, description="grey level of padding: 0 black, 255 white")
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
     # Conditional (CSN) data: aspect names and triplet counts.
@@ -55,6 +55,8 @@ class AugmentConfig(_Section):
     edit_color: float = Field(default=0.25, ge=0, lt=1, description="brightness and contrast jitter (+/-)")
     edit_jpeg_min_quality: int = Field(default=40, ge=1, le=95, description="lowest JPEG quality of the view")
     edit_zoom: float = Field(default=0.3, ge=0, le=1, description="probability of a crop of up to 20% of the area resized back")
+    edit_user: float = Field(default=0.0, ge=0, le=1, description="probability of the edits users make (borders, "
+                             "rotations, a side cut off, overlays, blur and sharpening)")
 
 
 class ModelConfig(_Section):
@@ -147,6 +149,9 @@ class EvalConfig(_Section):
     batch_size: int = Field(default=1024, ge=1)
     near_duplicates: int = Field(default=1000, ge=1, description="originals edited for near-duplicate R@1 (test)")
     val_near_duplicates: int = Field(default=200, ge=0, description="the same on validation, every epoch (0 = off)")
+    near_duplicate_false_positives: float = Field(
+        default=0.01, gt=0, lt=1, description="the share of originals whose nearest other image the 'same image' "
+        "threshold may call a copy, on validation")
 
 
 class TrainConfig(_Section):

@@ -30,8 +30,9 @@ from training.evaluation import (
     torch_embedder,
 )
 from training.evaluation.fewshot import few_shot_accuracy
-from training.evaluation.near_duplicates import near_duplicate_metrics, near_duplicate_pairs
+from training.evaluation.near_duplicates import near_duplicate_metrics
 from training.evaluation.retrieval import map_at_r_by_class
+from training.evaluation.same_image import fit_same_image, same_image_quality, score_same_image
 from training.evaluation.verification import describe_pairs
 from training.tasks import Task, load_task
 
@@ -66,22 +67,21 @@ def calibrate(embedder: Embedder, task: Task, config: TrainConfig
     return decision, calibration, decisions, calibrations
 
 
-def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, input_spec: InputSpec) -> Decision:
-    """The "same image" threshold: equal error rate between edited copies of validation images and
-    each original's nearest other validation image (training.evaluation.near_duplicates)."""
-    scores, same = near_duplicate_pairs(embedder, task.splits.val.images, input_spec, config.eval.near_duplicates,
-                                        batch_size=config.eval.batch_size)
-    return fit_decision(scores, same, "validation: edited copies vs each original's nearest other image")
+def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, input_spec: InputSpec,
+                       dims: tuple[int, int] | None) -> Decision:
+    """The "same image" threshold, fitted on validation for the target false-positive rate against
+    each original's nearest other image (training.evaluation.same_image)."""
+    scores = score_same_image(embedder, task.splits.val.images, input_spec, dims, config.eval.near_duplicates,
+                              config.eval.batch_size)
+    return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation")
 
 
 def near_duplicate_quality(embedder: Embedder, images: np.ndarray, config: TrainConfig, input_spec: InputSpec,
-                           decision: Decision) -> dict[str, float]:
-    """On test: the share of edited copies called the same image, and of nearest other images called it."""
-    scores, same = near_duplicate_pairs(embedder, images, input_spec, config.eval.near_duplicates,
-                                        batch_size=config.eval.batch_size)
-    accepted = scores >= decision.threshold
-    return {"threshold": decision.threshold, "copies_accepted": round(float(accepted[same].mean()), 6),
-            "nearest_others_accepted": round(float(accepted[~same].mean()), 6)}
+                           dims: tuple[int, int] | None, decision: Decision) -> dict[str, Any]:
+    """On test: the share of copies called the same image (overall, per family and edit), of the
+    originals' nearest other images called it, and the curve of both."""
+    scores = score_same_image(embedder, images, input_spec, dims, config.eval.near_duplicates, config.eval.batch_size)
+    return same_image_quality(scores, decision.threshold)
 
 
 def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calibration,

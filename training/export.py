@@ -257,10 +257,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
         # An explicit CUDA request that ONNX Runtime cannot honour is an error; auto falls back, saying so.
         embedder = onnx_embedder(graph, run_on, fallback_to_cpu=device == "auto")
         decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
-        near_duplicate = fit_near_duplicate(embedder, task, config, input_spec)
+        near_duplicate_dims = instance_dims(model)
+        near_duplicate = fit_near_duplicate(embedder, task, config, input_spec, near_duplicate_dims)
         metrics = evaluate_task(embedder, task, config, calibration, decision, input_spec)
         metrics["test"]["near_duplicates"]["decision"] = near_duplicate_quality(
-            embedder, task.splits.test.images, config, input_spec, near_duplicate)
+            embedder, task.splits.test.images, config, input_spec, near_duplicate_dims, near_duplicate)
         metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
                              "static_layers_folded": folded}
         if quantization:
@@ -279,6 +280,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
             aspect_decisions=aspect_decisions,
             aspect_calibrations=aspect_calibrations,
             near_duplicate=near_duplicate,
+            near_duplicate_dims=near_duplicate_dims,
             training={**_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
                       "pixel_pca": ({"dims": pixel_pca, "share": pixel_share, "fitted_on": "train",
                                      "images": min(len(task.splits.train.images), PCA_SAMPLE)} if pixel_pca else None),
@@ -289,6 +291,17 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str |
     card = write_model_card(output, spec)
     return {"model": str(output), "card": str(card), "size_bytes": output.stat().st_size,
             "onnx_max_abs_diff": difference, "metrics": metrics}
+
+
+def instance_dims(model: nn.Module) -> tuple[int, int] | None:
+    """Where the instance subspace sits in the exported embedding, [start, stop): the last
+    ``instance_dims`` of the learned part, which a pixel subspace (PixelFusion) follows. None for a
+    model without one, whose "same image" score is then the whole cosine."""
+    learned = getattr(model, "model", model)  # PixelFusion wraps the trained model
+    k = getattr(learned, "instance_dims", 0)
+    if not k:
+        return None
+    return learned.embedding_dim - k, learned.embedding_dim
 
 
 def _earlier_stages(config: TrainConfig) -> list[dict[str, Any]]:

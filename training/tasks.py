@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from training.config import TrainConfig
-from training.data.sources import Splits, load_splits
+from training.data.sources import Splits, input_spec_for, load_splits
 from training.data.torch_data import ImageDataset, make_augment, make_edit_augment, make_loader
 from training.evaluation import Embedder
 
@@ -54,7 +54,7 @@ class ClassTask:
                                   pad_value=data.pad_value, resample=data.resample)
         _, height, width, _ = self.splits.train.images.shape
         # The instance term needs a second, edited view of every image.
-        view = make_edit_augment(config.augment, height, width) if config.objective.instance_weight > 0 else None
+        view = make_edit_augment(config.augment, input_spec_for(self.splits.train.images, data)) if config.objective.instance_weight > 0 else None
         self.dataset = ImageDataset(self.splits.train, make_augment(config.augment, height, width), view)
 
     def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -74,7 +74,8 @@ class ClassTask:
         images = self.splits.val.images
         embeddings, _ = embed_all(embed, images, self.config.eval.batch_size)
         values = {f"val_{k}": v for k, v in retrieval_metrics(embeddings, self.splits.val.labels).items()}
-        values.update(validation_near_duplicates(embed, images, embeddings, self.config.eval.val_near_duplicates))
+        values.update(validation_near_duplicates(embed, images, embeddings, self.config.eval.val_near_duplicates,
+                                                 input_spec_for(images, self.config.data)))
         if "val_near_duplicate_r1" in values:
             values["val_map_at_r_and_near_duplicate_r1"] = (values["val_map_at_r"] + values["val_near_duplicate_r1"]) / 2
         return values

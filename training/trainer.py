@@ -23,10 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from contract import InputSpec
 from training.checkpoint import Checkpoint, CheckpointError, RunState
-from training.config import DataConfig, TrainConfig, config_to_toml
-from training.data.sources import Splits
+from training.config import TrainConfig, config_to_toml
+from training.data.sources import Splits, input_spec_for
 from training.data.summary import data_summary, format_data_summary
 from training.evaluation import torch_embedder
 from training.models import EmbeddingModel, build_model
@@ -105,15 +104,6 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     mean = sample.mean(axis=(0, 1, 2))
     std = sample.std(axis=(0, 1, 2)).clip(min=1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def input_spec_for(images: np.ndarray, data: DataConfig | None = None) -> InputSpec:
-    """The model's input: the training images' size and channels, prepared with the data config's
-    fit, pad grey level and filter (what the service then does to every upload)."""
-    _, height, width, channels = images.shape
-    data = data or DataConfig()
-    return InputSpec(height=height, width=width, channels=channels, fit=data.fit, resample=data.resample,
-                     pad_value=data.pad_value)
 
 
 def build_optimizer(config: TrainConfig, params: list[nn.Parameter], total_steps: int):

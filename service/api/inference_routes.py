@@ -38,6 +38,7 @@ from service.api.schemas import (
     SimilarityRequest,
     SimilarityResponse,
 )
+from service.copies import copies_first, same_image_score
 from service.index_store import OVERALL
 from service.model_runner import Embeddings
 
@@ -89,18 +90,19 @@ def compare(state: ServiceState, out: Embeddings, aspect: str | None) -> dict[st
     if out.aspects is not None:
         per_aspect = np.einsum("ad,ad->a", out.aspects[0], out.aspects[1])
         aspect_scores = {name: round(float(s), 6) for name, s in zip(spec.aspects, per_aspect)}
-    near = None
+    same_image = None
     if aspect is None:
         score, decision, calibration = float(out.embedding[0] @ out.embedding[1]), spec.decision, spec.calibration
-        near = spec.near_duplicate
+        same_image = same_image_score(spec, out.embedding[0], out.embedding[1])
     else:
         score = aspect_scores[aspect]
         decision = spec.aspect_decisions.get(aspect, spec.decision)
         calibration = spec.aspect_calibrations.get(aspect, spec.calibration)
     return {"score": round(score, 6), "probability": round(calibration.probability(score), 6),
             "same": score >= decision.threshold, "threshold": decision.threshold,
-            "near_duplicate": None if near is None else score >= near.threshold,
-            "near_duplicate_threshold": None if near is None else near.threshold,
+            "near_duplicate": None if same_image is None else same_image >= spec.near_duplicate.threshold,
+            "near_duplicate_score": None if same_image is None else round(same_image, 6),
+            "near_duplicate_threshold": None if same_image is None else spec.near_duplicate.threshold,
             "aspect": aspect, "aspects": aspect_scores, "model": state.model_ref}
 
 
@@ -113,9 +115,7 @@ async def search(
     aspect: Annotated[str | None, Form(description="search this aspect's subspace")] = None,
     filter: Annotated[str | None, Form(description='JSON object: only items whose metadata equals each field, '
                                                    'e.g. {"label": "3"}')] = None,
-    min_score: Annotated[float | None, Form(description="drop hits scoring below this cosine; the model's "
-                                                        "near_duplicate_threshold (GET /model, /similarity) "
-                                                        "keeps only copies of the query image", ge=-1.0,
+    min_score: Annotated[float | None, Form(description="drop hits scoring below this cosine", ge=-1.0,
                                             le=1.0)] = None,
     state: ServiceState = Depends(get_state),
 ) -> JSONResponse:
@@ -199,10 +199,22 @@ def normalised(vector: list[float], dim: int) -> np.ndarray:
 async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: str | None,
                where: dict[str, Any] | None, min_score: float | None) -> list[list[dict[str, Any]]]:
     """Each query's hits, as the response's dicts; all queries in one trip to a worker thread, so
-    the event loop never waits on a search, a lock or the network."""
-    found = await state.index.search(queries, k, aspect or OVERALL, where)
-    return [[{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
-             for h in hits if min_score is None or h.score >= min_score] for hits in found]
+    the event loop never waits on a search, a lock or the network. Overall searches also say which
+    hits are the same image as the query, and put those first (service/copies.py)."""
+    spec = state.runner.spec
+    judge = aspect is None and spec.near_duplicate is not None
+    found = await state.index.search(queries, k, aspect or OVERALL, where, with_vectors=judge)
+    answers = []
+    for query, hits in zip(queries, found):
+        hits = [h for h in hits if min_score is None or h.score >= min_score]
+        if judge:
+            answers.append([{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error,
+                             "near_duplicate": copy, "near_duplicate_score": round(same, 6)}
+                            for h, same, copy in copies_first(spec, query, hits)])
+        else:
+            answers.append([{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
+                            for h in hits])
+    return answers
 
 
 # embed ---------------------------------------------------------------------------------------

@@ -24,12 +24,15 @@ class SimilarityResponse(BaseModel):
     same: bool = Field(description="score >= threshold: the same kind of thing (class, or the aspect's value)")
     threshold: float
     near_duplicate: bool | None = Field(
-        default=None, description="score >= near_duplicate_threshold: the same image after light edits (re-encoding, "
-                                  "rescaling, a small crop or shift, brightness); null for aspects and for models "
-                                  "without the threshold")
+        default=None, description="near_duplicate_score >= near_duplicate_threshold: the same image, after the "
+                                  "edits a copy meets (re-encoding, rescaling, crops, borders, small rotations, "
+                                  "overlays, a mirror); null for aspects and for models without the decision")
+    near_duplicate_score: float | None = Field(
+        default=None, description="the model's same-image score: the cosine of its instance subspace (the whole "
+                                  "embedding for models before 4.0)")
     near_duplicate_threshold: float | None = Field(
-        default=None, description="the model's 'same image' cosine, fitted on edited validation images; pass it as "
-                                  "/search's min_score to find copies of an image")
+        default=None, description="the model's same-image threshold, fitted on edited validation images for a 1% "
+                                  "false-positive rate against each image's nearest other image")
     aspect: str | None = Field(default=None, description="the aspect this decision is about, or null for overall")
     aspects: dict[str, float] = Field(default_factory=dict, description="cosine per aspect, for models with aspects")
     model: ModelRef
@@ -44,6 +47,10 @@ class SearchHit(BaseModel):
     score: float
     metadata: dict[str, Any] | None
     error: str | None = Field(default=None, description=UNREADABLE)
+    near_duplicate: bool | None = Field(
+        default=None, description="the hit is the same image as the query (overall searches with a model that has "
+                                  "the decision); such hits come first")
+    near_duplicate_score: float | None = Field(default=None, description="the hit's same-image score")
 
 
 class SearchResponse(BaseModel):
@@ -61,8 +68,7 @@ class BatchSearchResponse(BaseModel):
 # JSON request bodies (Content-Type: application/json), the shape vector-service clients send.
 # Unknown fields are refused, so a misspelt "top_k" is a 422 rather than silently k=10.
 BASE64 = "base64 of the image file (standard alphabet; a data:...;base64, prefix and line breaks are allowed)"
-MIN_SCORE = ("drop hits scoring below this cosine; the model's near_duplicate_threshold (GET /model, "
-             "/similarity) keeps only copies of the query")
+MIN_SCORE = "drop hits scoring below this cosine"
 FILTER = 'only items whose metadata equals each field, e.g. {"label": "3"}'
 
 
@@ -96,6 +102,25 @@ class BatchSearchRequest(JsonRequest):
     aspect: str | None = Field(default=None, description="search this aspect's subspace")
     filter: dict[str, Any] | None = Field(default=None, description=FILTER)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description=MIN_SCORE)
+
+
+class DuplicateGroup(BaseModel):
+    ids: list[str] = Field(description="items that are the same image, in id order")
+    score: float = Field(description="the weakest same-image score that joins the group (its best spanning tree)")
+
+
+class DuplicatePage(BaseModel):
+    groups: list[DuplicateGroup] = Field(description="best groups first")
+    next: str | None = Field(description="cursor for the next page (pass as `after`), null on the last page")
+    min_score: float = Field(description="the same-image score the groups were joined at")
+
+
+class DismissRequest(JsonRequest):
+    ids: list[str] = Field(min_length=2, max_length=2, description="two indexed items that are not the same image")
+
+
+class Dismissed(BaseModel):
+    dismissed: list[str]
 
 
 class ItemsAdded(BaseModel):

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service.index_store import OVERALL, Hit, IndexStore, NewItem, StoredItem
+from contract import ModelSpec
+from service.copies import DuplicateGroup, duplicate_groups
+from service.index_store import OVERALL, Dismissal, Hit, IndexStore, NewItem, StoredItem
 
 
 class OffLoopStore:
@@ -22,6 +24,8 @@ class OffLoopStore:
 
     def __init__(self, store: IndexStore) -> None:
         self.store = store
+        # The last GET /duplicates answer, kept while the index has not changed (stores that can tell).
+        self._groups: tuple[tuple, list[DuplicateGroup]] | None = None
 
     async def upsert(self, items: list[NewItem]) -> list[str]:
         return await run_in_threadpool(self.store.upsert, items)
@@ -42,9 +46,9 @@ class OffLoopStore:
         return await run_in_threadpool(self.store.list, after, limit)
 
     async def search(self, queries: list[np.ndarray], k: int, space: str = OVERALL,
-                     where: dict[str, Any] | None = None) -> list[list[Hit]]:
+                     where: dict[str, Any] | None = None, with_vectors: bool = False) -> list[list[Hit]]:
         """Several queries' hits in one trip to a worker thread."""
-        return await run_in_threadpool(lambda: [self.store.search(q, k, space, where) for q in queries])
+        return await run_in_threadpool(lambda: [self.store.search(q, k, space, where, with_vectors) for q in queries])
 
     async def count(self) -> int:
         return await run_in_threadpool(self.store.count)
@@ -57,3 +61,24 @@ class OffLoopStore:
 
     async def compact(self) -> int:
         return await run_in_threadpool(self.store.compact)
+
+    async def duplicate_groups(self, spec: ModelSpec, min_score: float) -> list[DuplicateGroup]:
+        """Groups of the same image in the whole index (service/copies.py), computed once per change of it."""
+        version = self.store.version()
+        key = (version, spec.name, spec.version, min_score)
+        if version is not None and self._groups is not None and self._groups[0] == key:
+            return self._groups[1]
+        groups = await run_in_threadpool(duplicate_groups, self.store, spec, min_score)
+        self._groups = (key, groups)
+        return groups
+
+    async def dismiss(self, ids: list[str]) -> bool:
+        """Record two items as not the same image; False when either is not there."""
+        def record() -> bool:
+            vectors = [self.store.vector(item_id) for item_id in ids]
+            if any(v is None for v in vectors):
+                return False
+            self.store.dismiss(Dismissal((ids[0], ids[1]), (vectors[0], vectors[1])))
+            return True
+
+        return await run_in_threadpool(record)

@@ -14,6 +14,7 @@ from service.index_store.base import IndexStore
 from service.index_store.embedded import SNAPSHOT, EmbeddedStore, StoreOptions
 from service.index_store.items import (
     OVERALL,
+    Dismissal,
     FilterError,
     Hit,
     IndexLocked,
@@ -26,7 +27,7 @@ from service.index_store.items import (
 if TYPE_CHECKING:
     from service.settings import Settings
 
-__all__ = ["OVERALL", "SNAPSHOT", "EmbeddedStore", "FilterError", "Hit", "IndexLocked", "IndexMismatch",
+__all__ = ["OVERALL", "SNAPSHOT", "Dismissal", "EmbeddedStore", "FilterError", "Hit", "IndexLocked", "IndexMismatch",
            "IndexStore", "IndexUnavailable", "NewItem", "StoreOptions", "StoredItem", "create_store"]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from service.index_store.items import OVERALL, Hit, NewItem, StoredItem
+from service.index_store.items import OVERALL, Dismissal, Hit, NewItem, StoredItem
 
 
 class IndexStore(ABC):
@@ -60,11 +60,20 @@ class IndexStore(ABC):
 
     @abstractmethod
     def search(self, query: np.ndarray, k: int, space: str = OVERALL,
-               where: dict[str, Any] | None = None) -> list[Hit]:
+               where: dict[str, Any] | None = None, with_vectors: bool = False) -> list[Hit]:
         """The k nearest live items by cosine (``query``: float32 [dim], L2-normalised), best
         first, optionally only those whose metadata equals every field of ``where`` (scalars,
-        compared as JSON values: 3 and "3" differ). KeyError for an unknown space, FilterError
-        for a filter that is not flat."""
+        compared as JSON values: 3 and "3" differ); with ``with_vectors``, each hit carries its
+        stored vector in ``space``. KeyError for an unknown space, FilterError for a filter that is
+        not flat."""
+
+    @abstractmethod
+    def dismiss(self, dismissal: Dismissal) -> None:
+        """Record durably that two items are not the same image (GET /duplicates leaves them apart)."""
+
+    @abstractmethod
+    def dismissals(self) -> list[Dismissal]:
+        """Every verdict recorded, whether or not it still holds (Dismissal.holds_for)."""
 
     @abstractmethod
     def count(self) -> int:
@@ -76,6 +85,11 @@ class IndexStore(ABC):
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """At least ``items``, ``backend``, ``dim`` and ``spaces`` (space -> vectors)."""
+
+    def version(self) -> tuple | None:
+        """A value that changes whenever the items or the dismissals change, for caches; None when
+        this store cannot tell (a Milvus shared with other processes)."""
+        return None
 
     # Maintenance: the embedded backend's snapshots and compaction; others may have nothing to do.
     def snapshot(self) -> bool:

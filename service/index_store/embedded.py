@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,16 @@ import numpy as np
 from service.index_store import recovery
 from service.index_store.base import IndexStore
 from service.index_store.item_log import ItemLog
-from service.index_store.items import OVERALL, Hit, NewItem, StoredItem, check_new_items, model_key, stored_item
+from service.index_store.items import (
+    OVERALL,
+    Dismissal,
+    Hit,
+    NewItem,
+    StoredItem,
+    check_new_items,
+    model_key,
+    stored_item,
+)
 from service.index_store.locks import ReadWriteLock
 from service.index_store.maintenance import Maintenance
 from service.index_store.payload_index import PayloadIndex
@@ -71,6 +80,7 @@ class EmbeddedStore(IndexStore):
         self._snapshot_lock = threading.Lock()
         self._applied_seq = 0
         self._snapshot_seq = 0
+        self._dismissals_written = 0
         self.load_seconds = 0.0
         self.replayed_changes = 0
 
@@ -151,6 +161,18 @@ class EmbeddedStore(IndexStore):
             self._applied_seq = seq
         self._maybe_maintain()
         return True
+
+    def dismiss(self, dismissal: Dismissal) -> None:
+        with self._lock.write():
+            self._log.write_dismissal(dismissal.key, dismissal.to_json())
+            self._dismissals_written += 1
+
+    def version(self) -> tuple:
+        return self._applied_seq, self._dismissals_written
+
+    def dismissals(self) -> list[Dismissal]:
+        with self._lock.read():
+            return [Dismissal.from_json(value) for value in self._log.dismissals()]
 
     # maintenance -----------------------------------------------------------------------------
     def _maybe_maintain(self) -> None:
@@ -240,7 +262,7 @@ class EmbeddedStore(IndexStore):
         return len(self._payload)  # a dict's len needs no lock
 
     def search(self, query: np.ndarray, k: int, space: str = OVERALL,
-               where: dict[str, Any] | None = None) -> list[Hit]:
+               where: dict[str, Any] | None = None, with_vectors: bool = False) -> list[Hit]:
         """Selective filters are searched exactly, and so is an approximate index that comes back short."""
         if space not in self.spaces:
             raise KeyError(space)
@@ -271,8 +293,12 @@ class EmbeddedStore(IndexStore):
             for score, label in zip(scores, labels):
                 item = self._payload.by_label(int(label))
                 if item is not None:  # a live label: replaced and deleted versions have none
-                    hits.append(Hit(item.id, float(score), item.metadata, item.problem))
-            return hits[:k]
+                    hits.append((Hit(item.id, float(score), item.metadata, item.problem), int(label)))
+            hits = hits[:k]
+            if not with_vectors:
+                return [hit for hit, _ in hits]
+            vectors = index.reconstruct(np.array([label for _, label in hits], dtype=np.int64))
+            return [replace(hit, vector=vector) for (hit, _), vector in zip(hits, vectors)]
 
     def stats(self) -> dict[str, Any]:
         with self._lock.read():

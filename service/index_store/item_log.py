@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS changes (
     old_label INTEGER               -- the label this change retired, if any
 );
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dismissed (
+    pair TEXT PRIMARY KEY,          -- Dismissal.key of the two ids
+    value TEXT NOT NULL             -- Dismissal.to_json(): the ids and their vectors when dismissed
+);
 """
 
 
@@ -143,6 +147,13 @@ class ItemLog:
             db.execute("ROLLBACK")
             raise
         return int(seq)
+
+    def write_dismissal(self, key: str, value: str) -> None:
+        """One durable transaction recording a verdict (replacing an earlier one on the same pair)."""
+        self._require_db().execute("INSERT OR REPLACE INTO dismissed VALUES (?, ?)", (key, value))
+
+    def dismissals(self) -> list[str]:
+        return [row[0] for row in self._require_db().execute("SELECT value FROM dismissed")]
 
     def trim(self, seq: int) -> None:
         """Drop the log up to ``seq`` (a snapshot holds it now)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,33 @@ class Hit:
     score: float
     metadata: dict[str, Any] | None
     error: str | None = None
+    vector: np.ndarray | None = None  # the hit's stored vector in the searched space, when asked for
+
+
+@dataclass(frozen=True)
+class Dismissal:
+    """A user's verdict that two items are not the same image, with the vectors each had then: an
+    item added again with new content no longer matches them, and the verdict lapses."""
+
+    ids: tuple[str, str]  # in order
+    vectors: tuple[np.ndarray, np.ndarray]  # each item's overall vector when the verdict was given
+
+    @property
+    def key(self) -> str:
+        """A fixed-length key for the pair (SHA-256 of the two ids)."""
+        return hashlib.sha256(json.dumps(list(self.ids)).encode("utf-8")).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps({"ids": list(self.ids), "vectors": [v.tolist() for v in self.vectors]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Dismissal:
+        value = json.loads(text)
+        return cls(tuple(value["ids"]), tuple(np.asarray(v, dtype=np.float32) for v in value["vectors"]))
+
+    def holds_for(self, vectors: tuple[np.ndarray | None, np.ndarray | None]) -> bool:
+        """Whether the verdict still applies to the items' current vectors (None: deleted)."""
+        return all(now is not None and float(np.dot(now, then)) >= 1 - 1e-4 for now, then in zip(vectors, self.vectors))
 
 
 def check_new_items(items: list[NewItem], shape: tuple[int, int]) -> None:

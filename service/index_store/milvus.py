@@ -48,6 +48,7 @@ import numpy as np
 from service.index_store.base import IndexStore
 from service.index_store.items import (
     OVERALL,
+    Dismissal,
     Hit,
     IndexMismatch,
     IndexUnavailable,
@@ -258,6 +259,17 @@ class MilvusStore(IndexStore):
         self._call(self._client.delete, self.collection, ids=[pk], timeout=CALL_TIMEOUT_S)
         return True
 
+    def dismiss(self, dismissal: Dismissal) -> None:
+        # Beside the collection's identity, in its key-value companion (keys: 64 hex characters).
+        self._call(self._client.upsert, self._identity_collection(),
+                   [{"key": dismissal.key, "value": dismissal.to_json(), "unused": [0.0, 0.0]}],
+                   timeout=CALL_TIMEOUT_S)
+
+    def dismissals(self) -> list[Dismissal]:
+        rows = self._call(self._client.query, self._identity_collection(), filter='key not in ["identity", "model"]',
+                          output_fields=["value"], timeout=CALL_TIMEOUT_S)
+        return [Dismissal.from_json(row["value"]) for row in rows]
+
     # reads -----------------------------------------------------------------------------------
     def _item(self, row: dict[str, Any]) -> StoredItem:
         return stored_item(_id(row["pk"]), 0, json.dumps(row["meta"]), row["created"], row["updated"])
@@ -295,7 +307,7 @@ class MilvusStore(IndexStore):
         return int(rows[0]["count(*)"])
 
     def search(self, query: np.ndarray, k: int, space: str = OVERALL,
-               where: dict[str, Any] | None = None) -> list[Hit]:
+               where: dict[str, Any] | None = None, with_vectors: bool = False) -> list[Hit]:
         if space not in self.spaces:
             raise KeyError(space)
         expression = ""
@@ -305,12 +317,14 @@ class MilvusStore(IndexStore):
                 ", ".join(f'"{filter_key(key, value)}"' for key, value in where.items()))
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
         result = self._call(self._client.search, self.collection, [query.tolist()], anns_field=self._fields[space],
-                            limit=k, filter=expression, output_fields=["meta"],
+                            limit=k, filter=expression,
+                            output_fields=["meta", self._fields[space]] if with_vectors else ["meta"],
                             search_params={"metric_type": "IP"}, timeout=CALL_TIMEOUT_S)
         hits = []
         for hit in result[0]:
             item = stored_item(_id(hit["id"]), 0, json.dumps(hit["entity"]["meta"]), 0.0, 0.0)
-            hits.append(Hit(item.id, float(hit["distance"]), item.metadata, item.problem))
+            vector = np.asarray(hit["entity"][self._fields[space]], dtype=np.float32) if with_vectors else None
+            hits.append(Hit(item.id, float(hit["distance"]), item.metadata, item.problem, vector))
         return hits
 
     def stats(self) -> dict[str, Any]:

@@ -31,7 +31,15 @@ from torch.utils.data import DataLoader, Dataset
 from contract import InputSpec, load_image_file
 from training.config import TrainConfig
 from training.data.arrays import LabeledImages, stratified_split
-from training.data.sources import FASHION_MNIST_CLASSES, Splits, folder_input_spec, load_raw, validation_size
+from training.data.sources import (
+    FASHION_MNIST_CLASSES,
+    Splits,
+    folder_input_spec,
+    framed_images,
+    input_spec_for,
+    load_raw,
+    validation_size,
+)
 from training.data.torch_data import Transform, make_augment, make_edit_augment
 
 # name -> RGB. Distinct hues at full saturation; white leaves the grey image as it is.
@@ -98,14 +106,15 @@ def tint(gray: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return np.round(gray.astype(np.float32) * rgb[:, None, None, :]).astype(np.uint8)
 
 
-def fashion_aspects(gray: LabeledImages, seed: int, colors: np.ndarray | None = None) -> AspectImages:
-    """Tint Fashion-MNIST images (seeded colour per image unless ``colors`` is given) and label aspects."""
+def fashion_aspects(gray: LabeledImages, seed: int, colors: np.ndarray | None = None, fit: str = "pad") -> AspectImages:
+    """Tint Fashion-MNIST images (seeded colour per image unless ``colors`` is given) and label aspects;
+    the tinted images are prepared with ``fit`` as the service prepares uploads of them."""
     if colors is None:
         colors = np.random.default_rng(seed).integers(0, len(PALETTE), len(gray))
     group_of = {cls: g for g, (name, members) in enumerate(GROUPS.items()) for cls in members}
     groups = np.array([group_of[FASHION_MNIST_CLASSES[c]] for c in gray.labels], dtype=np.int64)
     return AspectImages(
-        tint(gray.images, colors),
+        framed_images(tint(gray.images, colors), fit),
         {"category": gray.labels.astype(np.int64), "group": groups, "color": colors.astype(np.int64)},
         {"category": list(FASHION_MNIST_CLASSES), "group": list(GROUPS), "color": list(PALETTE)},
     )
@@ -315,13 +324,13 @@ class AspectTask:
                 gray_test = gray_test.with_classes(data.holdout_classes, keep=False)
             if data.train_limit and data.train_limit < len(gray_train):
                 gray_train = gray_train.subset(stratified_split(gray_train.labels, data.train_limit, config.seed + 1)[1])
-            train_all = fashion_aspects(gray_train, seed=config.seed)
+            train_all = fashion_aspects(gray_train, seed=config.seed, fit=data.fit)
             plain_source = gray_train.images  # untinted on demand (objective.instance_plain), below
-            test = fashion_aspects(gray_test, seed=config.seed + 7)
+            test = fashion_aspects(gray_test, seed=config.seed + 7, fit=data.fit)
             if data.test_limit and data.test_limit < len(test):
                 keep = stratified_split(test.labels[self.primary], data.test_limit, config.seed + 2)[1]
                 test, gray_test = test.subset(keep), gray_test.subset(keep)
-            untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64))
+            untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64), fit=data.fit)
             overall_test = untinted.as_labeled(self.primary)
             # Aspect triplets on the untinted test images as well: a catalogue of plain photos asks
             # "same category?" too. Colour is constant there, so only the other aspects are drawn.
@@ -331,8 +340,8 @@ class AspectTask:
             self.untinted_triplets = (varying, sample_triplets(untinted.labels, varying, data.eval_triplets,
                                                                config.seed + 17) if varying else None)
             if unseen_test is not None:
-                unseen_test = fashion_aspects(unseen_test, seed=0, colors=np.zeros(len(unseen_test), dtype=np.int64)
-                                              ).as_labeled(self.primary)
+                unseen_test = fashion_aspects(unseen_test, seed=0, colors=np.zeros(len(unseen_test), dtype=np.int64),
+                                              fit=data.fit).as_labeled(self.primary)
         elif data.dataset == "aspects-csv":
             unseen_test = None
             self.untinted = None
@@ -355,7 +364,7 @@ class AspectTask:
             if plain_source is None:
                 raise AspectDataError("objective.instance_plain needs fashion-aspects (its untinted images)")
             # The training images in white, the palette's identity tint, as the untinted test set is made.
-            self.train_plain = tint(plain_source[rest], np.zeros(len(rest), dtype=np.int64))
+            self.train_plain = framed_images(tint(plain_source[rest], np.zeros(len(rest), dtype=np.int64)), data.fit)
         self.aspect_classes = [len(train_all.values[a]) for a in self.aspects]
         # Each aspect's values, in label order: the built-in palette for fashion-aspects, the CSV's
         # own values for aspects-csv.
@@ -373,7 +382,7 @@ class AspectTask:
         self.test_triplets = sample_triplets(self.test.labels, self.aspects, data.eval_triplets, config.seed + 13)
         _, height, width, _ = self.train.images.shape
         self.augment = make_augment(config.augment, height, width)
-        self.view_augment = (make_edit_augment(config.augment, height, width)
+        self.view_augment = (make_edit_augment(config.augment, input_spec_for(self.train.images, data))
                              if config.objective.instance_weight > 0 else None)
 
     # training --------------------------------------------------------------------------------
@@ -419,7 +428,8 @@ class AspectTask:
                 **{f"val_triplet_accuracy_{k}": v for k, v in accuracy.items()},
                 "val_precision_at_1": retrieval_metrics(embeddings, self.val_joint)["precision_at_1"],
                 **validation_near_duplicates(embed, self.val.images, embeddings,
-                                             self.config.eval.val_near_duplicates)}
+                                             self.config.eval.val_near_duplicates,
+                                             input_spec_for(self.val.images, self.config.data))}
 
     def aspect_labels(self, split: str) -> dict[str, np.ndarray]:
         source = {"val": self.val, "test": self.test}[split]

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from contract import InputSpec, load_image_file
+from contract import InputSpec, load_image_file, prepare_image
+from training.config import DataConfig
 from training.data.arrays import LabeledImages, stratified_split
 from training.data.formats import find_idx_pair, read_cifar_split, read_idx_split
 
@@ -49,6 +51,32 @@ def folder_input_spec(image_size: int = 0, channels: int = 0, fit: str = "pad", 
                      resample=resample)
 
 
+def input_spec_for(images: np.ndarray, data: DataConfig | None = None) -> InputSpec:
+    """The model's input: the training images' size and channels, prepared with the data config's
+    fit, pad grey level and filter (what the service then does to every upload)."""
+    _, height, width, channels = images.shape
+    data = data or DataConfig()
+    return InputSpec(height=height, width=width, channels=channels, fit=data.fit, resample=data.resample,
+                     pad_value=data.pad_value)
+
+
+def framed(data: LabeledImages, fit: str) -> LabeledImages:
+    """A data set stored as arrays of the model's size, prepared as the service prepares an upload
+    of them: only ``fit = "content"`` changes them (contract.images.frame_content)."""
+    return data if fit != "content" else LabeledImages(framed_images(data.images, fit), data.labels, data.classes)
+
+
+def framed_images(images: np.ndarray, fit: str) -> np.ndarray:
+    """uint8 [N, H, W, C] images through :func:`contract.prepare_image` at their own size with ``fit``
+    (only "content" changes them)."""
+    if fit != "content":
+        return images
+    _, height, width, channels = images.shape
+    spec = InputSpec(height=height, width=width, channels=channels, fit="content")
+    return np.stack([prepare_image(Image.fromarray(image[:, :, 0] if channels == 1 else image), spec)
+                     for image in images])
+
+
 def load_raw(dataset: str, data_dir: str | None = None, *, download: bool = False,
              image_size: int = 0, channels: int = 0, fit: str = "pad", pad_value: int = 0,
              resample: str = "bilinear") -> tuple[LabeledImages, LabeledImages]:
@@ -56,14 +84,16 @@ def load_raw(dataset: str, data_dir: str | None = None, *, download: bool = Fals
     :func:`folder_input_spec` says."""
     if dataset == "fashion-mnist":
         folder = _fashion_mnist_folder(data_dir, download)
-        return (read_idx_split(folder, "train", FASHION_MNIST_CLASSES),
-                read_idx_split(folder, "t10k", FASHION_MNIST_CLASSES))
+        splits = (read_idx_split(folder, "train", FASHION_MNIST_CLASSES),
+                  read_idx_split(folder, "t10k", FASHION_MNIST_CLASSES))
+        return tuple(framed(split, fit) for split in splits)  # type: ignore[return-value]
     if dataset == "mnist":
         folder = _require_dir(data_dir, "mnist", "a folder with train-/t10k-images-idx3-ubyte[.gz] and labels")
-        return read_idx_split(folder, "train", MNIST_CLASSES), read_idx_split(folder, "t10k", MNIST_CLASSES)
+        return framed(read_idx_split(folder, "train", MNIST_CLASSES), fit), \
+            framed(read_idx_split(folder, "t10k", MNIST_CLASSES), fit)
     if dataset in ("cifar10", "cifar100"):
         folder = _require_dir(data_dir, dataset, "the extracted python version of the dataset")
-        return read_cifar_split(folder, dataset, True), read_cifar_split(folder, dataset, False)
+        return framed(read_cifar_split(folder, dataset, True), fit), framed(read_cifar_split(folder, dataset, False), fit)
     if dataset == "folder":
         folder = _require_dir(data_dir, "folder", "one sub-folder per class (optionally under train/ and test/)")
         return read_image_folder_splits(folder, folder_input_spec(image_size, channels, fit, pad_value, resample))

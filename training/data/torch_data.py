@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from pytorch_metric_learning.samplers import MPerClassSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from contract import InputSpec, prepare_image
 from training.config import AugmentConfig
 from training.data.arrays import LabeledImages
+from training.evaluation.edits import random_user_edit
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -45,12 +49,34 @@ class RandomResolution(nn.Module):
         return v2.functional.resize(down, [height, width], antialias=True)
 
 
-def make_edit_augment(config: AugmentConfig, height: int, width: int) -> Transform:
+class UserEdit(nn.Module):
+    """One or two of the edits users make (borders, rotations, a side cut off, overlays, blur and
+    sharpening: training.evaluation.edits.random_user_edit) on the image as a file's pixels, then
+    prepared back to the model's input by the contract, exactly as the service prepares an upload."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # Drawn from torch's generator, so the loader's seeding governs it as it does the other steps.
+        rng = random.Random(int(torch.randint(2**31 - 1, ())))
+        array = image.permute(1, 2, 0).numpy()
+        picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        edited = prepare_image(random_user_edit(picture, rng), self.spec)
+        return torch.from_numpy(edited.copy()).permute(2, 0, 1)
+
+
+def make_edit_augment(config: AugmentConfig, spec: InputSpec) -> Transform:
     """The second view for the instance term: the usual crop and flip, then the edits a copy of an
-    image meets on its way back to the service (training.evaluation.near_duplicates measures the same
-    kinds): resolution changes, a small crop resized back, brightness and contrast, JPEG."""
+    image meets on its way back to the service (training.evaluation.edits lists the measured ones):
+    the edits users make (``edit_user`` of the views), resolution changes, a small crop resized back,
+    brightness and contrast, JPEG."""
+    height, width = spec.height, spec.width
     base = make_augment(config, height, width)
     steps: list[Transform] = [base] if base is not None else []
+    if config.edit_user:
+        steps.append(v2.RandomApply([UserEdit(spec)], p=config.edit_user))
     steps += [
         v2.RandomApply([RandomResolution(config.edit_min_scale)], p=0.5),
         v2.RandomApply([v2.RandomResizedCrop((height, width), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True)],

@@ -11,75 +11,29 @@ and gallery items pixel-identical to the original count as the original.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
-
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from contract import InputSpec, decode_image, prepare_image
+from training.evaluation.edits import LIGHT_EDITS, MIRROR, USER_EDITS, Edit
 from training.evaluation.embed import Embedder, embed_all
 
 QUERY_SEED = 404
-Edit = Callable[[Image.Image], bytes]
+
+# Every measured edit, by family: the light edits the project has always measured, the edits users
+# make (issue #29) and the mirror, which likeness counts as the same image (training/evaluation/edits.py).
+FAMILIES: dict[str, dict[str, Edit]] = {"light": LIGHT_EDITS, **USER_EDITS, "mirror": MIRROR}
+EDITS: dict[str, Edit] = {name: edit for family in FAMILIES.values() for name, edit in family.items()}
 
 
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-def _jpeg(image: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
-
-
-def _scaled(image: Image.Image, factor: float) -> Image.Image:
-    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-    return image.resize(size, Image.Resampling.BICUBIC if factor > 1 else Image.Resampling.BILINEAR)
-
-
-def _shifted(image: Image.Image, dx: int, dy: int) -> Image.Image:
-    """Move the content by (dx, dy) pixels; the uncovered border takes the corner pixel's value."""
-    canvas = Image.new(image.mode, image.size, image.getpixel((0, 0)))
-    canvas.paste(image, (dx, dy))
-    return canvas
-
-
-def _cropped(image: Image.Image, fraction: float) -> Image.Image:
-    """Cut ``fraction`` of the width and height (half from each side), then resize back."""
-    dx, dy = max(1, round(image.width * fraction / 2)), max(1, round(image.height * fraction / 2))
-    return image.crop((dx, dy, image.width - dx, image.height - dy)).resize(image.size, Image.Resampling.BICUBIC)
-
-
-def _brightness(image: Image.Image, factor: float) -> Image.Image:
-    return ImageEnhance.Brightness(image).enhance(factor)
-
-
-def _contrast(image: Image.Image, factor: float) -> Image.Image:
-    return ImageEnhance.Contrast(image).enhance(factor)
-
-
-EDITS: dict[str, Edit] = {
-    "jpeg q90": lambda im: _jpeg(im, 90),
-    "jpeg q70": lambda im: _jpeg(im, 70),
-    "jpeg q50": lambda im: _jpeg(im, 50),
-    "upscale 4x, RGB, jpeg q95": lambda im: _jpeg(_scaled(im, 4).convert("RGB"), 95),
-    "upscale 2x": lambda im: _png(_scaled(im, 2)),
-    "downscale 0.75x": lambda im: _png(_scaled(im, 0.75)),
-    "RGB": lambda im: _png(im.convert("RGB")),
-    "brightness x0.85": lambda im: _png(_brightness(im, 0.85)),
-    "brightness x1.15": lambda im: _png(_brightness(im, 1.15)),
-    "contrast x0.8": lambda im: _png(_contrast(im, 0.8)),
-    "contrast x1.2": lambda im: _png(_contrast(im, 1.2)),
-    "shift 1px": lambda im: _png(_shifted(im, 1, 0)),
-    "shift 2px": lambda im: _png(_shifted(im, 1, 1)),
-    "crop 8% and resize back": lambda im: _png(_cropped(im, 0.08)),
-    "brightness x0.9 + jpeg q80": lambda im: _jpeg(_brightness(im, 0.9), 80),
-    "crop 8% + jpeg q80": lambda im: _jpeg(_cropped(im, 0.08), 80),
-}
+def families_of(per_edit: dict[str, float]) -> dict[str, float]:
+    """The worst R@1 of each family among the measured edits (families with none measured are left out)."""
+    worst = {}
+    for family, edits in FAMILIES.items():
+        measured = [per_edit[name] for name in edits if name in per_edit]
+        if measured:
+            worst[family] = min(measured)
+    return worst
 
 
 def edited_queries(images: np.ndarray, spec: InputSpec, edit: Edit) -> np.ndarray:
@@ -144,6 +98,7 @@ def near_duplicate_metrics(embedder: Embedder, gallery: np.ndarray, spec: InputS
     worst = min(per_edit, key=per_edit.get)
     return {
         "recall_at_1": per_edit,
+        "family_worst_recall_at_1": families_of(per_edit),
         "mean_recall_at_1": round(float(np.mean(list(per_edit.values()))), 6),
         "worst_edit": worst,
         "worst_recall_at_1": per_edit[worst],
@@ -176,12 +131,10 @@ def near_duplicate_pairs(embedder: Embedder, gallery: np.ndarray, spec: InputSpe
 
 
 def validation_near_duplicates(embedder: Embedder, images: np.ndarray, embeddings: np.ndarray,
-                               queries: int) -> dict[str, float]:
-    """The per-epoch validation numbers: mean and worst-edit R@1 of ``queries`` edited images
-    (prepared with the default spec for the images' own size and channels)."""
+                               queries: int, spec: InputSpec) -> dict[str, float]:
+    """The per-epoch validation numbers: mean and worst-edit R@1 of ``queries`` edited images,
+    prepared with the model's input ``spec``."""
     if not queries:
         return {}
-    _, height, width, channels = images.shape
-    near = near_duplicate_metrics(embedder, images, InputSpec(height=height, width=width, channels=channels),
-                                  queries, gallery_embeddings=embeddings)
+    near = near_duplicate_metrics(embedder, images, spec, queries, gallery_embeddings=embeddings)
     return {"val_near_duplicate_r1": near["mean_recall_at_1"], "val_near_duplicate_worst_r1": near["worst_recall_at_1"]}

@@ -284,6 +284,13 @@
           el("strong", { className: result.same ? "same" : "different", text: word }),
           ` — score ${fmt(result.score)} is ${result.same ? "at or above" : "below"} the threshold ${fmt(result.threshold)}`);
         $("compare-probability").textContent = percent(result.probability);
+        const copy = $("compare-copy");
+        copy.hidden = result.near_duplicate === null || result.near_duplicate === undefined;
+        if (!copy.hidden) {
+          copy.textContent = result.near_duplicate
+            ? `The same image (same-image score ${fmt(result.near_duplicate_score)} ≥ ${fmt(result.near_duplicate_threshold)}).`
+            : `Not the same image (same-image score ${fmt(result.near_duplicate_score)} < ${fmt(result.near_duplicate_threshold)}).`;
+        }
         renderAspectBars(result);
         $("compare-result").hidden = false;
         say("compare-message", `Compared with ${result.model.name} ${result.model.version}.`, "ok");
@@ -333,6 +340,7 @@
     img,
     el("span", { className: "card-id", "data-testid": "result-id", text: hit.id }),
     el("span", { className: "card-score", "data-testid": "result-score", text: `score ${fmt(hit.score)}` }),
+    ...(hit.near_duplicate ? [el("span", { className: "card-copy", "data-testid": "result-copy", text: "same image" })] : []),
     meta);
     button.addEventListener("click", () => searchWithItem(hit.id));
     return el("li", {}, button);
@@ -470,6 +478,60 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Duplicates
+
+  const duplicatesRun = runner($("duplicates-button"));
+  let duplicatesNext = null;
+
+  function groupCard(group) {
+    const members = group.ids.map((id) => {
+      const img = el("img", { alt: id, width: 96, height: 96, decoding: "async" });
+      thumbnailInto(img, id);
+      return el("figure", { className: "member", "data-testid": "duplicate-member", "data-id": id },
+        img, el("figcaption", { text: id }));
+    });
+    const dismiss = el("button", { type: "button", className: "secondary", "data-testid": "duplicate-dismiss",
+      text: "Not the same" });
+    const item = el("li", { className: "group", "data-testid": "duplicate-group" },
+      el("p", { className: "muted small", text: `${group.ids.length} items · same-image score ≥ ${fmt(group.score)}` }),
+      el("div", { className: "members" }, ...members),
+      ...(group.ids.length === 2 ? [dismiss] : []));
+    dismiss.addEventListener("click", async () => {
+      try {
+        await apiJson("/duplicates/dismiss", {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ids: group.ids }),
+        });
+        item.remove();
+        say("duplicates-message", `${group.ids.join(" and ")} are kept apart from now on.`, "ok");
+      } catch (err) {
+        fail("duplicates-message", err);
+      }
+    });
+    return item;
+  }
+
+  async function findDuplicates(more = false) {
+    say("duplicates-message", "Looking for duplicates…");
+    await duplicatesRun(async (current) => {
+      try {
+        const query = more && duplicatesNext ? `?after=${encodeURIComponent(duplicatesNext)}` : "";
+        const page = await apiJson(`/duplicates${query}`);
+        if (!current()) return;
+        const cards = page.groups.map(groupCard);
+        if (more) $("duplicates-groups").append(...cards);
+        else $("duplicates-groups").replaceChildren(...cards);
+        duplicatesNext = page.next;
+        $("duplicates-more").hidden = !page.next;
+        const shown = $("duplicates-groups").children.length;
+        say("duplicates-message", shown ? `${shown} group${shown === 1 ? "" : "s"} of the same image${page.next ? " so far" : ""}.`
+          : "No two items are the same image.", "ok");
+      } catch (err) {
+        if (current()) fail("duplicates-message", err);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Wiring
 
   function onSubmit(id, handler) {
@@ -495,6 +557,8 @@
     setSearchQuery(file || null, file ? file.name : "");
   });
   onSubmit("search-form", search);
+  onSubmit("duplicates-form", () => findDuplicates(false));
+  $("duplicates-more").addEventListener("click", () => findDuplicates(true));
 
   $("add-files").addEventListener("change", renderAddRows);
   onSubmit("add-form", addItems);

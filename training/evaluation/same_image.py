@@ -1,0 +1,117 @@
+"""The "same image" decision (the spec's ``near_duplicate``): is this image a copy of that one?
+
+Retrieval ranks; this decides. The score is :func:`contract.same_image_scores` (the cosine over the
+model's instance subspace), and its threshold is fitted for a target false-positive rate, not at
+the equal-error point: a dedup job that merges look-alikes loses a user's data, so the error a user
+can bear sets it.
+
+- Copies: each measured edit (training.evaluation.near_duplicates.EDITS, the mirror included) of
+  seeded originals, saved as a file and prepared as the service prepares an upload, against its
+  original.
+- Others: each original against its nearest other image in the split, by the same score: the
+  hardest "not the same image" there is. Images that are themselves near-identical in the data set
+  (:func:`dataset_near_duplicates`: pixel-level, counted and reported) are not "other images" and are
+  left out, as exact copies are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract import Decision, InputSpec, same_image_scores
+from training.evaluation.embed import Embedder, embed_all
+from training.evaluation.near_duplicates import EDITS, FAMILIES, QUERY_SEED, edited_queries, query_sample
+
+# Two images of a data set are one image for this purpose when their pixels differ by at most this
+# root-mean-square grey level (of 255). Fashion-MNIST's test split holds one such pair (RMS 1.5);
+# the next nearest pixels of any two test images are 10 levels apart.
+NEAR_IDENTICAL_RMS = 6.0
+# The false-positive rates the curve reports.
+CURVE_RATES = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+
+@dataclass
+class SameImageScores:
+    copies: dict[str, np.ndarray]  # edit name -> each copy's score against its original
+    others: np.ndarray  # each original's score against its nearest other image
+    near_identical: int  # images of the split with a near-identical other, left out of ``others``
+    originals: int
+
+
+def dataset_near_duplicates(images: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """bool [N, N]: pairs of different images whose pixels are within NEAR_IDENTICAL_RMS (exact copies
+    included); the diagonal is False."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    squared = (flat ** 2).sum(axis=1)
+    limit = NEAR_IDENTICAL_RMS ** 2 * flat.shape[1]
+    near = np.zeros((len(flat), len(flat)), dtype=bool)
+    for start in range(0, len(flat), chunk):
+        block = flat[start:start + chunk]
+        distance = squared[start:start + chunk, None] + squared[None, :] - 2 * block @ flat.T
+        near[start:start + chunk] = distance <= limit
+    np.fill_diagonal(near, False)
+    return near
+
+
+def score_same_image(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, dims: tuple[int, int] | None,
+                     queries: int, batch_size: int = 1024, gallery_embeddings: np.ndarray | None = None,
+                     seed: int = QUERY_SEED) -> SameImageScores:
+    """Same-image scores of every measured edit's copies and of each original's nearest other image."""
+    if gallery_embeddings is None:
+        gallery_embeddings, _ = embed_all(embedder, gallery, batch_size)
+    originals = query_sample(len(gallery), queries, seed)
+    near = dataset_near_duplicates(gallery)
+    part = _part(gallery_embeddings, dims)
+    between = part[originals] @ part.T
+    between[np.arange(len(originals)), originals] = -np.inf
+    between[near[originals]] = -np.inf
+    copies = {}
+    for name, edit in EDITS.items():
+        embedded, _ = embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)
+        copies[name] = same_image_scores(embedded, gallery_embeddings[originals], dims)
+    return SameImageScores(copies, between.max(axis=1), int(near.any(axis=1).sum()), len(originals))
+
+
+def _part(embeddings: np.ndarray, dims: tuple[int, int] | None) -> np.ndarray:
+    if dims is None:
+        return embeddings
+    part = embeddings[:, dims[0]:dims[1]]
+    return part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+
+
+def fit_same_image(scores: SameImageScores, false_positive_rate: float, source: str) -> Decision:
+    """The lowest threshold at which at most ``false_positive_rate`` of the originals' nearest other
+    images score at or above it (on validation)."""
+    others = np.sort(scores.others)[::-1]
+    allowed = int(np.floor(false_positive_rate * len(others)))
+    threshold = float(np.nextafter(np.float32(others[allowed]), np.float32(np.inf))) if allowed < len(others) else -1.0
+    return Decision(threshold=round(threshold + 5e-7, 6),
+                    rule=f"at most {false_positive_rate:.1%} of {source}'s originals have their nearest other image "
+                         f"at or above it ({scores.near_identical} near-identical images of the split left out)")
+
+
+def same_image_quality(scores: SameImageScores, threshold: float) -> dict:
+    """At ``threshold``: the share of copies called copies (over every edit, per family, per edit)
+    and of the originals' nearest other images called copies; and the curve of both."""
+    called = {name: float((s >= threshold).mean()) for name, s in scores.copies.items()}
+    every = np.concatenate(list(scores.copies.values()))
+    families = {family: round(float(np.mean([called[n] for n in edits if n in called])), 6)
+                for family, edits in FAMILIES.items() if any(n in called for n in edits)}
+    curve = []
+    for rate in CURVE_RATES:
+        others = np.sort(scores.others)[::-1]
+        at = float(others[min(int(rate * len(others)), len(others) - 1)]) + 1e-6
+        curve.append({"threshold": round(at, 6), "nearest_others_accepted": round(float((scores.others >= at).mean()), 6),
+                      "copies_accepted": round(float((every >= at).mean()), 6)})
+    return {
+        "threshold": threshold,
+        "copies_accepted": round(float((every >= threshold).mean()), 6),
+        "nearest_others_accepted": round(float((scores.others >= threshold).mean()), 6),
+        "copies_accepted_by_family": families,
+        "copies_accepted_by_edit": {name: round(value, 6) for name, value in called.items()},
+        "near_identical_left_out": scores.near_identical,
+        "originals": scores.originals,
+        "curve": curve,
+    }
