@@ -9,7 +9,9 @@ and the load alternates between them cell by cell, so a noisy neighbour hits all
 - ``likeness (LABEL)``: this working tree serving another model file (``--extra-model LABEL=PATH``,
   e.g. the int8 graph);
 - ``likeness@REV``: the service code of commit REV (``git archive`` of service/ and contract/ into a
-  temp dir), the before-figure rerun on the same machine in the same minutes;
+  temp dir), the before-figure rerun on the same machine in the same minutes, on the same model or,
+  with ``--baseline-model``, on the model that commit shipped (``models/default.onnx`` of REV): the
+  before-figure of a change to both;
 - ``plain``: the plain FastAPI app of issue 21 (multipart in, Pillow, one ONNX Runtime call per
   image with spinning threads off, JSON out; ``bench/naive_server.py --runtime onnx``);
 - ``naive``: the PyTorch-eager tutorial server (``bench/naive_server.py``).
@@ -46,14 +48,20 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int,
-            extra_models: dict[str, Path] | None = None) -> dict[str, ServerProcess]:
+            extra_models: dict[str, Path] | None = None, baseline_model: bool = False) -> dict[str, ServerProcess]:
     env = {"LIKENESS_MODEL_PATH": str(model)}
     out = {"likeness": ServerProcess(tmp / "likeness" / "data", **env)}
     for label, path in (extra_models or {}).items():  # this tree serving another model file
         out[f"likeness ({label})"] = ServerProcess(tmp / f"likeness-{label}" / "data", LIKENESS_MODEL_PATH=str(path))
     if baseline:
         code = checkout(baseline, tmp / "baseline-code")
-        out[f"likeness@{baseline}"] = ServerProcess(tmp / "baseline" / "data", cwd=code, **env)
+        baseline_env = env
+        if baseline_model:
+            shipped = subprocess.run(["git", "show", f"{baseline}:models/{model.name}"], cwd=REPO, capture_output=True,
+                                     check=True).stdout
+            (tmp / "baseline-model.onnx").write_bytes(shipped)
+            baseline_env = {"LIKENESS_MODEL_PATH": str(tmp / "baseline-model.onnx")}
+        out[f"likeness@{baseline}"] = ServerProcess(tmp / "baseline" / "data", cwd=code, **baseline_env)
     for name, runtime in (("plain", "onnx"), ("naive", "torch")):
         out[name] = ServerProcess(tmp / name / "data", command=[
             "bench.naive_server", "--model", str(model), "--items", str(gallery_items), "--port", "{port}",
@@ -64,7 +72,8 @@ def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int,
 def run(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        procs = servers(Path(tmp), args.model, args.baseline, args.gallery_items, dict(args.extra_model))
+        procs = servers(Path(tmp), args.model, args.baseline, args.gallery_items, dict(args.extra_model),
+                        args.baseline_model)
         for server in procs.values():
             server.start(timeout=args.start_timeout)
         try:
@@ -97,7 +106,7 @@ def render(results: dict, args: argparse.Namespace) -> str:
         f"Shipped model, demo gallery ({args.gallery_items} items), flat index, closed-loop clients, {args.seconds:g} s "
         "per cell, servers alternating cell by cell. Server CPU: user + system time of the server process, all "
         "threads (/proc/PID/stat), per successful request. `likeness@REV` is the service code of that commit on "
-        "the same model; `likeness (LABEL)` is this tree serving another model file (`--extra-model`); "
+        f"{'the model that commit shipped' if args.baseline_model else 'the same model'}; `likeness (LABEL)` is this tree serving another model file (`--extra-model`); "
         "`plain` is a plain FastAPI app doing the core work (multipart, Pillow, one ONNX Runtime call per image, "
         "spinning off); `naive` is PyTorch eager (bench/naive_server.py).",
         "",
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = make_parser("serving-cpu", __doc__)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
     parser.add_argument("--baseline", help="a commit whose service code runs beside this tree's")
+    parser.add_argument("--baseline-model", action="store_true", help="the baseline serves the model file of the "
+                        "same name that its commit shipped (a change to the code and the model together)")
     parser.add_argument("--extra-model", action="append", default=[], type=_label_and_path, metavar="LABEL=PATH",
                         help="this tree serving another model file too, as 'likeness (LABEL)' (repeatable), "
                              "e.g. int8=models/default-int8.onnx")

@@ -11,6 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app, load_state
+from service.generations import GenerationError
 from service.http_server import HEADER_LIMITED_PROTOCOL, uvicorn_options
 from service.index_store import IndexLocked, IndexMismatch, IndexUnavailable
 from service.model_runner import ModelLoadError
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
     try:
         # Load before serving: an unusable model or index ends the process here, with one line.
         state = load_state(settings)
-    except (ModelLoadError, IndexMismatch, IndexLocked, IndexUnavailable) as exc:
+    except (ModelLoadError, IndexMismatch, IndexLocked, IndexUnavailable, GenerationError) as exc:
         print(f"likeness: cannot start: {exc}", file=sys.stderr)
         return 1
     # Our middleware writes the access log (with request ids); uvicorn's would repeat it. The
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
         return 0
     # Several processes: the check above has loaded the model and reached the index (and seeded an
     # empty one); each worker now loads its own. uvicorn starts them by import string.
-    state.store.close()
+    state.close()
     del state
     options["http"] = HEADER_LIMITED_PROTOCOL
     uvicorn.run("service.app:create_app_from_environment", factory=True, workers=settings.workers, **options)

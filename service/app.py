@@ -5,58 +5,28 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-import faiss
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import web
-from service.api import duplicates_routes, health_routes, index_routes, inference_routes, items_routes
-from service.api.deps import ServiceState
+from service.api import (
+    duplicates_routes,
+    health_routes,
+    index_routes,
+    inference_routes,
+    items_routes,
+    migration_routes,
+)
 from service.api.errors import install_error_handlers
-from service.batching import DynamicBatcher
-from service.gallery import seed_gallery
-from service.index_store import StoreOptions, create_store
-from service.inference import InferenceEngine
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.model_runner import ModelRunner
 from service.observability import RequestContextMiddleware
 from service.security import AllowedHostsMiddleware, require_read_key
 from service.settings import Settings, get_settings
-from service.vector_index import IndexOptions
+from service.state import ServiceState, load_state, start_batcher
 
 log = logging.getLogger("likeness")
-
-
-def store_options(settings: Settings) -> StoreOptions:
-    index = IndexOptions(type=settings.index_type, hnsw_m=settings.hnsw_m,
-                         hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
-                         ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe,
-                         ivf_min_train=settings.ivf_min_train, search_threads=settings.faiss_threads)
-    return StoreOptions(index=index, snapshot_every=settings.snapshot_every)
-
-
-def load_state(settings: Settings) -> ServiceState:
-    """Load the model and open the index; raises ModelLoadError / IndexMismatch / IndexLocked /
-    IndexUnavailable with one clear line."""
-    if settings.faiss_threads:
-        # Many searches run at once; one OpenMP thread each keeps them from fighting over the cores.
-        # (This covers startup work on this thread; searches set it on their own threads.)
-        faiss.omp_set_num_threads(settings.faiss_threads)
-    runner = ModelRunner(settings.model_path, settings.device, settings.allow_cpu_fallback, settings.intra_op_threads,
-                         settings.intra_op_spinning, device_id=settings.device_id, providers=settings.provider_order,
-                         max_batch=max(settings.batch_max_size, settings.max_images_per_request),
-                         cache_dir=settings.data_dir / "tensorrt-cache")
-    runner.warm_up()
-    spec = runner.spec
-    store = create_store(settings, spec.embedding_dim, spec.aspects, {"name": spec.name, "version": spec.version},
-                         store_options(settings))
-    store.open()
-    if settings.seed_gallery and len(store) == 0:
-        seed_gallery(store, runner, settings.gallery_dir)
-    engine = InferenceEngine(runner, settings.max_pixels, max_request_pixels=settings.max_pixels_per_request)
-    return ServiceState(settings, runner, store, engine)
 
 
 def create_app(settings: Settings | None = None, preloaded: ServiceState | None = None) -> FastAPI:
@@ -68,12 +38,10 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = preloaded or load_state(settings)
-        batcher = None
-        if settings.batching:
-            batcher = DynamicBatcher(state.runner.embed, settings.batch_max_size,
-                                     settings.batch_max_wait_ms / 1000.0, metrics)
-            await batcher.start()
-        state.engine.batcher = batcher
+        app.state.batchers = []
+        for generation in (state, *state.others.values()):
+            await start_batcher(generation, metrics, app.state.batchers)
+        batcher = state.engine.batcher
         provider = state.runner.provider
         metrics.model_info.labels(state.runner.spec.name, state.runner.spec.version, provider.active).set(1)
         metrics.index_load_seconds.set(state.store.load_seconds)
@@ -87,10 +55,10 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
         try:
             yield
         finally:
-            app.state.service = None
-            if batcher is not None:
-                await batcher.stop()
-            state.store.close()
+            current, app.state.service = app.state.service, None  # after a switch, the state switched to
+            for started in app.state.batchers:
+                await started.stop()
+            current.close()
 
     # With the key required on reads, the schema needs it too, and the browser pages /docs and
     # /redoc (which cannot send it when they fetch the schema) are off.
@@ -114,7 +82,7 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.include_router(health_routes.router)
     app.include_router(health_routes.protected_router, dependencies=[Depends(require_read_key)])
-    for module in (inference_routes, items_routes, index_routes, duplicates_routes):
+    for module in (inference_routes, items_routes, index_routes, duplicates_routes, migration_routes):
         app.include_router(module.router, dependencies=[Depends(require_read_key)])
     # Added innermost first: request context (id, timeout, access log) wraps the body limit,
     # which wraps the metrics.

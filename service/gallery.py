@@ -9,12 +9,13 @@ from pathlib import Path
 from service.index_store import IndexStore
 from service.ingest import ingest_files
 from service.model_runner import ModelRunner
+from service.originals import Originals
 
 log = logging.getLogger("likeness.gallery")
 MANIFEST = "manifest.json"
 
 
-def seed_gallery(store: IndexStore, runner: ModelRunner, gallery_dir: Path) -> int:
+def seed_gallery(store: IndexStore, runner: ModelRunner, gallery_dir: Path, originals: Originals | None = None) -> int:
     """Index every image listed in ``gallery_dir/manifest.json``; return how many were added."""
     manifest_path = gallery_dir / MANIFEST
     if not manifest_path.is_file():
@@ -22,7 +23,7 @@ def seed_gallery(store: IndexStore, runner: ModelRunner, gallery_dir: Path) -> i
         return 0
     entries = [(e["id"], gallery_dir / e["file"], e.get("metadata", {}))
                for e in json.loads(manifest_path.read_text())["items"]]
-    added, skipped = ingest_files(store, runner, entries, max_pixels=10_000_000)
+    added, skipped = ingest_files(store, runner, entries, max_pixels=10_000_000, originals=originals)
     for line in skipped:
         log.warning("demo gallery: skipped %s", line)
     log.info("indexed %d demo gallery images from %s", added, gallery_dir)

@@ -7,6 +7,12 @@
                 collection at --milvus-uri (offline: the service must be stopped); no re-embedding
     duplicates  groups of items that are the same image, as GET /duplicates gives them, to --output
                 (CSV: one row per item of a group; JSON) (offline: the service must be stopped)
+    migrate     build the index's generation for another model (--model NEW.onnx) from the kept
+                originals, in the running service at --url, while it goes on serving; --switch serves
+                it when it is complete (or restart with LIKENESS_MODEL_PATH=NEW.onnx). Killed, run it
+                again: it goes on from where it stopped
+    prune       delete the generations not served, and originals no item refers to (--url: the
+                running service; without: offline, the service stopped)
     stats       print the index statistics
 
 Folder layout: ``DIR/**/NAME.ext``. The id is the path relative to DIR without its extension; an
@@ -53,7 +59,7 @@ def rebuild(settings) -> dict:
             store.rebuild(progress=bar.update)
         return store.stats()
     finally:
-        store.close()
+        state.close()
 
 
 def add_folder(settings, folder: Path, batch_size: int) -> dict:
@@ -64,12 +70,13 @@ def add_folder(settings, folder: Path, batch_size: int) -> dict:
     try:
         with tqdm(total=len(entries), desc="add-folder", unit="image") as bar:
             added, skipped = ingest_files(state.store, state.runner, entries, settings.max_pixels, batch_size,
-                                          progress=bar.update)
+                                          progress=bar.update,
+                                          originals=state.originals if settings.keep_originals else None)
         for line in skipped:
             print(f"skipped {line}", file=sys.stderr)
         return {**state.store.stats(), "added": added, "skipped": len(skipped)}
     finally:
-        state.store.close()
+        state.close()
 
 
 def copy_to_milvus(settings, uri: str, collection: str, batch_size: int) -> dict:
@@ -97,7 +104,7 @@ def copy_to_milvus(settings, uri: str, collection: str, batch_size: int) -> dict
         return {"copied": copied, "skipped": skipped, "milvus": target.stats()}
     finally:
         target.close()
-        source.close()
+        state.close()
 
 
 def duplicates(settings, output: Path | None, fmt: str, min_score: float | None) -> dict:
@@ -121,7 +128,7 @@ def duplicates(settings, output: Path | None, fmt: str, min_score: float | None)
                    "min_score": threshold, "seconds": round(seconds, 3),
                    "items_per_second": round(store.count() / max(seconds, 1e-9), 1)}
     finally:
-        store.close()
+        state.close()
     if fmt == "json":
         text = json.dumps({**summary, "groups": [{"ids": g.ids, "score": g.score} for g in groups]}, indent=2)
     else:
@@ -135,6 +142,27 @@ def duplicates(settings, output: Path | None, fmt: str, min_score: float | None)
     else:
         output.write_text(text)
     return summary
+
+
+def prune(settings, url: str | None, api_key: str | None) -> dict:
+    """Delete the generations not served live and the originals no item refers to: through the
+    running service at ``url``, or offline on LIKENESS_DATA_DIR (the service stopped)."""
+    if url:
+        import httpx
+
+        response = httpx.post(f"{url}/index/prune", headers={"X-API-Key": api_key} if api_key else {}, timeout=600)
+        if response.status_code != 200:
+            raise ServiceUnreachable(f"{url}/index/prune: {response.status_code} {response.text[:200]}")
+        return response.json()
+    from service.api.migration_routes import prune_generations
+
+    state = _open_store(settings)
+    try:
+        removed = prune_generations(state)
+        files, size = state.originals.prune()
+        return {"removed_generations": removed, "removed_original_files": files, "removed_original_bytes": size}
+    finally:
+        state.close()
 
 
 class NoSameImageDecision(ValueError):
@@ -187,17 +215,23 @@ def _borrowed(client):
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m service.index") -> int:
+    from service.generations import GenerationError
     from service.index_store import IndexLocked, IndexMismatch, IndexUnavailable
+    from service.migrate_client import MigrationFailed
     from service.model_runner import ModelLoadError
     from service.settings import Settings
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "copy-to-milvus", "duplicates", "stats"])
+    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "copy-to-milvus", "duplicates", "migrate",
+                                            "prune", "stats"])
     parser.add_argument("folder", nargs="?", type=Path)
     parser.add_argument("--data-dir", type=Path, help="default: LIKENESS_DATA_DIR")
     parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH")
-    parser.add_argument("--url", help="the running service, for `load`")
+    parser.add_argument("--url", help="the running service, for `load`, `migrate` (default: http://LIKENESS_HOST:"
+                        "LIKENESS_PORT) and `prune`")
+    parser.add_argument("--switch", action="store_true", help="for `migrate`: serve the new generation once it is "
+                        "complete")
     parser.add_argument("--api-key", help="for `load`, when the service requires one (default: LIKENESS_API_KEY)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--milvus-uri", help="for `copy-to-milvus`: a Milvus Lite file or http://HOST:19530")
@@ -226,6 +260,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
             if not args.milvus_uri:
                 parser.error("copy-to-milvus needs --milvus-uri")
             result = copy_to_milvus(settings, args.milvus_uri, args.milvus_collection, args.batch_size)
+        elif args.command == "migrate":
+            if not args.model:
+                parser.error("migrate needs --model NEW.onnx")
+            from service.migrate_client import migrate
+
+            url = args.url or f"http://{settings.host}:{settings.port}"
+            api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+            result = migrate(url, args.model, api_key, args.batch_size, args.switch)
+        elif args.command == "prune":
+            result = prune(settings, args.url, args.api_key or (settings.api_key.get_secret_value()
+                                                                if settings.api_key else None))
         elif args.command == "duplicates":
             result = duplicates(settings, args.output, args.format, args.min_score)
             if args.output is None:
@@ -233,9 +278,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
         else:
             state = _open_store(settings)
             result = state.store.stats()
-            state.store.close()
+            state.close()
     except (IndexLocked, IndexMismatch, IndexUnavailable, ModelLoadError, ServiceUnreachable,
-            NoSameImageDecision) as exc:
+            NoSameImageDecision, MigrationFailed, GenerationError) as exc:
         print(f"likeness: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

@@ -12,6 +12,7 @@ from service.index_store import IndexStore, NewItem
 from service.inference import make_thumbnail
 from service.item_fields import id_problem, value_problem
 from service.model_runner import Embeddings, ModelRunner
+from service.originals import Originals, write_items
 
 
 def item_vectors(out: Embeddings, row: int) -> np.ndarray:
@@ -23,12 +24,13 @@ def item_vectors(out: Embeddings, row: int) -> np.ndarray:
 
 def ingest_files(store: IndexStore, runner: ModelRunner, entries: list[tuple[str, Path, dict]], max_pixels: int,
                  batch_size: int = 64, progress: Callable[[int], None] | None = None,
-                 max_id_length: int = 256) -> tuple[int, list[str]]:
-    """Embed and upsert ``(id, path, metadata)`` entries in batches; unusable files are skipped and
-    reported (one line each), never half-added. Returns (items added, skipped lines)."""
+                 max_id_length: int = 256, originals: Originals | None = None) -> tuple[int, list[str]]:
+    """Embed and upsert ``(id, path, metadata)`` entries in batches (keeping each file's bytes in
+    ``originals``, when given); unusable files are skipped and reported (one line each), never
+    half-added. Returns (items added, skipped lines)."""
     added, skipped = 0, []
     for start in range(0, len(entries), batch_size):
-        arrays, items = [], []
+        arrays, items, files = [], [], []
         for item_id, path, metadata in entries[start:start + batch_size]:
             # The API's rules: an id or metadata no read could return (a file name that is not
             # UTF-8, say) is skipped here rather than refused by the store for the whole batch.
@@ -37,18 +39,20 @@ def ingest_files(store: IndexStore, runner: ModelRunner, entries: list[tuple[str
                 skipped.append(f"{path}: {problem}")
                 continue
             try:
-                image = decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path))
+                data = path.read_bytes()
+                image = decode_image(data, max_pixels=max_pixels, name=str(path))
                 array = prepare_image(image, runner.spec.input, name=str(path))
             except (ImageError, OSError) as exc:
                 skipped.append(f"{path}: {getattr(exc, 'message', exc)}")
                 continue
             arrays.append(array)
             items.append(NewItem(item_id, np.empty(0), metadata, make_thumbnail(image)))
+            files.append(data)
         if arrays:
             out = runner.embed(np.stack(arrays))
             for row, item in enumerate(items):
                 item.vectors = item_vectors(out, row)
-            added += len(store.upsert(items))
+            added += len(write_items(store, originals, items, files if originals is not None else None))
         if progress:
             progress(min(batch_size, len(entries) - start))
     return added, skipped

@@ -42,10 +42,11 @@ def id_problem(item_id: str, max_length: int) -> str | None:
     if problem:
         return f"id {problem}"
     # Ids travel in URL paths (GET /items/{id}): browsers drop '.' and '..' segments, and
-    # '<id>/thumbnail' is the thumbnail route.
+    # '<id>/thumbnail' and '<id>/original' are routes of their own.
     segments = item_id.split("/")
-    if any(segment in (".", "..") for segment in segments) or (len(segments) > 1 and segments[-1] == "thumbnail"):
-        return "ids may not have '.' or '..' path segments or end in '/thumbnail'"
+    if any(segment in (".", "..") for segment in segments) or (
+            len(segments) > 1 and segments[-1] in ("thumbnail", "original")):
+        return "ids may not have '.' or '..' path segments or end in '/thumbnail' or '/original'"
     return None
 
 

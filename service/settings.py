@@ -45,6 +45,9 @@ class Settings(BaseSettings):
                                    description="milvus backend: the collection that holds this index")
     milvus_token: SecretStr | None = Field(default=None, description="milvus backend: user:password or API token")
     data_dir: Path = Field(default=Path("./data"), description="where the index lives")
+    keep_originals: bool = Field(default=True, description="keep each item's image bytes (LIKENESS_DATA_DIR/originals) "
+                                 "so another model can embed them again (likeness index migrate); off: a model "
+                                 "upgrade needs every image added again")
     seed_gallery: bool = Field(default=True, description="index the shipped demo gallery into an empty index")
     gallery_dir: Path = Field(default=REPO_ROOT / "service" / "gallery")
     index_type: Literal["flat", "hnsw", "ivf"] = Field(default="flat", description="flat is exact; see docs/index.md")

@@ -129,7 +129,8 @@ class Checkpoint:
     # The model -----------------------------------------------------------------------------------
     def build_model(self) -> EmbeddingModel:
         """The trained model, on the CPU, in eval mode."""
-        model = build_model(self.config.model, self.input.channels, self.mean, self.std, aspects=len(self.aspects))
+        model = build_model(self.config.model, self.input.channels, self.mean, self.std, aspects=len(self.aspects),
+                            trunk_weights=False)
         model.load_state_dict(self.model)
         return model.eval()
 

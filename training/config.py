@@ -57,9 +57,24 @@ class AugmentConfig(_Section):
     edit_zoom: float = Field(default=0.3, ge=0, le=1, description="probability of a crop of up to 20% of the area resized back")
     edit_user: float = Field(default=0.0, ge=0, le=1, description="probability of the edits users make (borders, "
                              "rotations, a side cut off, overlays, blur and sharpening)")
+    # Photos: both views.
+    crop_scale: float = Field(default=0.0, ge=0, lt=1, description="random resized crops of at least this share of "
+                              "the area (0 = the padded crop of crop_padding instead)")
+    color_jitter: float = Field(default=0.0, ge=0, lt=1, description="brightness, contrast and saturation jitter "
+                                "(+/-), and hue by a quarter of it")
+    grayscale: float = Field(default=0.0, ge=0, le=1, description="probability of a greyscale image (colour is a "
+                             "nuisance for the kind of thing)")
 
 
 class ModelConfig(_Section):
+    # The feature extractor: the project's CNN trained from nothing (small-cnn, with ``layer`` and the
+    # settings below), or a pretrained network (training.models.trunks) with ``trunk_weights``.
+    trunk: Literal["small-cnn", "efficientnet_lite0", "resnet18"] = "small-cnn"
+    trunk_weights: str = Field(default="imagenet", description="pretrained trunks: imagenet, a state dict file, or "
+                               "none")
+    head_layer: str = Field(default="none", description="pretrained trunks: one conv block of this layer type (e.g. "
+                            "dynamic-diag, static) on the last feature map, or none")
+    freeze_bn: bool = Field(default=True, description="pretrained trunks: keep the trunk's BatchNorm statistics")
     layer: str = "plain"
     predictor: str = "plain"  # for dynamic layers: plain | sphere (the full-SphereNet predictor)
     sphere_activation: Literal["linear", "cosine", "sigmoid"] = "cosine"
@@ -140,6 +155,10 @@ class OptimConfig(_Section):
     weight_decay: float = Field(default=5e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup_fraction: float = Field(default=0.15, ge=0, le=0.5)
+    # Pretrained trunks: the head alone for the first epochs, then the trunk too at a lower rate.
+    head_only_epochs: int = Field(default=0, ge=0, description="epochs that train the head with the trunk frozen")
+    trunk_lr_factor: float = Field(default=1.0, gt=0, le=1, description="the trunk's learning rate, as a fraction "
+                                   "of lr")
     threads: int = Field(default=0, ge=0, description="torch threads (0 = torch default)")
     max_steps: int = Field(default=0, ge=0, description="stop after this many steps (0 = no limit)")
 

@@ -106,17 +106,33 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
-def build_optimizer(config: TrainConfig, params: list[nn.Parameter], total_steps: int):
+def parameter_groups(config: TrainConfig, model: nn.Module, objective: nn.Module) -> list[dict[str, Any]]:
+    """The optimiser's groups: a pretrained trunk's weights at ``optim.trunk_lr_factor`` of the rate
+    (they start near where they should end), everything else (head, NSL block, proxies) at the rate."""
+    trunk = set(pretrained_trunk_parameters(model))
+    rest = [p for p in list(model.parameters()) + list(objective.parameters()) if p not in trunk]
+    groups = [{"params": rest, "lr": config.optim.lr}]
+    if trunk:
+        groups.append({"params": list(trunk), "lr": config.optim.lr * config.optim.trunk_lr_factor})
+    return groups
+
+
+def pretrained_trunk_parameters(model: nn.Module) -> list[nn.Parameter]:
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    return list(body.parameters()) if getattr(model.backbone, "name", None) and body is not None else []
+
+
+def build_optimizer(config: TrainConfig, groups: list[dict[str, Any]], total_steps: int):
     optim = config.optim
     if optim.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay, nesterov=True)
+        optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay, nesterov=True)
     elif optim.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
     if optim.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optim.lr, total_steps=max(total_steps, 2),
-                                                        pct_start=optim.warmup_fraction)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in groups],
+                                                        total_steps=max(total_steps, 2), pct_start=optim.warmup_fraction)
     elif optim.schedule == "cosine":
         warmup = max(1, int(total_steps * optim.warmup_fraction))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -232,8 +248,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     total_steps = task.steps_per_epoch(objective.batch_kind) * config.optim.epochs
     if config.optim.max_steps:
         total_steps = min(total_steps, config.optim.max_steps)
-    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-    optimizer, scheduler = build_optimizer(config, params, total_steps)
+    optimizer, scheduler = build_optimizer(config, parameter_groups(config, model, objective), total_steps)
 
     state = RunState()
     last = run_dir / CHECKPOINT_LAST
@@ -279,6 +294,8 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         # Reseed per epoch: the batch order and augmentation of epoch e are the same on every rank
         # and after a resume.
         seed_everything(config.seed * 1000 + epoch)
+        for parameter in pretrained_trunk_parameters(model):  # the head learns alone first
+            parameter.requires_grad_(epoch >= config.optim.head_only_epochs)
         loader = runtime.loader(task.train_loader(objective.batch_kind, epoch, runtime.rank, runtime.world_size))
         values = train_one_epoch(step_module, optimizer, scheduler, loader, runtime, state, log,
                                  max_steps=config.optim.max_steps, progress=progress,

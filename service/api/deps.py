@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request, UploadFile
 
 from service.api.errors import ApiError, image_error
-from service.api.store_calls import OffLoopStore
 from service.index_store import OVERALL, IndexStore
-from service.inference import ImagePreparationError, InferenceEngine, PreparationAbandoned, PreparedImage
+from service.inference import ImagePreparationError, PreparationAbandoned, PreparedImage
 from service.item_fields import FieldError, id_problem, parse_object, value_problem
-from service.model_runner import ModelRunner
 from service.observability import client_gone_var
-from service.settings import Settings
-
-
-@dataclass
-class ServiceState:
-    settings: Settings
-    runner: ModelRunner
-    store: IndexStore
-    engine: InferenceEngine
-    index: OffLoopStore = dataclasses.field(init=False)  # what routes call: never ``store`` itself
-
-    def __post_init__(self) -> None:
-        self.index = OffLoopStore(self.store)
-
-    @property
-    def model_ref(self) -> dict[str, str]:
-        return {"name": self.runner.spec.name, "version": self.runner.spec.version}
+from service.state import ServiceState
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -41,6 +21,15 @@ async def get_state(request: Request) -> ServiceState:
     if state is None:
         raise ApiError(503, "not_ready", "the model and index are not loaded yet")
     return state
+
+
+def generation(state: ServiceState, model: str | None) -> ServiceState:
+    """The generation of the index a request's ``model`` field picks (the served one by default)."""
+    chosen = state.for_model(model)
+    if chosen is None:
+        raise ApiError(422, "unknown_model", f"model {model!r} has no generation in this index; it has "
+                       f"{', '.join(state.models())}", "model")
+    return chosen
 
 
 def check_image_count(count: int, field: str, state: ServiceState) -> None:

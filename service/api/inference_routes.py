@@ -19,6 +19,7 @@ from service.api.deps import (
     check_filter,
     check_image_count,
     check_k,
+    generation,
     get_state,
     parse_filter,
     prepare,
@@ -29,6 +30,7 @@ from service.api.errors import ApiError
 from service.api.forms import Utf8FormRoute
 from service.api.json_bodies import JsonBodyRoute, decode_image, json_body_doc, read_json
 from service.api.schemas import (
+    MODEL,
     BatchSearchRequest,
     BatchSearchResponse,
     EmbedResponse,
@@ -57,11 +59,13 @@ async def similarity(
     image_a: Annotated[UploadFile, File(description="first image")],
     image_b: Annotated[UploadFile, File(description="second image")],
     aspect: Annotated[str | None, Form(description="decide on this aspect instead of overall")] = None,
+    model: Annotated[str | None, Form(description=MODEL)] = None,
     state: ServiceState = Depends(get_state),
 ) -> JSONResponse:
     """How alike are two images: cosine, calibrated probability and a decision at the model's threshold.
 
     Multipart (`image_a`, `image_b` files) or JSON (`{"image_a": "<base64>", "image_b": "<base64>"}`)."""
+    state = generation(state, model)
     aspect = resolve_aspect(aspect, state)
     prepared = await prepare(state, [("image_a", image_a), ("image_b", image_b)])
     return answer(compare(state, await state.engine.embed([p.array for p in prepared]), aspect))
@@ -70,6 +74,7 @@ async def similarity(
 @json_router.post("/similarity", response_model=SimilarityResponse, include_in_schema=False)
 async def similarity_json(request: Request, state: ServiceState = Depends(get_state)) -> JSONResponse:
     body = await read_json(request, SimilarityRequest)
+    state = generation(state, body.model)
     aspect = resolve_aspect(body.aspect, state)
     uploads = [("image_a", decode_image(body.image_a, "image_a")), ("image_b", decode_image(body.image_b, "image_b"))]
     prepared = await prepare_bytes(state, uploads)
@@ -117,12 +122,14 @@ async def search(
                                                    'e.g. {"label": "3"}')] = None,
     min_score: Annotated[float | None, Form(description="drop hits scoring below this cosine", ge=-1.0,
                                             le=1.0)] = None,
+    model: Annotated[str | None, Form(description=MODEL)] = None,
     state: ServiceState = Depends(get_state),
 ) -> JSONResponse:
     """The k most similar indexed items, best first, optionally filtered by metadata equality and a minimum score.
 
     Multipart (an `image` file) or JSON with exactly one query: `{"image": "<base64>"}`, `{"id": "<indexed id>"}`
     (the stored vector: no upload, no inference) or `{"vector": [...]}` (`embedding_dim` numbers, normalised here)."""
+    state = generation(state, model)
     k = check_k(k, state)
     aspect = resolve_aspect(aspect, state)
     where = parse_filter(filter, state)
@@ -139,6 +146,7 @@ async def search_json(request: Request, state: ServiceState = Depends(get_state)
     if len(given) != 1:
         raise ApiError(422, "invalid_query", "give exactly one of image, id or vector"
                        + (f" (got {' and '.join(given)})" if given else ""), given[1] if given else "image")
+    state = generation(state, body.model)
     k = check_k(body.k, state)
     aspect = resolve_aspect(body.aspect, state)
     where = check_filter(body.filter, state)
@@ -163,6 +171,7 @@ async def search_batch(request: Request, state: ServiceState = Depends(get_state
     one result list per image, in request order. At most `max_images_per_request` images; `filter`, `aspect` and
     `min_score` apply to every image."""
     body = await read_json(request, BatchSearchRequest)
+    state = generation(state, body.model)
     check_image_count(len(body.images), "images", state)
     k = check_k(body.k, state)
     aspect = resolve_aspect(body.aspect, state)

@@ -11,7 +11,8 @@ from service.api.deps import (
     check_id,
     get_state,
     parse_metadata,
-    prepare,
+    prepare_bytes,
+    read_uploads,
 )
 from service.api.errors import ApiError
 from service.api.forms import Utf8FormRoute
@@ -46,13 +47,14 @@ async def add_items(
     if len(set(ids)) != len(ids):
         raise ApiError(422, "duplicate_id", "the same id appears twice in one request", "id")
     metas = [parse_metadata(m, f"metadata[{i}]", settings.max_metadata_bytes) for i, m in enumerate(metadata)]
-    prepared = await prepare(state, [(f"image[{i}]", f) for i, f in enumerate(image)], thumbnails=True)
+    uploads = await read_uploads([(f"image[{i}]", f) for i, f in enumerate(image)], state)
+    prepared = await prepare_bytes(state, uploads, thumbnails=True)
     out = await state.engine.embed([p.array for p in prepared])
     items = [
         NewItem(item_id, item_vectors(out, i), metas[i] if metas else {}, prepared[i].thumbnail)
         for i, item_id in enumerate(ids)
     ]
-    stored = await state.index.upsert(items)
+    stored = await state.index.upsert(items, [data for _, data in uploads] if settings.keep_originals else None)
     return ItemsAdded(added=len(stored), ids=stored)
 
 
@@ -78,6 +80,28 @@ async def item_thumbnail(item_id: str, state: ServiceState = Depends(get_state))
     if data is None:
         raise ApiError(404, "no_thumbnail", f"item {item_id!r} has no thumbnail", "item_id")
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/items/{item_id:path}/original", responses=ERRORS, response_class=Response)
+async def item_original(item_id: str, state: ServiceState = Depends(get_state)) -> Response:
+    """The image file the item was added with, byte for byte (kept unless LIKENESS_KEEP_ORIGINALS is off)."""
+    try:
+        data = await state.index.original(item_id)
+    except KeyError:
+        raise ApiError(404, "not_found", f"no item with id {item_id!r}", "item_id") from None
+    if data is None:
+        raise ApiError(404, "no_original", f"item {item_id!r} was added without keeping its image "
+                       "(LIKENESS_KEEP_ORIGINALS was off, or by a version before 4.0)", "item_id")
+    return Response(data, media_type=media_type(data), headers={"Cache-Control": "private, max-age=60"})
+
+
+def media_type(data: bytes) -> str:
+    """The content type of an accepted image file, from its first bytes."""
+    signatures = [(b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"GIF8", "image/gif"),
+                  (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff")]
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in signatures if data.startswith(magic)), "application/octet-stream")
 
 
 @router.get("/items/{item_id:path}", response_model=ItemResponse, responses=ERRORS)

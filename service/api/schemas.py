@@ -69,6 +69,8 @@ class BatchSearchResponse(BaseModel):
 # Unknown fields are refused, so a misspelt "top_k" is a 422 rather than silently k=10.
 BASE64 = "base64 of the image file (standard alphabet; a data:...;base64, prefix and line breaks are allowed)"
 MIN_SCORE = "drop hits scoring below this cosine"
+MODEL = ("answer with this model's generation of the index ('name' or 'name version'), while the index has more "
+         "than one (likeness index migrate); default: the one served")
 FILTER = 'only items whose metadata equals each field, e.g. {"label": "3"}'
 
 
@@ -80,6 +82,7 @@ class SimilarityRequest(JsonRequest):
     image_a: str = Field(description=BASE64)
     image_b: str = Field(description=BASE64)
     aspect: str | None = Field(default=None, description="decide on this aspect instead of overall")
+    model: str | None = Field(default=None, description=MODEL)
 
 
 class SearchRequest(JsonRequest):
@@ -94,6 +97,7 @@ class SearchRequest(JsonRequest):
     aspect: str | None = Field(default=None, description="search this aspect's subspace")
     filter: dict[str, Any] | None = Field(default=None, description=FILTER)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description=MIN_SCORE)
+    model: str | None = Field(default=None, description=MODEL)
 
 
 class BatchSearchRequest(JsonRequest):
@@ -102,6 +106,7 @@ class BatchSearchRequest(JsonRequest):
     aspect: str | None = Field(default=None, description="search this aspect's subspace")
     filter: dict[str, Any] | None = Field(default=None, description=FILTER)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description=MIN_SCORE)
+    model: str | None = Field(default=None, description=MODEL)
 
 
 class DuplicateGroup(BaseModel):

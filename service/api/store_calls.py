@@ -17,21 +17,52 @@ from starlette.concurrency import run_in_threadpool
 from contract import ModelSpec
 from service.copies import DuplicateGroup, duplicate_groups
 from service.index_store import OVERALL, Dismissal, Hit, IndexStore, NewItem, StoredItem
+from service.migration import Migration
+from service.originals import Originals, write_items
 
 
 class OffLoopStore:
     """An :class:`IndexStore` as routes see it: the same calls, awaited, each on a worker thread."""
 
-    def __init__(self, store: IndexStore) -> None:
+    def __init__(self, store: IndexStore, originals: Originals | None = None) -> None:
         self.store = store
+        self.originals = originals  # where the bytes of new items are kept, when they are
+        self.migration: Migration | None = None  # a generation being built: writes land in both
         # The last GET /duplicates answer, kept while the index has not changed (stores that can tell).
         self._groups: tuple[tuple, list[DuplicateGroup]] | None = None
 
-    async def upsert(self, items: list[NewItem]) -> list[str]:
-        return await run_in_threadpool(self.store.upsert, items)
+    async def upsert(self, items: list[NewItem], files: list[bytes] | None = None) -> list[str]:
+        """Write items; with ``files``, keep each item's bytes (service/originals.py); while a
+        migration runs, in its generation too."""
+        def write() -> list[str]:
+            migration = self.migration
+            if migration is None:
+                return write_items(self.store, self.originals, items, files)
+            return migration.write(lambda: write_items(self.store, self.originals, items, files), items, files)
+
+        return await run_in_threadpool(write)
 
     async def delete(self, item_id: str) -> bool:
-        return await run_in_threadpool(self.store.delete, item_id)
+        def delete_live() -> bool:
+            deleted = self.store.delete(item_id)
+            if deleted and self.originals is not None:
+                self.originals.forget(item_id)
+            return deleted
+
+        def delete() -> bool:
+            migration = self.migration
+            return delete_live() if migration is None else migration.delete(item_id, delete_live)
+
+        return await run_in_threadpool(delete)
+
+    async def original(self, item_id: str) -> bytes | None:
+        """The bytes an item was added with; KeyError when there is no such item, None when not kept."""
+        def read() -> bytes | None:
+            if self.store.get(item_id) is None:
+                raise KeyError(item_id)
+            return None if self.originals is None else self.originals.read(item_id)
+
+        return await run_in_threadpool(read)
 
     async def get(self, item_id: str) -> StoredItem | None:
         return await run_in_threadpool(self.store.get, item_id)
@@ -54,7 +85,13 @@ class OffLoopStore:
         return await run_in_threadpool(self.store.count)
 
     async def stats(self) -> dict[str, Any]:
-        return await run_in_threadpool(self.store.stats)
+        def stats() -> dict[str, Any]:
+            figures = self.store.stats()
+            if self.originals is not None:
+                figures["originals"] = self.originals.stats(figures["items"])
+            return figures
+
+        return await run_in_threadpool(stats)
 
     async def snapshot(self) -> bool:
         return await run_in_threadpool(self.store.snapshot)
@@ -82,3 +119,4 @@ class OffLoopStore:
             return True
 
         return await run_in_threadpool(record)
+

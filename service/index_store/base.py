@@ -104,6 +104,10 @@ class IndexStore(ABC):
         """Rebuild derived indexes from the source of truth."""
         return None
 
+    def drop(self) -> None:
+        """Close the index and delete it for good (likeness index prune: a generation no longer served)."""
+        self.close()
+
     def wait_for_maintenance(self, timeout: float | None = None) -> None:
         """Block until background maintenance has finished (tests, shutdown)."""
         return None

@@ -30,7 +30,7 @@ import numpy as np
 
 from service.index_store import recovery
 from service.index_store.base import IndexStore
-from service.index_store.item_log import ItemLog
+from service.index_store.item_log import DATABASE, ItemLog
 from service.index_store.items import (
     OVERALL,
     Dismissal,
@@ -128,6 +128,15 @@ class EmbeddedStore(IndexStore):
         finally:
             with self._lock.write():
                 self._log.close()
+
+    def drop(self) -> None:
+        """Close without a snapshot, and delete the index's own files (not the folder's other ones)."""
+        if self._log.is_open:
+            self.wait_for_maintenance()
+            with self._lock.write():
+                self._log.close()
+        for name in (DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", SNAPSHOT, "index.lock"):
+            (self.directory / name).unlink(missing_ok=True)
 
     # writes ----------------------------------------------------------------------------------
     def upsert(self, items: list[NewItem]) -> list[str]:

@@ -87,6 +87,21 @@ def _id(pk: str) -> str:
 
 
 
+def drop_collections(uri: str, collection: str, token: str = "") -> None:
+    """Drop a collection and its identity companion (a generation no longer served)."""
+    from pymilvus import MilvusClient
+
+    if not is_server_uri(uri):
+        ensure_home_for_milvus_lite()
+    client = MilvusClient(uri, token=token, timeout=CONNECT_TIMEOUT_S)
+    try:
+        for name in (collection, f"{collection}_identity"):
+            if client.has_collection(name, timeout=CALL_TIMEOUT_S):
+                client.drop_collection(name, timeout=CALL_TIMEOUT_S)
+    finally:
+        client.close()
+
+
 def ensure_home_for_milvus_lite() -> None:
     """Milvus Lite's engine aborts at start ("Open local milvus failed", or "basic_string:
     construction from null" in server mode) when HOME is unset, as it is for some service managers
@@ -143,6 +158,13 @@ class MilvusStore(IndexStore):
                 self._client.close()
             finally:
                 self._client = None
+
+    def drop(self) -> None:
+        """Drop the collection and its identity companion, then close."""
+        for name in (self.collection, self._identity_collection()):
+            if self._call(self._client.has_collection, name, timeout=CALL_TIMEOUT_S):
+                self._call(self._client.drop_collection, name, timeout=CALL_TIMEOUT_S)
+        self.close()
 
     def _where(self) -> str:
         return self.uri if is_server_uri(self.uri) else f"{self.uri} (Milvus Lite)"

@@ -330,7 +330,7 @@ def test_the_readme_error_table_lists_every_error_code_a_client_can_get():
     # Where codes are made: ApiError(status, "code"), ImageError("code"), the raw JSON errors of the
     # middlewares and the HTTP protocol, the status-to-code map, and codes chosen by a variable.
     made = re.compile(r'(?:ApiError\(\s*\d+,|ImageError\(|error_body\(|_reject\([^,()]+,\s*\d+,|'
-                      r'_send_error\([^,()]+,[^,()]+,\s*\d+,|_refuse\(\s*\d+,)\s*"([a-z_]+)"'
+                      r'_send_error\([^,()]+,[^,()]+,\s*\d+,|\bsend_error\([^,()]+,\s*\d+,|_refuse\(\s*\d+,)\s*"([a-z_]+)"'
                       r'|\b\d{3}: "([a-z_]+)"|"([a-z_]+_too_large)"|code: str = "([a-z_]+)"|code="([a-z_]+)"'
                       r'|codes\.get\([^,]+, "([a-z_]+)"\)')
     codes = set()
@@ -341,7 +341,8 @@ def test_the_readme_error_table_lists_every_error_code_a_client_can_get():
     table = readme[readme.index("| code |"):].split("\n\n")[0]
     documented = {code for row in table.splitlines()[2:] for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
     assert {"invalid_request", "corrupt_image", "unsupported_image", "internal_error", "cross_origin",
-            "header_timeout", "metadata_too_large", "invalid_metadata", "http_error"} <= codes
+            "header_timeout", "metadata_too_large", "invalid_metadata", "http_error", "host_not_allowed",
+            "invalid_content_length", "too_much_decoding"} <= codes
     assert codes <= documented, f"codes missing from README's error table: {sorted(codes - documented)}"
 
 

@@ -160,8 +160,8 @@ def test_json_routes_need_the_key_like_multipart(tmp_path, gallery_manifest):
 
 def test_openapi_documents_both_request_shapes(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for path, fields in (("/similarity", {"image_a", "image_b", "aspect"}),
-                         ("/search", {"image", "id", "vector", "k", "filter", "aspect", "min_score"})):
+    for path, fields in (("/similarity", {"image_a", "image_b", "aspect", "model"}),
+                         ("/search", {"image", "id", "vector", "k", "filter", "aspect", "min_score", "model"})):
         content = paths[path]["post"]["requestBody"]["content"]
         assert set(content) == {"multipart/form-data", "application/json"}
         assert set(content["application/json"]["schema"]["properties"]) == fields

@@ -8,6 +8,7 @@ import torch
 from pytorch_metric_learning.losses import NTXentLoss
 
 from contract import InputSpec
+from training.evaluation.edits import USER_EDITS
 from training.evaluation.near_duplicates import EDITS, edited_queries, near_duplicate_metrics, recall_at_1
 from training.objectives.instance import InstanceContrastiveLoss
 
@@ -31,7 +32,11 @@ def test_raw_pixels_find_re_encodes_and_lose_shifted_copies(gallery):
     r1 = result["recall_at_1"]
     assert r1["jpeg q90"] == 1.0 and r1["RGB"] == 1.0 and r1["brightness x0.85"] == 1.0
     assert r1["shift 2px"] < 0.5
-    assert result["worst_recall_at_1"] == min(r1.values()) and result["worst_edit"] in ("shift 2px", "shift 1px")
+    assert result["worst_recall_at_1"] == min(r1.values()) and result["worst_edit"] in USER_EDITS["border"]
+    # Per family, the worst of its edits: pixels keep overlays and JPEG, and lose borders and crops.
+    families = result["family_worst_recall_at_1"]
+    assert families["overlay"] >= 0.95 and families["strong jpeg"] == 1.0
+    assert families["border"] < 0.1 and families["cut side"] < 0.5
     assert result["queries"] == 200 and result["gallery"] == 1000
 
 

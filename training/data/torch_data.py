@@ -22,12 +22,20 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def make_augment(config: AugmentConfig, height: int, width: int) -> Transform | None:
-    """Train-time augmentation on uint8 CHW tensors: padded random crop, horizontal flip, random erasing."""
+    """Train-time augmentation on uint8 CHW tensors: a random resized crop (photos) or a padded random
+    crop, horizontal flip, colour jitter and greyscale (colour images), random erasing."""
     steps: list[Transform] = []
-    if config.crop_padding:
+    if config.crop_scale:
+        steps.append(v2.RandomResizedCrop((height, width), scale=(config.crop_scale, 1.0), antialias=True))
+    elif config.crop_padding:
         steps.append(v2.RandomCrop((height, width), padding=config.crop_padding))
     if config.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if config.color_jitter:
+        jitter = config.color_jitter
+        steps.append(v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter, jitter / 4)], p=0.8))
+    if config.grayscale:
+        steps.append(v2.RandomGrayscale(p=config.grayscale))
     if config.erasing:
         steps.append(v2.RandomErasing(p=config.erasing, scale=(0.02, 0.25), value=0))
     return v2.Compose(steps) if steps else None

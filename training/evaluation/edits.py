@@ -229,10 +229,11 @@ USER_EDITS: dict[str, dict[str, Edit]] = {
         "cut 12% off the top": lambda im: png(cut_side(im, 0.12, "top")),
         "cut 6% off the left": lambda im: png(cut_side(im, 0.06, "left")),
     },
+    # Sizes of a shop's or a site's marks: text an eighth of the image high, a logo a tenth across.
     "overlay": {
-        "watermark in a corner": lambda im: png(text_overlay(im, "©2026", 0.22, "bottom right", WHITE, 0.5)),
-        "caption": lambda im: png(text_overlay(im, "NEW IN", 0.2, "bottom", WHITE)),
-        "logo in a corner": lambda im: png(logo_overlay(im, 0.16, "top left")),
+        "watermark in a corner": lambda im: png(text_overlay(im, "©2026", 0.12, "bottom right", WHITE, 0.5)),
+        "caption": lambda im: png(text_overlay(im, "NEW IN", 0.14, "bottom", WHITE)),
+        "logo in a corner": lambda im: png(logo_overlay(im, 0.1, "top left")),
     },
     "sharpen and blur": {
         "sharpen": lambda im: png(sharpened(im)),
@@ -245,7 +246,7 @@ USER_EDITS: dict[str, dict[str, Edit]] = {
         "contrast x0.7 + jpeg q60": lambda im: jpeg(contrast(im, 0.7), 60),
         "border 7% + jpeg q50": lambda im: jpeg(bordered(im, 0.07), 50),
         "rotate 4 degrees + cut 7% off the left": lambda im: png(cut_side(rotated(im, 4), 0.07, "left")),
-        "watermark + jpeg q60": lambda im: jpeg(text_overlay(im, "©2026", 0.22, "bottom right", WHITE, 0.5), 60),
+        "watermark + jpeg q60": lambda im: jpeg(text_overlay(im, "©2026", 0.12, "bottom right", WHITE, 0.5), 60),
         "letterbox to 4:3 + blur": lambda im: png(blurred(letterboxed(im, 4 / 3), 0.6)),
     },
 }

@@ -103,11 +103,24 @@ class EmbeddingModel(nn.Module):
 
 
 def build_model(config: ModelConfig, in_channels: int, mean: list[float], std: list[float],
-                aspects: int = 0) -> EmbeddingModel:
-    backbone = Backbone(in_channels, config.widths, config.depth, config.layer, config.ns_per_stage,
-                        config.residual, config.ns_last_stages, antialias=config.antialias, predictor=config.predictor,
-                        predictor_width=config.predictor_width or None, rank=config.rank,
-                        sphere_activation=config.sphere_activation)
+                aspects: int = 0, trunk_weights: bool = True) -> EmbeddingModel:
+    """The network ``config`` describes; ``mean`` and ``std`` normalise its input in the graph (a
+    pretrained trunk takes ImageNet's, whatever is passed). ``trunk_weights=False`` skips loading a
+    pretrained trunk's weights (a checkpoint's will replace them)."""
+    layer_options = {"predictor": config.predictor, "predictor_width": config.predictor_width or None,
+                     "rank": config.rank, "sphere_activation": config.sphere_activation}
+    if config.trunk == "small-cnn":
+        backbone: nn.Module = Backbone(in_channels, config.widths, config.depth, config.layer, config.ns_per_stage,
+                                       config.residual, config.ns_last_stages, antialias=config.antialias,
+                                       **layer_options)
+    else:
+        from training.models.trunks import IMAGENET_MEAN, IMAGENET_STD, PretrainedTrunk
+
+        backbone = PretrainedTrunk(config.trunk, config.trunk_weights if trunk_weights else "none", config.head_layer,
+                                   config.freeze_bn, in_channels, **layer_options)
+        # One channel is repeated to three inside the trunk, so it takes the mean grey's statistics.
+        mean = IMAGENET_MEAN if in_channels == 3 else [sum(IMAGENET_MEAN) / 3]
+        std = IMAGENET_STD if in_channels == 3 else [sum(IMAGENET_STD) / 3]
     masks = None
     if config.masks != "none":
         if aspects < 1:

@@ -1,0 +1,70 @@
+"""fit "content" (contract.images.frame_content): an image with a border, bars or padding of one
+colour added becomes the same model input as the image itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contract import InputSpec, decode_image, prepare_image
+from contract.images import frame_content
+from training.evaluation.edits import bordered, letterboxed, padded_in_frame, png
+
+GREY = InputSpec(height=28, width=28, channels=1, fit="content")
+RGB = InputSpec(height=64, width=64, channels=3, fit="content")
+
+
+def as_upload(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    return prepare_image(decode_image(png(image), max_pixels=10**7), spec).astype(int)
+
+
+@pytest.mark.parametrize("edit", [lambda im: bordered(im, 0.07), lambda im: bordered(im, 0.06, 255),
+                                  lambda im: bordered(bordered(im, 0.05, 255), 0.04, 90),
+                                  lambda im: letterboxed(im, 16 / 9), lambda im: letterboxed(im, 3 / 4, 255)],
+                         ids=["border", "white border", "two frames", "letterbox 16:9", "letterbox 3:4 white"])
+def test_added_frames_leave_the_garments_input_as_it_was(fashion_test, edit):
+    differences = []
+    for image in fashion_test.images[:200]:
+        garment = Image.fromarray(image[:, :, 0])
+        differences.append(np.abs(as_upload(edit(garment), GREY) - as_upload(garment, GREY)).mean())
+    assert np.median(differences) < 1.0 and np.mean(differences) < 4.0  # grey levels of 255
+
+
+def test_padding_in_the_frame_is_undone_up_to_its_loss_of_resolution(fashion_test):
+    """Shrunk to 80% of its frame, a garment has lost pixels no framing brings back; framed, it is
+    still far nearer its original than as it came."""
+    padded = InputSpec(height=28, width=28, channels=1, fit="pad")
+    framed, unframed = [], []
+    for image in fashion_test.images[:200]:
+        garment = Image.fromarray(image[:, :, 0])
+        shrunk = padded_in_frame(garment, 0.8)
+        framed.append(np.abs(as_upload(shrunk, GREY) - as_upload(garment, GREY)).mean())
+        unframed.append(np.abs(as_upload(shrunk, padded) - as_upload(garment, padded)).mean())
+    assert np.median(framed) < 0.5 * np.median(unframed)
+
+
+def test_a_product_photo_on_a_white_background_is_centred_and_filled():
+    photo = Image.new("RGB", (200, 120), (255, 255, 255))
+    photo.paste((200, 30, 30), (20, 30, 60, 90))  # a 40x60 red product near the left edge
+    framed = np.asarray(frame_content(photo))
+    assert framed.shape[0] == framed.shape[1]
+    red = (framed[:, :, 1] < 128).nonzero()
+    centre = (np.mean(red[0]) / framed.shape[0], np.mean(red[1]) / framed.shape[1])
+    assert abs(centre[0] - 0.5) < 0.05 and abs(centre[1] - 0.5) < 0.05
+    assert (red[0].max() - red[0].min()) / framed.shape[0] > 0.6  # it fills most of the frame
+
+
+@pytest.mark.parametrize("size,colour", [((1, 1), 7), ((2, 3), 0), ((40, 40), 255), ((5, 300), 128)])
+def test_images_without_content_or_too_small_to_frame_are_prepared(size, colour):
+    for spec, mode in ((GREY, "L"), (RGB, "RGB")):
+        image = Image.new(mode, size, colour if mode == "L" else (colour,) * 3)
+        assert prepare_image(image, spec).shape == (spec.height, spec.width, spec.channels)
+
+
+def test_a_dark_colour_on_black_counts_as_content():
+    photo = Image.new("RGB", (60, 60), (0, 0, 0))
+    photo.paste((0, 0, 90), (10, 10, 30, 50))  # dark blue: little luminance, plenty of blue
+    red = np.asarray(frame_content(photo))[:, :, 2] > 45
+    rows = red.any(axis=1).nonzero()[0]
+    assert rows.size and (rows.max() - rows.min()) / red.shape[0] > 0.6

@@ -1,0 +1,78 @@
+"""The edits a copy meets (training/evaluation/edits.py) and the same-image decision fitted on them
+(training/evaluation/same_image.py)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contract import InputSpec, decode_image, same_image_scores
+from training.evaluation.edits import LIGHT_EDITS, MIRROR, USER_EDITS, random_user_edit, user_edits
+from training.evaluation.near_duplicates import EDITS, FAMILIES, families_of
+from training.evaluation.same_image import (
+    SameImageScores,
+    dataset_near_duplicates,
+    fit_same_image,
+    same_image_quality,
+)
+
+SPEC = InputSpec(height=28, width=28, channels=1, fit="content")
+
+
+def test_the_measured_edits_cover_what_users_do_and_keep_the_light_ones():
+    assert set(USER_EDITS) == {"border", "rotation", "cut side", "overlay", "sharpen and blur", "strong jpeg", "pairs"}
+    assert len(LIGHT_EDITS) == 16 and set(EDITS) == set(LIGHT_EDITS) | set(user_edits()) | set(MIRROR)
+    assert list(FAMILIES) == ["light", *USER_EDITS, "mirror"]
+    assert families_of({"jpeg q30": 0.5, "jpeg q90": 0.9}) == {"light": 0.9, "strong jpeg": 0.5}
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_every_edit_gives_a_file_the_service_reads(mode):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)).convert(mode)
+    for name, edit in EDITS.items():
+        decoded = decode_image(edit(image), max_pixels=10**7)
+        assert decoded.width >= 14 and decoded.height >= 14, name
+
+
+def test_random_user_edits_follow_their_seed_and_vary():
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8))
+    first = [np.asarray(random_user_edit(image, random.Random(seed))) for seed in range(30)]
+    again = [np.asarray(random_user_edit(image, random.Random(seed))) for seed in range(30)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert len({a.tobytes() for a in first}) >= 25 and len({a.shape for a in first}) >= 5
+
+
+def test_the_threshold_holds_the_false_positive_rate_it_was_fitted_for():
+    rng = np.random.default_rng(3)
+    scores = SameImageScores({"copy": rng.normal(0.97, 0.02, 2000)}, rng.normal(0.7, 0.08, 1000), near_identical=4,
+                             originals=1000)
+    for rate in (0.01, 0.02, 0.05):
+        decision = fit_same_image(scores, rate, "validation")
+        assert (scores.others >= decision.threshold).mean() <= rate
+        assert (scores.others >= decision.threshold - 0.002).mean() > rate - 0.002  # and not far above it
+        assert "4 near-identical" in decision.rule
+    quality = same_image_quality(scores, fit_same_image(scores, 0.01, "validation").threshold)
+    assert quality["nearest_others_accepted"] <= 0.01 and 0.9 < quality["copies_accepted"] <= 1
+    assert [p["nearest_others_accepted"] for p in quality["curve"]] == sorted(p["nearest_others_accepted"]
+                                                                              for p in quality["curve"])
+
+
+def test_near_identical_images_of_a_data_set_are_found(fashion_test):
+    images = fashion_test.images[:300].copy()
+    images[7] = np.clip(images[3].astype(int) + 2, 0, 255).astype(np.uint8)  # a twin, 2 grey levels off
+    near = dataset_near_duplicates(images)
+    assert near[3, 7] and near[7, 3] and not near.diagonal().any()
+    assert near.sum() == 2
+
+
+def test_the_same_image_score_is_the_cosine_of_the_part_named():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    part = same_image_scores(a, b, (4, 8))
+    expected = [x[4:] @ y[4:] / np.linalg.norm(x[4:]) / np.linalg.norm(y[4:]) for x, y in zip(a, b)]
+    assert np.allclose(part, expected)
+    assert np.allclose(same_image_scores(a, b[:1], (4, 8)), [same_image_scores(x, b[0], (4, 8))[0] for x in a])
+    assert np.allclose(same_image_scores(a, b, None), (a * b).sum(axis=1))
