@@ -18,6 +18,7 @@ BENCHMARKS = {
     "csn": "bench.csn",
     "quality": "bench.quality",
     "dedup": "bench.dedup",
+    "migration": "bench.migration",
     "serving": "bench.serving",
     "serving-cpu": "bench.serving_cpu",
     "all": "bench.all",

@@ -1,5 +1,5 @@
 """Index benchmark: flat, HNSW and IVF on synthetic clustered 64-d vectors, through the store's own
-index classes (service/vector_index.py).
+index classes (service/index_store/faiss_index.py).
 
     python -m bench index [--sizes 10000 100000 1000000] [--queries 1000]
 
@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from bench.common import DOCS, make_parser, markdown_table, page_header, write_json
-from service.vector_index import IndexOptions, VectorIndex, numpy_method
+from service.index_store.faiss_index import IndexOptions, VectorIndex, numpy_method
 
 TYPES = ("flat", "hnsw", "ivf")
 K = 10

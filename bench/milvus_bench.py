@@ -39,8 +39,8 @@ from bench.index_bench import clustered
 from bench.load import measure, summarise
 from bench.server import ServerProcess, free_port, process_tree_cpu_seconds
 from service.index_store import EmbeddedStore, IndexStore, NewItem, StoreOptions
+from service.index_store.faiss_index import IndexOptions
 from service.index_store.milvus import MilvusStore
-from service.vector_index import IndexOptions
 
 K = 10
 IDENTITY = {"name": "bench-milvus", "version": "1"}

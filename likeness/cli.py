@@ -8,7 +8,7 @@
     likeness demo-data DIR                        a demo shop catalogue to try your-own-data (docs/own-data.md)
 
 Each command hands its arguments to the entry point that already parses them (``python -m service``,
-``python -m service.index``, ``python -m training``), and imports it only when it runs: the service
+``python -m service.jobs``, ``python -m training``), and imports it only when it runs: the service
 image has no torch and the training image no FastAPI, yet both install this command.
 """
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(rest, prog="likeness serve")
     if command == "index":
-        from service.index import main as index
+        from service.jobs import main as index
 
         return index(rest, prog="likeness index")
     from training.cli import main as training

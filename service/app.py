@@ -41,16 +41,7 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
         app.state.batchers = []
         for generation in (state, *state.others.values()):
             await start_batcher(generation, metrics, app.state.batchers)
-        batcher = state.engine.batcher
-        provider = state.runner.provider
-        metrics.model_info.labels(state.runner.spec.name, state.runner.spec.version, provider.active).set(1)
-        metrics.index_load_seconds.set(state.store.load_seconds)
-        metrics.index_replayed.set(state.store.replayed_changes)
-        log.info("ready: provider %s (%s), %d items in the %s index, batching %s", provider.active, provider.reason,
-                 state.store.count(), state.store.backend, "on" if batcher else "off")
-        if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("LIKENESS_API_KEY is not set (or empty) and the service listens on %s: anyone who can "
-                        "reach it can add and delete items", settings.host)
+        _announce(state, metrics)
         app.state.service = state
         try:
             yield
@@ -78,12 +69,7 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     app.state.settings = settings
     app.state.service = None
     install_error_handlers(app)
-    app.include_router(web.router)
-    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
-    app.include_router(health_routes.router)
-    app.include_router(health_routes.protected_router, dependencies=[Depends(require_read_key)])
-    for module in (inference_routes, items_routes, index_routes, duplicates_routes, migration_routes):
-        app.include_router(module.router, dependencies=[Depends(require_read_key)])
+    _install_routes(app)
     # Added innermost first: request context (id, timeout, access log) wraps the body limit,
     # which wraps the metrics.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -92,6 +78,28 @@ def create_app(settings: Settings | None = None, preloaded: ServiceState | None 
     # Outermost: a request for a name this service does not answer to is refused before anything runs.
     app.add_middleware(AllowedHostsMiddleware, patterns=settings.host_patterns)
     return app
+
+
+def _announce(state: ServiceState, metrics: ServiceMetrics) -> None:
+    """The ready line, the model and index metrics, and a warning for an open service off loopback."""
+    settings, provider = state.settings, state.runner.provider
+    metrics.model_info.labels(state.runner.spec.name, state.runner.spec.version, provider.active).set(1)
+    metrics.index_load_seconds.set(state.store.load_seconds)
+    metrics.index_replayed.set(state.store.replayed_changes)
+    log.info("ready: provider %s (%s), %d items in the %s index, batching %s", provider.active, provider.reason,
+             state.store.count(), state.store.backend, "on" if state.engine.batcher else "off")
+    if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("LIKENESS_API_KEY is not set (or empty) and the service listens on %s: anyone who can "
+                    "reach it can add and delete items", settings.host)
+
+
+def _install_routes(app: FastAPI) -> None:
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    app.include_router(health_routes.router)
+    app.include_router(health_routes.protected_router, dependencies=[Depends(require_read_key)])
+    for module in (inference_routes, items_routes, index_routes, duplicates_routes, migration_routes):
+        app.include_router(module.router, dependencies=[Depends(require_read_key)])
 
 
 def create_app_from_environment() -> FastAPI:

@@ -1,4 +1,4 @@
-"""Adding image files to the index in bulk: the demo gallery at startup and `python -m service.index add-folder`."""
+"""Adding image files to the index in bulk: the demo gallery at startup and `python -m service.jobs add-folder`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ does can be killed at any moment:
 - the service holds the new generation (:class:`Migration`: the new model and its index) and, while
   it exists, writes every add and delete to both generations; it also applies the embeddings a
   migrating client sends, each only if the live item is still the version that client read;
-- the client (``likeness index migrate``, service/index.py) asks which live items the new
+- the client (``likeness index migrate``, service/jobs.py) asks which live items the new
   generation lacks or holds in an older version (:meth:`Migration.pending`), fetches their kept
   originals, embeds them with the new model, and sends the vectors back. Killed, it loses the batch
   in its hands; run again, it asks again and goes on from there;

@@ -115,8 +115,6 @@ class Settings(BaseSettings):
             return (f"LIKENESS_WORKERS={self.workers} needs an index that several processes share, and the embedded "
                     "index has one writer process; use LIKENESS_WORKERS=1, or LIKENESS_INDEX_BACKEND=milvus with "
                     "LIKENESS_MILVUS_URI=http://HOST:19530 (a Milvus server)")
-        from service.index_store.milvus import is_server_uri
-
         if not is_server_uri(self.resolved_milvus_uri):
             return (f"LIKENESS_WORKERS={self.workers} needs an index that several processes share, and the Milvus Lite "
                     f"file {self.resolved_milvus_uri} opens in one process only; use LIKENESS_WORKERS=1, or set "
@@ -163,6 +161,11 @@ class Settings(BaseSettings):
                 raise ValueError("LIKENESS_API_KEY holds a control character, which no HTTP header can carry")
             return value or None
         return value
+
+
+def is_server_uri(uri: str) -> bool:
+    """A Milvus server address (several processes may share it), not a Milvus Lite file."""
+    return uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
 @lru_cache

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from dataclasses import dataclass, field
 
 import faiss
 
-from service.api.store_calls import OffLoopStore
 from service.batching import DynamicBatcher
 from service.gallery import seed_gallery
-from service.generations import Generation, GenerationError, Registry
-from service.index_store import IndexStore, StoreOptions, create_store
+from service.generations import BASE, Generation, GenerationError, Registry
+from service.index_store import IndexStore, StoreOptions, create_store, drop_location
+from service.index_store.faiss_index import IndexOptions
 from service.inference import InferenceEngine
 from service.migration import Migration, MigrationError
 from service.model_runner import ModelLoadError, ModelRunner
 from service.originals import Originals
 from service.settings import Settings
-from service.vector_index import IndexOptions
+from service.store_calls import OffLoopStore
 
 log = logging.getLogger("likeness")
 
@@ -199,6 +200,34 @@ async def start_batcher(state: ServiceState, metrics, running: list[DynamicBatch
         await batcher.start()
         running.append(batcher)
         state.engine.batcher = batcher
+
+
+def prune_generations(state: ServiceState) -> list[str]:
+    """Drop the indexes of the generations not served live, and forget them (service and CLI alike)."""
+    opened = {other.generation.key: other.store for other in state.others.values()}
+    for other in state.others.values():
+        if other.migration is not None:  # switched from: its writes no longer mirror anywhere
+            migration, other.index.migration = other.migration, None
+            migration.release()
+    if state.migration is not None:
+        migration, state.index.migration = state.migration, None
+        migration.release()
+        opened[migration.generation.key] = migration.store
+    registry = state.registry
+    removed = registry.others()
+    for generation in removed:
+        store = opened.get(generation.key)
+        if store is not None:
+            store.drop()
+        else:  # not opened (its model file holds another model now): its index all the same
+            drop_location(state.settings, generation.location)
+        folder = state.settings.data_dir / generation.location
+        if generation.location != BASE and folder.is_dir():
+            shutil.rmtree(folder)
+        registry.generations.pop(generation.key)
+    state.others.clear()
+    registry.save()
+    return sorted(g.key for g in removed)
 
 
 __all__ = ["GenerationError", "MigrationError", "ServiceState", "load_state", "start_migration", "switched"]

@@ -398,7 +398,7 @@ def test_readme_export_and_evaluate_run(readme_training):
 def test_readme_index_load_takes_the_url_before_or_after_the_folder(tmp_path):
     # The README writes `load --url URL DIR`, the guide `load DIR --url URL`: both parse. An empty
     # folder sends nothing, so no service is needed.
-    from service.index import main
+    from service.jobs import main
 
     (tmp_path / "empty").mkdir()
     readme = DOCUMENTS["README.md"].read_text()

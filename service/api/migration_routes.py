@@ -14,7 +14,6 @@ All need the API key when one is set (service/migration.py has the design).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,12 +26,10 @@ from service.api.deps import ServiceState, get_state
 from service.api.errors import ApiError
 from service.api.json_bodies import json_body_doc, read_json
 from service.api.schemas import ErrorResponse, JsonRequest
-from service.generations import BASE
-from service.index_store import drop_location
 from service.migration import MigrationError
 from service.model_runner import ModelLoadError
 from service.security import require_write_key
-from service.state import start_batcher, start_migration, switched
+from service.state import prune_generations, start_batcher, start_migration, switched
 
 router = APIRouter(tags=["index"], dependencies=[Depends(require_write_key)])
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 415, 422, 503)}
@@ -132,31 +129,3 @@ async def prune(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
     removed = await run_in_threadpool(prune_generations, state)
     files, size = await run_in_threadpool(state.originals.prune) if state.originals is not None else (0, 0)
     return {"removed_generations": removed, "removed_original_files": files, "removed_original_bytes": size}
-
-
-def prune_generations(state: ServiceState) -> list[str]:
-    """Drop the indexes of the generations not served live, and forget them (service and CLI alike)."""
-    opened = {other.generation.key: other.store for other in state.others.values()}
-    for other in state.others.values():
-        if other.migration is not None:  # switched from: its writes no longer mirror anywhere
-            migration, other.index.migration = other.migration, None
-            migration.release()
-    if state.migration is not None:
-        migration, state.index.migration = state.migration, None
-        migration.release()
-        opened[migration.generation.key] = migration.store
-    registry = state.registry
-    removed = registry.others()
-    for generation in removed:
-        store = opened.get(generation.key)
-        if store is not None:
-            store.drop()
-        else:  # not opened (its model file holds another model now): its index all the same
-            drop_location(state.settings, generation.location)
-        folder = state.settings.data_dir / generation.location
-        if generation.location != BASE and folder.is_dir():
-            shutil.rmtree(folder)
-        registry.generations.pop(generation.key)
-    state.others.clear()
-    registry.save()
-    return sorted(g.key for g in removed)

@@ -1,7 +1,7 @@
 """The interface every index store backend implements (embedded: SQLite + FAISS; milvus).
 
 Calls block (disk, locks, network): the API calls them off the event loop, through
-service/api/store_calls.py, and nowhere else.
+service/store_calls.py, and nowhere else.
 """
 
 from __future__ import annotations

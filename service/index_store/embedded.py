@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from service.index_store import recovery
 from service.index_store.base import IndexStore
+from service.index_store.faiss_index import IndexOptions
 from service.index_store.item_log import DATABASE, ItemLog
 from service.index_store.items import (
     OVERALL,
@@ -44,8 +45,8 @@ from service.index_store.items import (
 from service.index_store.locks import ReadWriteLock
 from service.index_store.maintenance import Maintenance
 from service.index_store.payload_index import PayloadIndex
+from service.index_store.search import search_space
 from service.index_store.vector_spaces import VectorSpaces, atomic_write
-from service.vector_index import IndexOptions
 
 log = logging.getLogger("likeness.index")
 
@@ -277,37 +278,8 @@ class EmbeddedStore(IndexStore):
             raise KeyError(space)
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
         with self._lock.read():
-            index = self._vectors.indexes[space]
-            allowed = None
-            if where:
-                allowed = self._payload.matching(where)
-                if len(allowed) == 0:
-                    return []
-            exact = allowed is not None and index.options.type != "flat" and (
-                len(allowed) <= self.options.exact_filter_max
-                or len(allowed) <= self.options.exact_filter_fraction * max(1, index.ntotal))
-            if not exact:
-                scores, labels = index.search(query, k, allowed)
-                # An approximate index can come back short (an HNSW graph walk that does not reach
-                # enough items, IVF lists that hold fewer than k): then answer exactly.
-                eligible = len(self._payload) if allowed is None else len(allowed)
-                exact = len(labels) < min(k, eligible)
-                if exact and allowed is None:
-                    allowed = self._payload.live_labels()
-            if exact:
-                scores = index.reconstruct(allowed) @ query
-                top = np.argsort(-scores, kind="stable")[:k]
-                scores, labels = scores[top], allowed[top]
-            hits = []
-            for score, label in zip(scores, labels):
-                item = self._payload.by_label(int(label))
-                if item is not None:  # a live label: replaced and deleted versions have none
-                    hits.append((Hit(item.id, float(score), item.metadata, item.problem), int(label)))
-            hits = hits[:k]
-            if not with_vectors:
-                return [hit for hit, _ in hits]
-            vectors = index.reconstruct(np.array([label for _, label in hits], dtype=np.int64))
-            return [replace(hit, vector=vector) for (hit, _), vector in zip(hits, vectors)]
+            return search_space(self._vectors.indexes[space], self._payload, query, k, where, self.options,
+                                with_vectors)
 
     def stats(self) -> dict[str, Any]:
         with self._lock.read():

@@ -68,7 +68,7 @@ class ItemLog:
         except BlockingIOError:
             lock_file.close()
             raise IndexLocked(f"another process (a running service?) has the index in {self.directory} open; "
-                              "stop it, or load images through its API (python -m service.index load --url ...)") from None
+                              "stop it, or load images through its API (python -m service.jobs load --url ...)") from None
         self._lock_file = lock_file
         db = sqlite3.connect(self.directory / DATABASE, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")

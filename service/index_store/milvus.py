@@ -35,11 +35,8 @@ to its WAL (the message queue of Standalone/Distributed; Milvus Lite's local fil
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -59,56 +56,22 @@ from service.index_store.items import (
     model_key,
     stored_item,
 )
+from service.index_store.milvus_schema import (
+    CALL_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    MAX_THUMBNAIL_CHARS,
+    MAX_VECTOR_FIELDS,
+    create_items_collection,
+    drop_collections,
+    ensure_home_for_milvus_lite,
+    filter_key,
+    id_of,
+    pk_of,
+    read_identity,
+)
+from service.settings import is_server_uri
 
 log = logging.getLogger("likeness.index")
-
-MAX_VECTOR_FIELDS = 4  # Milvus 2.5's default proxy.maxVectorFieldNum
-MAX_THUMBNAIL_CHARS = 65_535  # Milvus's VARCHAR limit
-CALL_TIMEOUT_S = 30.0  # pymilvus retries some failures for minutes without one
-CONNECT_TIMEOUT_S = 10.0
-
-
-def is_server_uri(uri: str) -> bool:
-    return uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-
-
-def filter_key(field: str, value: Any) -> str:
-    return hashlib.sha256(json.dumps([field, value], sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _pk(item_id: str) -> str:
-    # surrogatepass: an id no write accepts (a lone surrogate, refused by service/item_fields.py) is
-    # still a key to look up, one that finds nothing, as on the embedded backend.
-    return item_id.encode("utf-8", "surrogatepass").hex()
-
-
-def _id(pk: str) -> str:
-    return bytes.fromhex(pk).decode("utf-8")
-
-
-
-def drop_collections(uri: str, collection: str, token: str = "") -> None:
-    """Drop a collection and its identity companion (a generation no longer served)."""
-    from pymilvus import MilvusClient
-
-    if not is_server_uri(uri):
-        ensure_home_for_milvus_lite()
-    client = MilvusClient(uri, token=token, timeout=CONNECT_TIMEOUT_S)
-    try:
-        for name in (collection, f"{collection}_identity"):
-            if client.has_collection(name, timeout=CALL_TIMEOUT_S):
-                client.drop_collection(name, timeout=CALL_TIMEOUT_S)
-    finally:
-        client.close()
-
-
-def ensure_home_for_milvus_lite() -> None:
-    """Milvus Lite's engine aborts at start ("Open local milvus failed", or "basic_string:
-    construction from null" in server mode) when HOME is unset, as it is for some service managers
-    and containers run as an arbitrary user; give it the temp folder then."""
-    if not os.environ.get("HOME"):
-        os.environ["HOME"] = tempfile.gettempdir()
-
 
 class MilvusStore(IndexStore):
     backend = "milvus"
@@ -194,67 +157,31 @@ class MilvusStore(IndexStore):
 
     def _check_identity(self) -> None:
         """Refuse a collection built for vectors of another shape; warn for another model of the same shape."""
-        from pymilvus import DataType, MilvusClient
-
-        client = self._client
-        name = self._identity_collection()
         identity = {"dim": self.dim, "spaces": self.spaces}
-        if not client.has_collection(name, timeout=CALL_TIMEOUT_S):
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
-            schema.add_field("value", DataType.VARCHAR, max_length=65_535)
-            schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field
-            index = client.prepare_index_params()
-            index.add_index("unused", index_type="FLAT", metric_type="L2")
-            client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong",
-                                     timeout=CALL_TIMEOUT_S)
-        rows = {row["key"]: json.loads(row["value"]) for row in client.query(
-            name, filter='key in ["identity", "model"]', output_fields=["key", "value"], timeout=CALL_TIMEOUT_S)}
-        if "identity" not in rows:
-            client.upsert(name, [{"key": "identity", "value": json.dumps(identity), "unused": [0.0, 0.0]},
-                                 {"key": "model", "value": self._model_key, "unused": [0.0, 0.0]}],
-                          timeout=CALL_TIMEOUT_S)
-            return
+        rows = read_identity(self._client, self._identity_collection(), identity, self._model_key)
         stored = rows["identity"]
         if stored != identity:
             raise IndexMismatch(
                 f"Milvus collection {self.collection} at {self._where()} holds {stored['dim']}-d vectors for spaces "
                 f"{stored['spaces']}, but the model gives {self.dim}-d vectors for {self.spaces}; use another "
-                "LIKENESS_MILVUS_COLLECTION or re-index your images")
+                "LIKENESS_MILVUS_COLLECTION, or likeness index migrate")
         first = model_key(rows["model"]) if "model" in rows else self._model_key
         if first != self._model_key:
             log.warning("Milvus collection %s was created by model %s; serving %s: scores mix two models until the "
-                        "items are re-indexed (added again)", self.collection, first, self._model_key)
+                        "items are re-indexed (likeness index migrate)", self.collection, first, self._model_key)
 
     def _ensure_collection(self) -> None:
-        from pymilvus import DataType, MilvusClient
-
-        client = self._client
-        if client.has_collection(self.collection, timeout=CALL_TIMEOUT_S):
-            client.load_collection(self.collection, timeout=CALL_TIMEOUT_S)
+        if self._client.has_collection(self.collection, timeout=CALL_TIMEOUT_S):
+            self._client.load_collection(self.collection, timeout=CALL_TIMEOUT_S)
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=65_535)
-        for field in self._fields.values():
-            schema.add_field(field, DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("meta", DataType.JSON)
-        schema.add_field("filter_keys", DataType.JSON)
-        schema.add_field("thumbnail", DataType.VARCHAR, max_length=MAX_THUMBNAIL_CHARS)
-        schema.add_field("created", DataType.DOUBLE)
-        schema.add_field("updated", DataType.DOUBLE)
-        schema.add_field("model", DataType.VARCHAR, max_length=4096)
-        index = client.prepare_index_params()
-        for field in self._fields.values():
-            index.add_index(field, index_type="AUTOINDEX", metric_type="IP")
-        client.create_collection(self.collection, schema=schema, index_params=index, consistency_level="Strong",
-                                 timeout=CALL_TIMEOUT_S)
+        create_items_collection(self._client, self.collection, list(self._fields.values()), self.dim)
 
     # writes ----------------------------------------------------------------------------------
     def upsert(self, items: list[NewItem]) -> list[str]:
         if not items:
             return []
         check_new_items(items, (len(self.spaces), self.dim))
-        pks = [_pk(item.id) for item in items]
+        pks = [pk_of(item.id) for item in items]
         created = {row["pk"]: row["created"] for row in self._call(
             self._client.get, self.collection, ids=pks, output_fields=["created"], timeout=CALL_TIMEOUT_S)}
         now = time.time()
@@ -275,7 +202,7 @@ class MilvusStore(IndexStore):
         return [item.id for item in items]
 
     def delete(self, item_id: str) -> bool:
-        pk = _pk(item_id)
+        pk = pk_of(item_id)
         if not self._call(self._client.get, self.collection, ids=[pk], output_fields=["pk"], timeout=CALL_TIMEOUT_S):
             return False
         self._call(self._client.delete, self.collection, ids=[pk], timeout=CALL_TIMEOUT_S)
@@ -294,15 +221,15 @@ class MilvusStore(IndexStore):
 
     # reads -----------------------------------------------------------------------------------
     def _item(self, row: dict[str, Any]) -> StoredItem:
-        return stored_item(_id(row["pk"]), 0, json.dumps(row["meta"]), row["created"], row["updated"])
+        return stored_item(id_of(row["pk"]), 0, json.dumps(row["meta"]), row["created"], row["updated"])
 
     def get(self, item_id: str) -> StoredItem | None:
-        rows = self._call(self._client.get, self.collection, ids=[_pk(item_id)],
+        rows = self._call(self._client.get, self.collection, ids=[pk_of(item_id)],
                           output_fields=["pk", "meta", "created", "updated"], timeout=CALL_TIMEOUT_S)
         return self._item(rows[0]) if rows else None
 
     def thumbnail(self, item_id: str) -> bytes | None:
-        rows = self._call(self._client.get, self.collection, ids=[_pk(item_id)], output_fields=["thumbnail"],
+        rows = self._call(self._client.get, self.collection, ids=[pk_of(item_id)], output_fields=["thumbnail"],
                           timeout=CALL_TIMEOUT_S)
         if not rows:
             raise KeyError(item_id)
@@ -312,14 +239,14 @@ class MilvusStore(IndexStore):
         if space not in self.spaces:
             raise KeyError(space)
         field = self._fields[space]
-        rows = self._call(self._client.get, self.collection, ids=[_pk(item_id)], output_fields=[field],
+        rows = self._call(self._client.get, self.collection, ids=[pk_of(item_id)], output_fields=[field],
                           timeout=CALL_TIMEOUT_S)
         return np.asarray(rows[0][field], dtype=np.float32) if rows else None
 
     def list(self, after: str | None, limit: int) -> list[StoredItem]:
         # A query with a limit answers the smallest primary keys that pass (what Milvus's own query
         # iterator pages by); sorted here too, as the order of the reply is not promised.
-        rows = self._call(self._client.query, self.collection, filter=f'pk > "{_pk(after or "")}"', limit=limit,
+        rows = self._call(self._client.query, self.collection, filter=f'pk > "{pk_of(after or "")}"', limit=limit,
                           output_fields=["pk", "meta", "created", "updated"], timeout=CALL_TIMEOUT_S)
         return [self._item(row) for row in sorted(rows, key=lambda row: row["pk"])]
 
@@ -344,7 +271,7 @@ class MilvusStore(IndexStore):
                             search_params={"metric_type": "IP"}, timeout=CALL_TIMEOUT_S)
         hits = []
         for hit in result[0]:
-            item = stored_item(_id(hit["id"]), 0, json.dumps(hit["entity"]["meta"]), 0.0, 0.0)
+            item = stored_item(id_of(hit["id"]), 0, json.dumps(hit["entity"]["meta"]), 0.0, 0.0)
             vector = np.asarray(hit["entity"][self._fields[space]], dtype=np.float32) if with_vectors else None
             hits.append(Hit(item.id, float(hit["distance"]), item.metadata, item.problem, vector))
         return hits
@@ -355,3 +282,6 @@ class MilvusStore(IndexStore):
                 "spaces": {space: items for space in self.spaces},
                 "milvus": {"uri": self.uri if not is_server_uri(self.uri) else self.uri.split("@")[-1],
                            "collection": self.collection}}
+
+
+__all__ = ["MAX_THUMBNAIL_CHARS", "MilvusStore", "drop_collections", "ensure_home_for_milvus_lite", "filter_key"]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from service.index_store.faiss_index import VectorIndex
 from service.index_store.item_log import ItemLog
 from service.index_store.payload_index import PayloadIndex
 from service.index_store.vector_spaces import VectorSpaces
-from service.vector_index import VectorIndex
 
 log = logging.getLogger("likeness.index")
 

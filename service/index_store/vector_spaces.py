@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from service.vector_index import IndexOptions, VectorIndex
+from service.index_store.faiss_index import IndexOptions, VectorIndex
 
 log = logging.getLogger("likeness.index")
 

@@ -125,7 +125,7 @@ def test_duplicates_finds_every_copy_and_a_dismissed_pair_stays_apart(tmp_path, 
     # Offline, from the command line, with the service stopped: the same groups, as CSV and JSON.
     for fmt in ("csv", "json"):
         out = tmp_path / f"groups.{fmt}"
-        done = subprocess.run([sys.executable, "-m", "service.index", "duplicates", "--format", fmt,
+        done = subprocess.run([sys.executable, "-m", "service.jobs", "duplicates", "--format", fmt,
                                "--output", str(out)], cwd=REPO, env=_environment(tmp_path, free_port(), model),
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]

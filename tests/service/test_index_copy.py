@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from service.app import load_state
-from service.index import main
 from service.index_store.milvus import MilvusStore
+from service.jobs import main
 from tests.conftest import CSN_MODEL
 from tests.service.conftest import make_settings
 

@@ -1,4 +1,4 @@
-"""Bulk ingest (the demo gallery, ``python -m service.index add-folder``): a file or entry that the
+"""Bulk ingest (the demo gallery, ``python -m service.jobs add-folder``): a file or entry that the
 API would refuse is skipped with a line saying why, never half-added and never the whole batch."""
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def add_catalogue(url: str, images: np.ndarray) -> None:
 
 
 def migrate(env: dict[str, str], url: str, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "service.index", "migrate", "--model", str(CSN_MODEL), "--url", url,
+    return subprocess.Popen([sys.executable, "-m", "service.jobs", "migrate", "--model", str(CSN_MODEL), "--url", url,
                              "--batch-size", "32", *flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -201,7 +201,7 @@ def test_a_model_upgrade_under_load_with_a_kill_in_the_middle(tmp_path, fashion_
     process, url, env = start(tmp_path, CSN_MODEL)
     try:
         assert httpx.get(f"{url}/model", timeout=30).json()["spec"]["name"] == "likeness-fmnist-csn"
-        pruned = subprocess.run([sys.executable, "-m", "service.index", "prune", "--url", url], cwd=REPO, env=env,
+        pruned = subprocess.run([sys.executable, "-m", "service.jobs", "prune", "--url", url], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert pruned.returncode == 0, pruned.stderr[-2000:]
         assert "likeness-fmnist 3.0.0" in pruned.stdout or "likeness-fmnist" in pruned.stdout

@@ -1,4 +1,4 @@
-"""Routes reach the index store only off the event loop (service/api/store_calls.py)."""
+"""Routes reach the index store only off the event loop (service/store_calls.py)."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def test_image_folder_reads_every_file_index_load_sends(tmp_path):
     # A catalogue loaded into the index with `likeness index load` can be trained on as it is: both
     # take contract.IMAGE_FILE_SUFFIXES, every one of which Pillow writes and the contract reads.
     from contract import IMAGE_FILE_SUFFIXES
-    from service.index import iter_images
+    from service.jobs import iter_images
 
     formats = {".png": ("PNG", "RGB"), ".jpg": ("JPEG", "RGB"), ".jpeg": ("JPEG", "RGB"), ".bmp": ("BMP", "RGB"),
                ".gif": ("GIF", "RGB"), ".webp": ("WEBP", "RGB"), ".tif": ("TIFF", "RGB"), ".tiff": ("TIFF", "RGB"),

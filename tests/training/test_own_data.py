@@ -138,7 +138,7 @@ def test_the_spec_carries_the_preparation_and_the_card_names_the_folder(trained,
 
 def test_served_model_finds_the_category_of_unseen_photos_better_than_raw_pixels(trained, shop, tmp_path):
     from service.app import create_app
-    from service.index import load
+    from service.jobs import load
     from service.settings import Settings
 
     spec = trained["spec"]

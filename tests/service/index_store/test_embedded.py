@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.index_store import SNAPSHOT, EmbeddedStore, IndexMismatch, NewItem, StoreOptions
-from service.vector_index import IndexOptions
+from service.index_store.faiss_index import IndexOptions
 
 DIM = 16
 TYPES = ["flat", "hnsw", "ivf"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from service.index_store import NewItem, StoredItem
+from service.index_store.faiss_index import IndexOptions
 from service.index_store.item_log import ItemLog
 from service.index_store.payload_index import PayloadIndex
 from service.index_store.recovery import recover
 from service.index_store.vector_spaces import VectorSpaces
-from service.vector_index import IndexOptions
 from tests.service.index_store.conftest import DIM, unit
 
 

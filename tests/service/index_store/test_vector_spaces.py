@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.index_store.faiss_index import IndexOptions
 from service.index_store.vector_spaces import VectorSpaces, atomic_write
-from service.vector_index import IndexOptions
 from tests.service.index_store.conftest import DIM, unit
 
 

@@ -1,4 +1,4 @@
-"""Index batch jobs: ``python -m service.index COMMAND``.
+"""Index batch jobs: ``python -m service.jobs COMMAND``.
 
     rebuild     rebuild the FAISS indexes from the SQLite table (the log), and snapshot them
     add-folder  embed every image under a folder and upsert it (offline: the service must be stopped)
@@ -26,26 +26,16 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from contract import IMAGE_FILE_SUFFIXES
-
-
-def iter_images(folder: Path) -> Iterator[tuple[str, Path, dict]]:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_FILE_SUFFIXES:
-            relative = path.relative_to(folder)
-            metadata = {"label": relative.parts[0]} if len(relative.parts) > 1 else {}
-            yield relative.with_suffix("").as_posix(), path, metadata
+from service.upload_client import ServiceUnreachable, iter_images, load
 
 
 def _open_store(settings):
-    from service.app import load_state
+    from service.state import load_state
 
     settings.seed_gallery = False
     return load_state(settings)
@@ -154,7 +144,7 @@ def prune(settings, url: str | None, api_key: str | None) -> dict:
         if response.status_code != 200:
             raise ServiceUnreachable(f"{url}/index/prune: {response.status_code} {response.text[:200]}")
         return response.json()
-    from service.api.migration_routes import prune_generations
+    from service.state import prune_generations
 
     state = _open_store(settings)
     try:
@@ -169,70 +159,19 @@ class NoSameImageDecision(ValueError):
     """The served model cannot tell the same image (exported before the decision existed)."""
 
 
-class ServiceUnreachable(ConnectionError):
-    """``load`` could not reach the service at its URL."""
-
-
-def load(url: str, folder: Path, batch_size: int, api_key: str | None, client=None) -> dict:
-    """POST every image under ``folder`` to the service at ``url`` (or through ``client``, an
-    ``httpx.Client`` already pointed at it); return how many were added and how many failed."""
-    import httpx
-
-    headers = {"X-API-Key": api_key} if api_key else {}
-    entries = list(iter_images(folder))
-    added, failed = 0, []
-    with httpx.Client(base_url=url, timeout=120) if client is None else _borrowed(client) as client:
-        for start in tqdm(range(0, len(entries), batch_size), desc="load", unit="batch"):
-            chunk = entries[start:start + batch_size]
-            files = [("image", (path.name, path.read_bytes())) for _, path, _ in chunk]
-            data = {"id": [item_id for item_id, _, _ in chunk],
-                    "metadata": [json.dumps(metadata) for _, _, metadata in chunk]}
-            try:
-                response = client.post("/items", files=files, data=data, headers=headers)
-            except httpx.TransportError as exc:
-                raise ServiceUnreachable(f"cannot reach the service at {url} ({exc}); is it running "
-                                         "(likeness serve), and is that its address?") from None
-            if response.status_code == 201:
-                added += response.json()["added"]
-                continue
-            # One bad file fails its whole request; retry that batch one image at a time.
-            for (item_id, path, metadata), file in zip(chunk, files):
-                single = client.post("/items", files=[file], data={"id": item_id, "metadata": json.dumps(metadata)},
-                                     headers=headers)
-                if single.status_code == 201:
-                    added += 1
-                else:
-                    failed.append(f"{path}: {single.status_code} {single.json().get('detail')}")
-    for line in failed:
-        print(f"failed {line}", file=sys.stderr)
-    return {"added": added, "failed": len(failed)}
-
-
-@contextmanager
-def _borrowed(client):
-    """A caller's client, used without closing it."""
-    yield client
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m service.index") -> int:
-    from service.generations import GenerationError
-    from service.index_store import IndexLocked, IndexMismatch, IndexUnavailable
-    from service.migrate_client import MigrationFailed
-    from service.model_runner import ModelLoadError
-    from service.settings import Settings
-
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["rebuild", "add-folder", "load", "copy-to-milvus", "duplicates", "migrate",
-                                            "prune", "stats"])
+    parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument("folder", nargs="?", type=Path)
     parser.add_argument("--data-dir", type=Path, help="default: LIKENESS_DATA_DIR")
-    parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH")
+    parser.add_argument("--model", type=Path, help="default: LIKENESS_MODEL_PATH; for `migrate`: the new model")
     parser.add_argument("--url", help="the running service, for `load`, `migrate` (default: http://LIKENESS_HOST:"
                         "LIKENESS_PORT) and `prune`")
     parser.add_argument("--switch", action="store_true", help="for `migrate`: serve the new generation once it is "
                         "complete")
-    parser.add_argument("--api-key", help="for `load`, when the service requires one (default: LIKENESS_API_KEY)")
+    parser.add_argument("--api-key", help="for `load`, `migrate` and `prune`, when the service requires one "
+                        "(default: LIKENESS_API_KEY)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--milvus-uri", help="for `copy-to-milvus`: a Milvus Lite file or http://HOST:19530")
     parser.add_argument("--milvus-collection", default="likeness", help="for `copy-to-milvus` (default: likeness)")
@@ -240,49 +179,69 @@ def main(argv: list[str] | None = None, prog: str = "python -m service.index") -
     parser.add_argument("--format", choices=["csv", "json"], default="csv", help="for `duplicates` (default: csv)")
     parser.add_argument("--min-score", type=float, help="for `duplicates`: join items at this same-image score "
                         "(default: the model's near_duplicate threshold)")
+    return parser
+
+
+def _needs(args: argparse.Namespace, parser: argparse.ArgumentParser, *names: str) -> None:
+    missing = [name for name in names if not getattr(args, name.replace("-", "_"))]
+    if missing:
+        parser.error(f"{args.command} needs {' and '.join('--' + n if n != 'folder' else 'a folder' for n in missing)}")
+
+
+def _stats(settings) -> dict:
+    state = _open_store(settings)
+    try:
+        return state.store.stats()
+    finally:
+        state.close()
+
+
+# command -> (what it needs on the command line, what it runs: (args, settings, api key) -> result)
+COMMANDS = {
+    "rebuild": ((), lambda a, s, key: rebuild(s)),
+    "add-folder": (("folder",), lambda a, s, key: add_folder(s, a.folder, a.batch_size)),
+    "load": (("url", "folder"), lambda a, s, key: load(a.url, a.folder, a.batch_size, key)),
+    "copy-to-milvus": (("milvus-uri",), lambda a, s, key: copy_to_milvus(s, a.milvus_uri, a.milvus_collection,
+                                                                         a.batch_size)),
+    "duplicates": ((), lambda a, s, key: duplicates(s, a.output, a.format, a.min_score)),
+    "migrate": (("model",), lambda a, s, key: _migrate(a, s, key)),
+    "prune": ((), lambda a, s, key: prune(s, a.url, key)),
+    "stats": ((), lambda a, s, key: _stats(s)),
+}
+
+
+def _migrate(args: argparse.Namespace, settings, api_key: str | None) -> dict:
+    from service.migrate_client import migrate
+
+    return migrate(args.url or f"http://{settings.host}:{settings.port}", args.model, api_key, args.batch_size,
+                   args.switch)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m service.jobs") -> int:
+    from service.generations import GenerationError
+    from service.index_store import IndexLocked, IndexMismatch, IndexUnavailable
+    from service.migrate_client import MigrationFailed
+    from service.model_runner import ModelLoadError
+    from service.settings import Settings
+
+    parser = _parser(prog)
     # Intermixed: `load --url URL DIR` (README, compose) puts the folder after an option.
     args = parser.parse_intermixed_args(argv)
+    needs, run = COMMANDS[args.command]
+    _needs(args, parser, *needs)
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("model_path", args.model)) if v is not None}
+    if args.command == "migrate":
+        overrides.pop("model_path")  # the new model, not the one the service runs
     settings = Settings(**overrides)
+    api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     try:
-        if args.command == "load":
-            if not args.url or not args.folder:
-                parser.error("load needs --url and a folder")
-            api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-            result = load(args.url, args.folder, args.batch_size, api_key)
-        elif args.command == "add-folder":
-            if not args.folder:
-                parser.error("add-folder needs a folder")
-            result = add_folder(settings, args.folder, args.batch_size)
-        elif args.command == "rebuild":
-            result = rebuild(settings)
-        elif args.command == "copy-to-milvus":
-            if not args.milvus_uri:
-                parser.error("copy-to-milvus needs --milvus-uri")
-            result = copy_to_milvus(settings, args.milvus_uri, args.milvus_collection, args.batch_size)
-        elif args.command == "migrate":
-            if not args.model:
-                parser.error("migrate needs --model NEW.onnx")
-            from service.migrate_client import migrate
-
-            url = args.url or f"http://{settings.host}:{settings.port}"
-            api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-            result = migrate(url, args.model, api_key, args.batch_size, args.switch)
-        elif args.command == "prune":
-            result = prune(settings, args.url, args.api_key or (settings.api_key.get_secret_value()
-                                                                if settings.api_key else None))
-        elif args.command == "duplicates":
-            result = duplicates(settings, args.output, args.format, args.min_score)
-            if args.output is None:
-                return 0  # standard output holds the groups
-        else:
-            state = _open_store(settings)
-            result = state.store.stats()
-            state.close()
+        result = run(args, settings, api_key)
     except (IndexLocked, IndexMismatch, IndexUnavailable, ModelLoadError, ServiceUnreachable,
             NoSameImageDecision, MigrationFailed, GenerationError) as exc:
         print(f"likeness: {exc}", file=sys.stderr)
         return 1
+    if args.command == "duplicates" and args.output is None:
+        return 0  # standard output holds the groups
     print(json.dumps(result, indent=2))
     return 0
 
