@@ -8,7 +8,7 @@ export LIKENESS_PORT ?= 8000
 export LIKENESS_HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: serve test debian-packages venv install-service install-all pins train train-openset bench clean-venv
+.PHONY: serve test test-fast debian-packages venv install-service install-all pins train train-openset bench clean-venv
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "likeness needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -22,7 +22,7 @@ $(VENV)/.service: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.all: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[train,service,dev]'
+	$(PIP) install --quiet -e '.[train,pretrained,service,dev]'
 	@touch $@ $(VENV)/.service
 
 install-service: $(VENV)/.service
@@ -37,6 +37,10 @@ serve: $(VENV)/.service
 test: debian-packages $(VENV)/.all
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## The edit loop: every test but those marked slow (training runs, processes, the browser), in minutes.
+test-fast: debian-packages $(VENV)/.all
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
 ## Fashion-MNIST, Chromium and docker-compose from Debian, when missing (see the script).
 debian-packages:
 	@bash scripts/install-debian-packages
@@ -46,7 +50,7 @@ debian-packages:
 PINS := uv pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
 pins: $(VENV)/.all
 	$(VENV)/bin/$(PINS) --extra service -o docker/requirements-service.txt
-	$(VENV)/bin/$(PINS) --extra train -o docker/requirements-train.txt
+	$(VENV)/bin/$(PINS) --extra train --extra pretrained -o docker/requirements-train.txt
 
 HOLDOUT := coat,shirt,sneaker,ankle boot
 # Why the shipped backbones are plain convolutions: the measurements, for the cards (export --note).

@@ -49,29 +49,31 @@ class Settings(BaseSettings):
                                  "so another model can embed them again (likeness index migrate); off: a model "
                                  "upgrade needs every image added again")
     seed_gallery: bool = Field(default=True, description="index the shipped demo gallery into an empty index")
-    gallery_dir: Path = Field(default=REPO_ROOT / "service" / "gallery")
+    gallery_dir: Path | None = Field(default=None, description="the demo gallery: service/gallery (Fashion-MNIST) "
+                                     "for a greyscale model, service/gallery-photos for a photo model")
     index_type: Literal["flat", "hnsw", "ivf"] = Field(default="flat", description="flat is exact; see docs/index.md")
-    hnsw_m: int = Field(default=32, ge=4)
-    hnsw_ef_construction: int = Field(default=80, ge=8)
-    hnsw_ef_search: int = Field(default=128, ge=8)
+    hnsw_m: int = Field(default=32, ge=4, description="HNSW links per node")
+    hnsw_ef_construction: int = Field(default=80, ge=8, description="HNSW candidates kept while building")
+    hnsw_ef_search: int = Field(default=128, ge=8, description="HNSW candidates kept while searching")
     ivf_nlist: int = Field(default=0, ge=0, description="0 = about 4*sqrt(n) when trained")
-    ivf_nprobe: int = Field(default=32, ge=1)
+    ivf_nprobe: int = Field(default=32, ge=1, description="IVF lists searched per query")
     ivf_min_train: int = Field(default=10_000, ge=100, description="IVF answers exactly until this many items")
     snapshot_every: int = Field(default=5000, ge=0, description="changes between FAISS snapshots (0 = at shutdown)")
     faiss_threads: int = Field(default=1, ge=0, description="OpenMP threads per FAISS search (0 = FAISS default)")
 
     # Security
     api_key: SecretStr | None = Field(default=None, description="required on writes (and reads, see below) when set; "
-                                      "empty means unset")
+                                      "empty (or spaces) means unset; clients send it in UTF-8")
     api_key_for_reads: bool = Field(default=False, description="require the API key on every endpoint but health")
 
     # Logs
     log_json: bool = Field(default=False, description="one JSON object per log line")
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     # HTTP
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="the address likeness serve listens on (0.0.0.0: every "
+                      "interface)")
+    port: int = Field(default=8000, ge=1, le=65535, description="the port likeness serve listens on")
     allowed_hosts: str = Field(
         default="", description="Host header values served, comma-separated: name (any port), name:port, "
         "*.domain or * (any); empty: localhost, 127.0.0.1, [::1] and LIKENESS_HOST, each with LIKENESS_PORT. "
@@ -83,10 +85,10 @@ class Settings(BaseSettings):
     # Limits: every one gives a 4xx that names it.
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="whole request body")
     max_pixels: int = Field(default=25_000_000, ge=1, description="per image, checked on the header")
-    max_images_per_request: int = Field(default=64, ge=1)
-    max_k: int = Field(default=1000, ge=1)
-    max_metadata_bytes: int = Field(default=4096, ge=2)
-    max_id_length: int = Field(default=256, ge=1)
+    max_images_per_request: int = Field(default=64, ge=1, description="images in one request")
+    max_k: int = Field(default=1000, ge=1, description="the largest k of a search")
+    max_metadata_bytes: int = Field(default=4096, ge=2, description="an item's metadata, or a filter, as JSON")
+    max_id_length: int = Field(default=256, ge=1, description="characters of an item id")
     max_pixels_per_request: int = Field(default=50_000_000, ge=1, description="all images of one request together, "
                                         "checked on the headers")
     request_timeout_s: float = Field(default=30.0, gt=0, description="whole request, upload included")
@@ -161,6 +163,19 @@ class Settings(BaseSettings):
                 raise ValueError("LIKENESS_API_KEY holds a control character, which no HTTP header can carry")
             return value or None
         return value
+
+
+def settings_table() -> str:
+    """The README's configuration table, one row per setting, made from the fields above (a test
+    checks the README holds exactly this)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path) and default.is_absolute():
+            default = default.relative_to(REPO_ROOT)
+        shown = "unset" if default in (None, "") else str(default).lower() if isinstance(default, bool) else default
+        rows.append(f"| `LIKENESS_{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows)
 
 
 def is_server_uri(uri: str) -> bool:

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faiss
 
@@ -21,7 +22,7 @@ from service.inference import InferenceEngine
 from service.migration import Migration, MigrationError
 from service.model_runner import ModelLoadError, ModelRunner
 from service.originals import Originals
-from service.settings import Settings
+from service.settings import REPO_ROOT, Settings
 from service.store_calls import OffLoopStore
 
 log = logging.getLogger("likeness")
@@ -116,12 +117,22 @@ def load_state(settings: Settings) -> ServiceState:
     originals = Originals(settings.data_dir)
     originals.open()
     if settings.seed_gallery and len(store) == 0 and len(registry.generations) == 1:
-        seed_gallery(store, runner, settings.gallery_dir, originals if settings.keep_originals else None)
+        seed_gallery(store, runner, gallery_for(settings, runner), originals if settings.keep_originals else None)
     engine = InferenceEngine(runner, settings.max_pixels, max_request_pixels=settings.max_pixels_per_request)
     state = ServiceState(settings, runner, store, engine, originals, registry, generation)
     for other in registry.others():
         _open_other(state, other)
     return state
+
+
+def gallery_for(settings: Settings, runner: ModelRunner) -> Path:
+    """LIKENESS_GALLERY_DIR, or the shipped gallery that suits the model: photos for an RGB model of
+    64 pixels or more, Fashion-MNIST otherwise."""
+    if settings.gallery_dir is not None:
+        return settings.gallery_dir
+    spec = runner.spec.input
+    photos = spec.channels == 3 and min(spec.height, spec.width) >= 64
+    return REPO_ROOT / "service" / ("gallery-photos" if photos else "gallery")
 
 
 def _open_other(state: ServiceState, generation: Generation) -> None:

@@ -33,6 +33,9 @@ import pytest
 
 from tests.conftest import GALLERY, REPO
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 DOCUMENTS = {"README.md": REPO / "README.md", "docs/own-data.md": REPO / "docs" / "own-data.md"}
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 VENV_BIN = Path(sys.executable).parent

@@ -43,6 +43,10 @@ class DataConfig(_Section):
     # Conditional (CSN) data: aspect names and triplet counts.
     aspects: list[str] = Field(default_factory=list)
     train_triplets: int = Field(default=200_000, ge=0)
+    # A share of every other aspect's training triplets drawn against this aspect (e.g. colour): the
+    # close image differs from the anchor in it, the far one matches, so no other mask leans on it.
+    confounder: str | None = Field(default=None, description="an aspect the others must not follow")
+    confounded_triplets: float = Field(default=0.0, ge=0, le=1, description="share of triplets drawn against it")
     eval_triplets: int = Field(default=20_000, ge=0)
 
 

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import serving_cpu
 from bench.common import REPO
 from bench.server import process_cpu_seconds, process_tree_cpu_seconds
 from bench.serving_profile import summarise_stacks
+
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
 
 
 def test_serving_cpu_runs_this_tree_beside_a_commit_and_the_baselines(tmp_path):

@@ -27,6 +27,9 @@ from bench import (
 )
 from tests.conftest import DEFAULT_MODEL
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 TINY_TRAINING = ["model.widths=[8, 16]", "model.depth=1", "data.test_limit=600", "eval.pairs=1000",
                  "optim.batch_size=64"]
 

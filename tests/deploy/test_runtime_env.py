@@ -21,6 +21,9 @@ from bench.server import free_port
 from likeness.cli import COMMANDS
 from tests.conftest import GALLERY, REPO, wait_until_ready
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 SERVICE_DOCKERFILE = REPO / "docker" / "service.Dockerfile"
 TRAIN_DOCKERFILE = REPO / "docker" / "train.Dockerfile"
 API_KEY = "runtime-env-test-key"

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from bench.server import ServerProcess
 from tests.conftest import png_bytes
+
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
 
 ROUNDS = 5
 WRITERS = 4

@@ -9,8 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.server import free_port
 from tests.conftest import DEFAULT_MODEL, REPO, wait_until_ready
+
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
 
 
 def _environment(tmp_path, port: int) -> dict[str, str]:

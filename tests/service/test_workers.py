@@ -14,6 +14,9 @@ import pytest
 from bench.server import ServerProcess, free_port
 from tests.conftest import REPO, png_bytes
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 ITEMS = 1_000
 BATCH = 50
 

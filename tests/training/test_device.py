@@ -23,6 +23,9 @@ from training.checkpoint import Checkpoint, CheckpointError
 from training.config import TrainConfig, load_config
 from training.runtime import DeviceError, Runtime, default_workers, resolve_device, resolve_precision
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 LEGACY = Path(__file__).parent / "data" / "checkpoint-b9b078c.pt"  # written by the trainer of commit b9b078c
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device here"))]

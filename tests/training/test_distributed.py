@@ -7,8 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
+
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
 
 STEPS = 24
 OVERRIDES = ["data.train_limit=4000", "data.val_size=500", "data.test_limit=500", "optim.epochs=2",

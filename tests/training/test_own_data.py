@@ -22,6 +22,9 @@ from training.data.demo_catalogue import CATEGORIES, write_demo_catalogue
 from training.data.sources import read_image_folder
 from training.evaluation import retrieval_metrics
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 PHOTOS = 60  # per category: 48 training photos (a fifth of them validation) and 12 test photos
 # A small recipe of its own (a config file, as docs/own-data.md writes one), so the numbers do not
 # move when the shipped recipe does.

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from contract import InputSpec, decode_image, same_image_scores
-from training.evaluation.edits import LIGHT_EDITS, MIRROR, USER_EDITS, random_user_edit, user_edits
+from training.data.random_edits import random_user_edit
+from training.evaluation.edits import LIGHT_EDITS, MIRROR, USER_EDITS, user_edits
 from training.evaluation.near_duplicates import EDITS, FAMILIES, families_of
 from training.evaluation.same_image import (
     SameImageScores,

@@ -21,6 +21,9 @@ from training.config import load_config
 from training.data.sources import load_splits
 from training.evaluation import retrieval_metrics
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 TINY = [
     "data.train_limit=12000", "data.val_size=2000", "data.test_limit=2000", "optim.epochs=3",
     "optim.batch_size=64", "optim.m_per_class=8", "model.widths=[16, 32, 64]", "model.depth=1",

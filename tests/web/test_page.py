@@ -24,6 +24,9 @@ from PIL import Image
 
 from bench.server import ServerProcess
 
+# Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 GALLERY = REPO / "service" / "gallery"
 SCREENSHOT = REPO / "docs" / "screenshot.png"

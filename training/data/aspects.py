@@ -100,9 +100,16 @@ class AspectImages:
         return names
 
 
-def tint(gray: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, 1] grey images times a per-image palette colour -> uint8 [N, H, W, 3]."""
-    rgb = np.array(list(PALETTE.values()), dtype=np.float32)[colors] / 255.0  # [N, 3]
+# Saturated tints between the palette's hues, for the test of colours training never saw.
+UNSEEN_COLOURS: dict[str, tuple[int, int, int]] = {
+    "lime": (160, 230, 20), "magenta": (240, 30, 170), "teal": (10, 140, 120), "sky": (90, 170, 255),
+    "pink": (255, 110, 180),
+}
+
+
+def tint(gray: np.ndarray, colors: np.ndarray, palette: dict[str, tuple[int, int, int]] = PALETTE) -> np.ndarray:
+    """uint8 [N, H, W, 1] grey images times a per-image colour of ``palette`` -> uint8 [N, H, W, 3]."""
+    rgb = np.array(list(palette.values()), dtype=np.float32)[colors] / 255.0  # [N, 3]
     return np.round(gray.astype(np.float32) * rgb[:, None, None, :]).astype(np.uint8)
 
 
@@ -157,8 +164,26 @@ def read_aspects_csv(path: Path, spec: InputSpec, aspects: list[str] | None = No
     return AspectImages(np.stack(images), {a: np.array(v, dtype=np.int64) for a, v in labels.items()}, known)
 
 
-def sample_triplets(labels: dict[str, np.ndarray], aspects: list[str], n: int, seed: int) -> np.ndarray:
-    """[n, 4] int64 rows (anchor, close, far, aspect index), aspects in equal shares, no self-pairs."""
+def confound(rows: np.ndarray, labels: dict[str, np.ndarray], aspect: str, by: str, share: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """Redraw ``share`` of ``aspect``'s triplet rows against the aspect ``by``: the close item differs
+    from the anchor in ``by`` and the far one matches it there, so ``aspect``'s mask cannot lean on
+    ``by`` (a category must not follow colour). Rows where no such items exist stay as drawn."""
+    values, other = labels[aspect], labels[by]
+    picked = np.flatnonzero(rng.random(len(rows)) < share)
+    for index in picked:
+        anchor = rows[index, 0]
+        close = np.flatnonzero((values == values[anchor]) & (other != other[anchor]))
+        far = np.flatnonzero((values != values[anchor]) & (other == other[anchor]))
+        if len(close) and len(far):
+            rows[index, 1], rows[index, 2] = rng.choice(close), rng.choice(far)
+    return rows
+
+
+def sample_triplets(labels: dict[str, np.ndarray], aspects: list[str], n: int, seed: int,
+                    confounder: str | None = None, confounded: float = 0.0) -> np.ndarray:
+    """[n, 4] int64 rows (anchor, close, far, aspect index), aspects in equal shares, no self-pairs;
+    with ``confounder``, ``confounded`` of every other aspect's rows drawn against it (:func:`confound`)."""
     rng = np.random.default_rng(seed)
     rows = []
     for a, aspect in enumerate(aspects):
@@ -181,7 +206,10 @@ def sample_triplets(labels: dict[str, np.ndarray], aspects: list[str], n: int, s
         while clash.any():
             far[clash] = rng.integers(0, len(values), int(clash.sum()))
             clash = values[far] == values[anchors]
-        rows.append(np.stack([anchors, closes, far, np.full(count, a)], axis=1))
+        drawn = np.stack([anchors, closes, far, np.full(count, a)], axis=1)
+        if confounder is not None and confounded and aspect != confounder:
+            drawn = confound(drawn, labels, aspect, confounder, confounded, rng)
+        rows.append(drawn)
     return np.concatenate(rows).astype(np.int64)
 
 
@@ -331,6 +359,7 @@ class AspectTask:
                 keep = stratified_split(test.labels[self.primary], data.test_limit, config.seed + 2)[1]
                 test, gray_test = test.subset(keep), gray_test.subset(keep)
             untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64), fit=data.fit)
+            self.gray_test = gray_test  # tinted again in colours training never saw (_unseen_colour_metrics)
             overall_test = untinted.as_labeled(self.primary)
             # Aspect triplets on the untinted test images as well: a catalogue of plain photos asks
             # "same category?" too. Colour is constant there, so only the other aspects are drawn.
@@ -389,8 +418,9 @@ class AspectTask:
     def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         if batch_kind != "triplets":
             raise AspectDataError(f"aspect data trains with triplet objectives (csn), not {batch_kind!r} batches")
-        triplets = sample_triplets(self.train.labels, self.aspects, self.config.data.train_triplets,
-                                   self.config.seed * 1000 + epoch)
+        data = self.config.data
+        triplets = sample_triplets(self.train.labels, self.aspects, data.train_triplets, self.config.seed * 1000 + epoch,
+                                   data.confounder, data.confounded_triplets)
         per_rank = max(1, self.config.optim.batch_size // world_size)
         seed = (self.config.seed * 1000 + epoch) * world_size + rank  # each rank draws its own plain images
         plain = self.train_plain if self.view_augment else None
@@ -450,6 +480,34 @@ class AspectTask:
         return {"untinted_test_triplets": int(len(triplets)),
                 "untinted_triplet_accuracy": triplet_accuracy(space, triplets, varying)}
 
+    def _unseen_colour_metrics(self, embed, triplets: int = 3000) -> dict[str, Any]:
+        """Does an aspect follow colour? On test garments tinted in colours training never saw: an
+        anchor in colour X, the same category in colour Y, another category in X; the share of
+        triplets where each non-colour aspect puts the first nearer (fashion-aspects only)."""
+        from training.evaluation import embed_all
+
+        if self.untinted is None or "color" not in self.aspects:
+            return {}
+        rng = np.random.default_rng(self.config.seed + 19)
+        gray = self.gray_test
+        category = gray.labels
+        anchors = rng.integers(0, len(gray), triplets)
+        closes = np.array([rng.choice(np.flatnonzero((category == category[a]) & (np.arange(len(gray)) != a)))
+                           for a in anchors])
+        fars = np.array([rng.choice(np.flatnonzero(category != category[a])) for a in anchors])
+        x = rng.integers(0, len(UNSEEN_COLOURS), triplets)
+        y = (x + rng.integers(1, len(UNSEEN_COLOURS), triplets)) % len(UNSEEN_COLOURS)
+        images = framed_images(tint(gray.images[np.concatenate([anchors, closes, fars])], np.concatenate([x, y, x]),
+                                    UNSEEN_COLOURS), self.config.data.fit)
+        _, aspects = embed_all(embed, images, self.config.eval.batch_size)
+        out = {}
+        for name in (a for a in self.aspects if a != "color"):
+            space = aspects[:, self.aspects.index(name)]
+            a, c, f = space[:triplets], space[triplets:2 * triplets], space[2 * triplets:]
+            out[name] = round(float(np.mean(np.einsum("nd,nd->n", a, c) > np.einsum("nd,nd->n", a, f))), 6)
+        return {"unseen_colour_triplets": triplets, "unseen_colours": list(UNSEEN_COLOURS),
+                "unseen_colour_accuracy": out}
+
     def test_metrics(self, embed) -> dict[str, Any]:
         from training.evaluation import embed_all, retrieval_metrics
 
@@ -463,6 +521,7 @@ class AspectTask:
             "triplet_accuracy": triplet_accuracy(space, self.test_triplets, self.aspects),
             "precision_at_1": precision,
             **self._untinted_metrics(embed),
+            **self._unseen_colour_metrics(embed),
             # The tint colours exist only in fashion-aspects; data from a CSV has its own values.
             **({"palette": {name: list(rgb) for name, rgb in PALETTE.items()}}
                if self.config.data.dataset == "fashion-aspects" else {"values": self.aspect_values}),

@@ -62,7 +62,7 @@ def write_demo_catalogue(out: str | Path, per_class: int = 300, size: int = 96, 
             folder.mkdir(parents=True, exist_ok=True)
             for index in np.sort(rng.choice(np.flatnonzero(source.labels == label), n, replace=False)):
                 colour = list(COLOURS)[rng.integers(len(COLOURS))]
-                photo = _photo(source, int(index), COLOURS[colour], size, rng)
+                photo = product_photo(source, int(index), COLOURS[colour], size, rng)
                 path = folder / f"{index:05d}.jpg"
                 path.write_bytes(photo)
                 rows.append((path.relative_to(out).as_posix(), category, colour))
@@ -77,7 +77,7 @@ def write_demo_catalogue(out: str | Path, per_class: int = 300, size: int = 96, 
     return counts
 
 
-def _photo(source: LabeledImages, index: int, colour: tuple[int, int, int], size: int,
+def product_photo(source: LabeledImages, index: int, colour: tuple[int, int, int], size: int,
            rng: np.random.Generator) -> bytes:
     """One garment, recoloured (its grey levels become shading), scaled and placed; JPEG bytes."""
     gray = source.images[index, :, :, 0].astype(np.float32) / 255.0

@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from contract import InputSpec, prepare_image
 from training.config import AugmentConfig
 from training.data.arrays import LabeledImages
-from training.evaluation.edits import random_user_edit
+from training.data.random_edits import random_user_edit
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
