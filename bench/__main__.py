@@ -19,6 +19,7 @@ BENCHMARKS = {
     "quality": "bench.quality",
     "dedup": "bench.dedup",
     "migration": "bench.migration",
+    "photos": "bench.photos",
     "serving": "bench.serving",
     "serving-cpu": "bench.serving_cpu",
     "all": "bench.all",

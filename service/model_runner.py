@@ -60,15 +60,6 @@ class Embeddings:
     aspects: np.ndarray | None  # float32 [N, A, D], or None for a model without aspects
 
 
-def cuda_driver_present() -> bool:
-    """Is an NVIDIA driver loadable? Without one, asking ONNX Runtime for CUDA only prints errors."""
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
-
 def cuda_devices() -> list[str] | None:
     """The names of the CUDA devices this process sees (after CUDA_VISIBLE_DEVICES), from the driver;
     None without a driver."""
@@ -267,7 +258,3 @@ def _tensorrt_options(device_id: int, height: int, width: int, channels: int, ma
         options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache_dir),
                        trt_timing_cache_enable="True", trt_timing_cache_path=str(cache_dir))
     return options
-
-
-def thread_env_summary() -> str:
-    return f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"

@@ -112,8 +112,19 @@ def load_state(settings: Settings) -> ServiceState:
         faiss.omp_set_num_threads(settings.faiss_threads)
     runner = open_runner(settings, settings.model_path)
     registry = Registry(settings.data_dir)
+    fresh = not registry.generations
     generation = registry.live_for(runner.spec, settings.model_path)
     store = open_store(settings, runner, generation.location)
+    if fresh and store.other_models and len(store):
+        # An index from before generations (likeness 3.x), built by another model: its items kept no
+        # originals to embed again, so no migration can serve them with this one.
+        store.close()
+        registry.path.unlink()
+        raise GenerationError(
+            f"the index in {settings.data_dir} was embedded by {', '.join(store.other_models)}, not by "
+            f"{runner.spec.name} {runner.spec.version}, before likeness kept the images it was given: serve it with "
+            "that model, or start from an empty LIKENESS_DATA_DIR and add the images again; from then on, `likeness "
+            "index migrate --model NEW.onnx` upgrades it without re-adding anything")
     originals = Originals(settings.data_dir)
     originals.open()
     if settings.seed_gallery and len(store) == 0 and len(registry.generations) == 1:

@@ -25,6 +25,7 @@ class IndexStore(ABC):
     spaces: list[str]  # OVERALL first, then each aspect
     load_seconds: float = 0.0
     replayed_changes: int = 0
+    other_models: list[str] = []  # models other than this one that embedded items of it, found at open
 
     @abstractmethod
     def open(self) -> None:

@@ -111,6 +111,7 @@ class EmbeddedStore(IndexStore):
                         "two models until those items are re-indexed (added again)", self.directory,
                         by_other_models.total(), len(self._payload),
                         "; ".join(f"{count} by {model}" for model, count in by_other_models.items()), self._model_key)
+        self.other_models = sorted(by_other_models)
         self._applied_seq = self._log.last_seq()
         self._snapshot_seq, self.replayed_changes = recovery.recover(
             self.directory / SNAPSHOT, self._log, self._payload, self._vectors)

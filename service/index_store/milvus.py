@@ -167,6 +167,7 @@ class MilvusStore(IndexStore):
                 "LIKENESS_MILVUS_COLLECTION, or likeness index migrate")
         first = model_key(rows["model"]) if "model" in rows else self._model_key
         if first != self._model_key:
+            self.other_models = [first]
             log.warning("Milvus collection %s was created by model %s; serving %s: scores mix two models until the "
                         "items are re-indexed (likeness index migrate)", self.collection, first, self._model_key)
 

@@ -16,11 +16,9 @@ from training.data.aspects import (
     TripletDataset,
     fashion_aspects,
     read_aspects_csv,
-    read_triplets_csv,
     sample_triplets,
     tint,
     triplet_accuracy,
-    write_triplets_csv,
 )
 from training.data.sources import FASHION_MNIST_CLASSES
 
@@ -117,19 +115,6 @@ def test_user_csv_loads_and_bad_rows_are_named(tmp_path):
         read_aspects_csv(unseen, spec, values=data.values)
 
 
-def test_triplet_lists_round_trip_and_unknown_aspects_name_the_row(tmp_path):
-    triplets = np.array([[0, 1, 2, 0], [2, 0, 1, 1]])
-    path = tmp_path / "triplets.csv"
-    write_triplets_csv(path, triplets, ["kind", "colour"])
-    np.testing.assert_array_equal(read_triplets_csv(path, ["kind", "colour"], size=3), triplets)
-    path.write_text("anchor,close,far,aspect\n0,1,2,kind\n1,2,0,heel height\n")
-    with pytest.raises(AspectDataError, match=r"row 3: aspect 'heel height' is not one of the model's aspects"):
-        read_triplets_csv(path, ["kind", "colour"], size=3)
-    path.write_text("anchor,close,far,aspect\n0,1,9,kind\n")
-    with pytest.raises(AspectDataError, match=r"row 2: index out of range"):
-        read_triplets_csv(path, ["kind", "colour"], size=3)
-
-
 def test_labeled_view_of_aspect_data():
     data = fashion_aspects(LabeledImages(np.zeros((10, 28, 28, 1), np.uint8), np.arange(10) % 10,
                                          FASHION_MNIST_CLASSES), seed=0)
@@ -194,8 +179,10 @@ def test_plain_images_come_from_the_untinted_training_images():
     from training.config import load_config
     from training.data.aspects import AspectTask
 
+    # fit "pad": framing each image on its own content moves a dark tint's frame by a pixel, so the
+    # pixel-exact pairing below holds before framing.
     config = load_config("csn", ["data.train_limit=600", "data.val_size=100", "data.test_limit=100",
-                                       "data.train_triplets=64", "optim.batch_size=8"])
+                                 "data.train_triplets=64", "optim.batch_size=8", 'data.fit="pad"'])
     task = AspectTask(config)
     plain, tinted = task.train_plain, task.train.images
     assert plain.shape == tinted.shape

@@ -213,33 +213,6 @@ def sample_triplets(labels: dict[str, np.ndarray], aspects: list[str], n: int, s
     return np.concatenate(rows).astype(np.int64)
 
 
-def read_triplets_csv(path: Path, aspects: list[str], size: int) -> np.ndarray:
-    """A fixed triplet list: rows ``anchor,close,far,aspect`` (item indices and an aspect name)."""
-    out = []
-    with path.open(newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            aspect = row.get("aspect")
-            if aspect not in aspects:
-                raise AspectDataError(f"{path}, row {number}: aspect {aspect!r} is not one of the model's "
-                                      f"aspects {aspects}")
-            try:
-                indices = [int(row[k]) for k in ("anchor", "close", "far")]
-            except (KeyError, TypeError, ValueError):
-                raise AspectDataError(f"{path}, row {number}: anchor, close and far must be item indices") from None
-            if not all(0 <= i < size for i in indices):
-                raise AspectDataError(f"{path}, row {number}: index out of range for {size} items")
-            out.append([*indices, aspects.index(aspect)])
-    return np.array(out, dtype=np.int64).reshape(-1, 4)
-
-
-def write_triplets_csv(path: Path, triplets: np.ndarray, aspects: list[str]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["anchor", "close", "far", "aspect"])
-        for anchor, close, far, a in triplets:
-            writer.writerow([int(anchor), int(close), int(far), aspects[int(a)]])
-
-
 def grouped_order(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """A seeded order of indices into ``labels`` made of runs of ``per_class`` images of one class,
     the runs shuffled: a batch whose size is a multiple of ``per_class`` holds whole runs, so it
@@ -499,10 +472,10 @@ class AspectTask:
         y = (x + rng.integers(1, len(UNSEEN_COLOURS), triplets)) % len(UNSEEN_COLOURS)
         images = framed_images(tint(gray.images[np.concatenate([anchors, closes, fars])], np.concatenate([x, y, x]),
                                     UNSEEN_COLOURS), self.config.data.fit)
-        _, aspects = embed_all(embed, images, self.config.eval.batch_size)
+        spaces = self._aspect_space(*embed_all(embed, images, self.config.eval.batch_size))
         out = {}
         for name in (a for a in self.aspects if a != "color"):
-            space = aspects[:, self.aspects.index(name)]
+            space = spaces[:, self.aspects.index(name)]
             a, c, f = space[:triplets], space[triplets:2 * triplets], space[2 * triplets:]
             out[name] = round(float(np.mean(np.einsum("nd,nd->n", a, c) > np.einsum("nd,nd->n", a, f))), 6)
         return {"unseen_colour_triplets": triplets, "unseen_colours": list(UNSEEN_COLOURS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from contract import InputSpec, prepare_image
 from training.config import AugmentConfig
 from training.data.arrays import LabeledImages
 from training.data.random_edits import random_user_edit
+from training.evaluation.edits import jpeg
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -75,6 +77,22 @@ class UserEdit(nn.Module):
         return torch.from_numpy(edited.copy()).permute(2, 0, 1)
 
 
+class RandomJpeg(nn.Module):
+    """A JPEG re-save at a random quality, by Pillow as the measured edits save theirs (torchvision's
+    own encoder is deprecated, and warns on every image)."""
+
+    def __init__(self, min_quality: int, max_quality: int) -> None:
+        super().__init__()
+        self.qualities = (min_quality, max_quality)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        quality = int(torch.randint(self.qualities[0], self.qualities[1] + 1, ()))
+        array = image.permute(1, 2, 0).numpy()
+        picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        decoded = np.asarray(Image.open(io.BytesIO(jpeg(picture, quality))))
+        return torch.from_numpy(decoded.reshape(array.shape).copy()).permute(2, 0, 1)
+
+
 def make_edit_augment(config: AugmentConfig, spec: InputSpec) -> Transform:
     """The second view for the instance term: the usual crop and flip, then the edits a copy of an
     image meets on its way back to the service (training.evaluation.edits lists the measured ones):
@@ -90,7 +108,7 @@ def make_edit_augment(config: AugmentConfig, spec: InputSpec) -> Transform:
         v2.RandomApply([v2.RandomResizedCrop((height, width), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True)],
                        p=config.edit_zoom),
         v2.RandomApply([v2.ColorJitter(brightness=config.edit_color, contrast=config.edit_color)], p=0.8),
-        v2.RandomApply([v2.JPEG((config.edit_jpeg_min_quality, 95))], p=0.5),
+        v2.RandomApply([RandomJpeg(config.edit_jpeg_min_quality, 95)], p=0.5),
     ]
     return v2.Compose(steps)
 

@@ -250,13 +250,3 @@ USER_EDITS: dict[str, dict[str, Edit]] = {
 }
 
 MIRROR: dict[str, Edit] = {"mirror": lambda im: png(mirrored(im))}
-
-
-def user_edits() -> dict[str, Edit]:
-    """:data:`USER_EDITS` as one flat dict of name -> edit."""
-    return {name: edit for family in USER_EDITS.values() for name, edit in family.items()}
-
-
-def family_of(edit_name: str) -> str | None:
-    """The :data:`USER_EDITS` family an edit belongs to (None for a light edit or the mirror)."""
-    return next((family for family, edits in USER_EDITS.items() if edit_name in edits), None)

@@ -107,29 +107,6 @@ def near_duplicate_metrics(embedder: Embedder, gallery: np.ndarray, spec: InputS
     }
 
 
-def near_duplicate_pairs(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, queries: int,
-                         edits: dict[str, Edit] | None = None, batch_size: int = 1024,
-                         seed: int = QUERY_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Cosines of "the same image" and of "another image that looks most like it", for a threshold.
-
-    Same: each edited copy against its original. Different: each original against its nearest
-    gallery item that is not a pixel copy of it (the hardest "other image" there is), once per edit
-    so both sides weigh the same. Returns (scores, same).
-    """
-    edits = edits or EDITS
-    gallery_embeddings, _ = embed_all(embedder, gallery, batch_size)
-    originals = query_sample(len(gallery), queries, seed)
-    same_as = exact_copies(gallery, originals)
-    nearest_other = np.where(same_as, -np.inf, gallery_embeddings[originals] @ gallery_embeddings.T).max(axis=1)
-    positives = []
-    for edit in edits.values():
-        embedded, _ = embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)
-        positives.append(np.einsum("nd,nd->n", embedded, gallery_embeddings[originals]))
-    scores = np.concatenate([*positives, np.tile(nearest_other, len(positives))]).astype(np.float64)
-    same = np.concatenate([np.ones(len(originals) * len(positives), bool), np.zeros(len(originals) * len(positives), bool)])
-    return scores, same
-
-
 def validation_near_duplicates(embedder: Embedder, images: np.ndarray, embeddings: np.ndarray,
                                queries: int, spec: InputSpec) -> dict[str, float]:
     """The per-epoch validation numbers: mean and worst-edit R@1 of ``queries`` edited images,
