@@ -10,7 +10,6 @@ mode that cannot be converted) raises :class:`ImageError`; nothing else escapes 
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from pathlib import Path
 
@@ -173,56 +172,32 @@ def _prepare(image: Image.Image, spec: InputSpec) -> np.ndarray:
 
 
 # Framing the content (fit "content"): the same image with a border, letterbox bars or padding added
-# (of any one colour) frames its content the same way, so a model sees the same input.
-# - A line (row or column) whose values span at most FRAME_TOLERANCE in every channel is background:
-#   such lines are peeled off every side, again and again (a white frame, then the black background
-#   inside it).
-# - Content is what differs from the remaining edge's median colour by more than FRAME_TOLERANCE in
-#   some channel, weighed by how much (so a dark blue garment on black counts as much as a white one).
-#   The frame is a square centred on the content's centre of mass, FRAME_SPREADS standard deviations
-#   of its mass wide along its wider axis (about the whole of a centred product photo or a
-#   Fashion-MNIST garment), filled outside with the background.
-# Moments, not a bounding box: a caption or a logo in a corner moves a bounding box to its edge, but
-# the centre and spread of the content only by its share of the mass.
+# (of any one colour) frames its content the same way, so a model sees the same input. A line (row or
+# column) whose values span at most FRAME_TOLERANCE in every channel is background: such lines are
+# peeled off every side, again and again (a white frame, then the black background inside it), and
+# what is left, the content with its own shape, is then padded to the model's square as usual.
+# Only whole lines of one colour go: a caption or a logo stops the peeling at its own edge, and
+# JPEG noise or blur move the edge by a pixel, not the content. (A frame from the content's moments
+# moved with every blur and took 1.7 points of P@1 from likeness-fmnist: docs/near-duplicates.md.)
 FRAME_TOLERANCE = 24
-FRAME_SPREADS = 4.0
-# The statistics are taken on the image reduced to at most this side (a box average): enough to frame
-# a photo to a pixel or two of the model's input, at a fraction of the cost.
-FRAME_STATS_SIDE = 64
+# The lines are judged on the image reduced to at most this side (a box average): exact for the
+# sizes of a model's input, a pixel or two of slack on a photo, at a fraction of the cost.
+FRAME_STATS_SIDE = 128
 
 
 def frame_content(image: Image.Image) -> Image.Image:
-    """The image (mode L or RGB) framed on its content (see above): square, in its own mode; the
-    image itself when it has no content apart from its background."""
+    """The image (mode L or RGB) without the lines of one colour round its content; the image itself
+    when there are none (or when it is all one colour)."""
     factor = max(1, -(-max(image.size) // FRAME_STATS_SIDE))
     small = image.reduce(factor) if factor > 1 else image
     pixels = np.asarray(small, dtype=np.int16)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     top, bottom, left, right = _peel(pixels)
-    inner = pixels[top:bottom, left:right]
-    edge = np.concatenate([inner[0], inner[-1], inner[1:-1, 0], inner[1:-1, -1]])
-    background = np.sort(edge, axis=0)[len(edge) // 2]  # the median, per channel
-    weight = np.abs(inner - background)
-    weight = weight[:, :, 0] if weight.shape[2] == 1 else weight.max(axis=2)
-    weight[weight <= FRAME_TOLERANCE] = 0
-    rows, cols = weight.sum(axis=1), weight.sum(axis=0)
-    mass = float(rows.sum())
-    if mass <= 0:
+    if (top, left) == (0, 0) and (bottom, right) == pixels.shape[:2]:
         return image
-    ys, xs = np.arange(len(rows)), np.arange(len(cols))
-    cy, cx = float(rows @ ys) / mass, float(cols @ xs) / mass
-    spread = max(math.sqrt(max(float(rows @ (ys * ys)) / mass - cy * cy, 0.0)),
-                 math.sqrt(max(float(cols @ (xs * xs)) / mass - cx * cx, 0.0)), 0.5)
-    # Back to the image's own pixels, relative to the peeled region: reduced pixel x covers [x, x + 1) x factor.
-    half = FRAME_SPREADS * spread * factor / 2
-    cx, cy = (cx + 0.5) * factor, (cy + 0.5) * factor
-    region = image.crop((left * factor, top * factor, min(image.width, right * factor),
-                         min(image.height, bottom * factor)))
-    fill = tuple(int(v) for v in background)
-    return region.transform((max(1, round(2 * half)),) * 2, Image.Transform.EXTENT,
-                            (cx - half, cy - half, cx + half, cy + half), Image.Resampling.BILINEAR,
-                            fillcolor=fill[0] if image.mode == "L" else fill)
+    return image.crop((left * factor, top * factor, min(image.width, right * factor),
+                       min(image.height, bottom * factor)))
 
 
 def _peel(pixels: np.ndarray) -> tuple[int, int, int, int]:

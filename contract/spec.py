@@ -31,8 +31,8 @@ class InputSpec(_Strict):
     width: int = Field(ge=1, le=4096)
     channels: Literal[1, 3]
     # stretch: ignore aspect ratio; pad: keep it and fill with pad_value; crop: keep it, centre-crop;
-    # content: frame the content first (contract.images.frame_content: borders, bars and padding of
-    # one colour peeled off, the content centred and scaled by its spread), then pad.
+    # content: frame the content first (contract.images.frame_content: borders, bars, padding and a
+    # plain background of one colour peeled off), then pad.
     fit: Literal["stretch", "pad", "crop", "content"] = "pad"
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
     # Background grey level for padding and for compositing transparent pixels.

@@ -36,7 +36,12 @@ from tests.conftest import GALLERY, REPO
 # Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
 pytestmark = pytest.mark.slow
 
-DOCUMENTS = {"README.md": REPO / "README.md", "docs/own-data.md": REPO / "docs" / "own-data.md"}
+DOCUMENTS = {"README.md": REPO / "README.md", "docs/training.md": REPO / "docs" / "training.md",
+             "docs/api.md": REPO / "docs" / "api.md", "docs/deploy.md": REPO / "docs" / "deploy.md",
+             "docs/own-data.md": REPO / "docs" / "own-data.md"}
+# The front door and the pages it sends readers to: their commands run as the README's always did
+# (requests against `make serve`, training commands with TINY); docs/own-data.md runs whole.
+FRONT = ("README.md", "docs/training.md", "docs/api.md", "docs/deploy.md")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 VENV_BIN = Path(sys.executable).parent
 VENV = VENV_BIN.parent
@@ -62,6 +67,12 @@ NOT_RUN = {
     },
     "README.md": {
         "make test": "runs the whole suite, this module included (`make -n test` expands)",
+        "likeness train --config photos --data-dir shop": "needs the shop folder docs/own-data.md makes; that "
+                                                           "guide runs this command whole, on its demo catalogue",
+    },
+    "docs/training.md": {},
+    "docs/api.md": {},
+    "docs/deploy.md": {
         "cp .env.example .env": "the first step of the Docker deployment below: it writes .env in the checkout, "
                                 "which `make serve` would then read; the file it copies must exist",
         "docker compose up -d": NO_DOCKER,
@@ -169,8 +180,9 @@ def _export_or_evaluate(command: str) -> bool:
 
 
 def readme_runs(select) -> list[str]:
-    return [command for command in documented_commands("README.md")
-            if select(command) and command_key(command) not in NOT_RUN["README.md"]]
+    """The front door's commands that ``select`` picks, page by page in FRONT order, but those NOT_RUN lists."""
+    return [command for name in FRONT for command in documented_commands(name)
+            if select(command) and command_key(command) not in NOT_RUN[name]]
 
 
 # What runs where ---------------------------------------------------------------------------------
@@ -203,9 +215,9 @@ def test_every_documented_command_is_run_or_listed_with_a_reason():
         keys = [command_key(c) for c in documented_commands(name)]
         listed = NOT_RUN[name]
         assert set(listed) <= set(keys), f"{name}: NOT_RUN lists commands it no longer has: {set(listed) - set(keys)}"
-        if name == "README.md":
+        if name in FRONT:
             neither = [key for key in keys if key not in run_in_readme and key not in listed]
-            assert not neither, f"README.md commands no test runs and NOT_RUN does not explain: {neither}"
+            assert not neither, f"{name} commands no test runs and NOT_RUN does not explain: {neither}"
     # The guide runs whole but for installing likeness.
     assert all(key.startswith("pip install ") for key in NOT_RUN["docs/own-data.md"])
 
@@ -215,7 +227,7 @@ def test_not_run_commands_parse():
     from training.config import load_config
 
     make = shutil.which("make")
-    for key in NOT_RUN["README.md"]:
+    for key in (key for name in FRONT for key in NOT_RUN[name]):
         if key.startswith("for "):
             assert " docker " in key, key
             continue
@@ -223,6 +235,9 @@ def test_not_run_commands_parse():
         if words[:1] == ["make"]:
             done = subprocess.run([make, "-n", f"VENV={VENV}", *words[1:]], cwd=REPO, capture_output=True, text=True)
             assert done.returncode == 0 and "pytest" in done.stdout, done.stderr
+        elif words[:2] == ["likeness", "train"]:
+            args = build_parser().parse_args(words[1:])
+            load_config(args.config, config_overrides(args))
         elif words[:1] == ["cp"]:
             assert (REPO / words[1]).is_file(), words[1]
         elif words[:7] == ["docker", "compose", "--profile", "train", "run", "--rm", "train"]:
@@ -299,20 +314,23 @@ def run_readme_requests(port: int, cwd: Path, env: dict[str, str], commands: lis
 
 def test_readme_try_it_runs(readme_service):
     port, _, env = readme_service
-    try_it = [c for c in readme_runs(_serve_and_curl) if "service/gallery" in c or "/readyz" in c]
-    ready, search, similarity = run_readme_requests(port, REPO, env, try_it)
+    try_it = [c for c in documented_commands("README.md") if _serve_and_curl(c) and not
+              command_key(c).startswith("make serve")]
+    ready, search, similarity, duplicates = run_readme_requests(port, REPO, env, try_it)
     assert ready["status"] == "ready" and ready["index_items"] == len(list(GALLERY.glob("*.png")))
     # "the nearest gallery items to a gallery image: itself first, with score 1.0"
     assert len(search["results"]) == 5 and search["results"][0]["id"] == "fmnist-test-00000"
     assert search["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    assert {"score", "probability", "same", "threshold", "near_duplicate"} <= set(similarity)
+    assert search["results"][0]["near_duplicate"] is True  # itself: the same image
+    assert {"score", "probability", "same", "threshold", "near_duplicate", "near_duplicate_score"} <= set(similarity)
     assert -1 <= similarity["score"] <= 1 and 0 <= similarity["probability"] <= 1
+    assert set(duplicates) == {"groups", "next", "min_score"}
 
 
 def test_readme_api_examples_run(readme_service):
     port, work, env = readme_service
-    requests = [c for c in readme_runs(_serve_and_curl) if "service/gallery" not in c and "/readyz" not in c
-                and not command_key(c).startswith("make serve")]
+    requests = [c for name in FRONT[1:] for c in documented_commands(name)
+                if _serve_and_curl(c) and command_key(c) not in NOT_RUN[name]]
     printed = run_readme_requests(port, work, env, requests)
     added, item, filtered, deleted, embedded, page, model, by_image, by_id, batch, model_again = printed
     assert added == {"added": 2, "ids": ["sku-1", "sku-2"]}
@@ -399,13 +417,13 @@ def test_readme_export_and_evaluate_run(readme_training):
 
 
 def test_readme_index_load_takes_the_url_before_or_after_the_folder(tmp_path):
-    # The README writes `load --url URL DIR`, the guide `load DIR --url URL`: both parse. An empty
+    # docs/api.md writes `load --url URL DIR`, the guide `load DIR --url URL`: both parse. An empty
     # folder sends nothing, so no service is needed.
     from service.jobs import main
 
     (tmp_path / "empty").mkdir()
-    readme = DOCUMENTS["README.md"].read_text()
-    assert "`load --url URL DIR`" in readme
+    api = DOCUMENTS["docs/api.md"].read_text()
+    assert "`load --url URL DIR`" in api
     for argv in (["load", "--url", "http://127.0.0.1:9", str(tmp_path / "empty")],
                  ["load", str(tmp_path / "empty"), "--url", "http://127.0.0.1:9"]):
         assert main(argv) == 0

@@ -13,3 +13,7 @@ def test_the_configuration_table_is_made_from_the_settings():
     table = README[README.index("\n", start) + 1:README.index("<!-- end of settings table -->")].strip()
     assert table == settings_table(), "regenerate it: python -c 'from service.settings import settings_table; " \
                                       "print(settings_table())'"
+
+
+def test_the_readme_fits_on_a_screen_or_three():
+    assert len(README.splitlines()) <= 150

@@ -47,12 +47,12 @@ def test_padding_in_the_frame_is_undone_up_to_its_loss_of_resolution(fashion_tes
 def test_a_product_photo_on_a_white_background_is_centred_and_filled():
     photo = Image.new("RGB", (200, 120), (255, 255, 255))
     photo.paste((200, 30, 30), (20, 30, 60, 90))  # a 40x60 red product near the left edge
-    framed = np.asarray(frame_content(photo))
-    assert framed.shape[0] == framed.shape[1]
+    assert frame_content(photo).size == (40, 60)  # the background peeled, the product's own shape kept
+    framed = prepare_image(photo, RGB)
     red = (framed[:, :, 1] < 128).nonzero()
     centre = (np.mean(red[0]) / framed.shape[0], np.mean(red[1]) / framed.shape[1])
     assert abs(centre[0] - 0.5) < 0.05 and abs(centre[1] - 0.5) < 0.05
-    assert (red[0].max() - red[0].min()) / framed.shape[0] > 0.6  # it fills most of the frame
+    assert (red[0].max() - red[0].min()) / framed.shape[0] > 0.9  # it fills the frame's height
 
 
 @pytest.mark.parametrize("size,colour", [((1, 1), 7), ((2, 3), 0), ((40, 40), 255), ((5, 300), 128)])
@@ -65,6 +65,13 @@ def test_images_without_content_or_too_small_to_frame_are_prepared(size, colour)
 def test_a_dark_colour_on_black_counts_as_content():
     photo = Image.new("RGB", (60, 60), (0, 0, 0))
     photo.paste((0, 0, 90), (10, 10, 30, 50))  # dark blue: little luminance, plenty of blue
-    red = np.asarray(frame_content(photo))[:, :, 2] > 45
-    rows = red.any(axis=1).nonzero()[0]
-    assert rows.size and (rows.max() - rows.min()) / red.shape[0] > 0.6
+    assert frame_content(photo).size == (20, 40)
+
+
+def test_a_caption_stops_the_peeling_at_its_own_edge(fashion_test):
+    from training.evaluation.edits import text_overlay
+
+    garment = Image.fromarray(fashion_test.images[0][:, :, 0])
+    captioned = frame_content(text_overlay(garment, "NEW IN", 0.14, "bottom"))
+    plain = frame_content(garment)
+    assert captioned.width >= plain.width and captioned.height >= plain.height
