@@ -34,11 +34,17 @@ RUNS: dict[str, list[str]] = {
     "index": [],
     # Issue 19: embedded flat/HNSW against Milvus Lite at 100k vectors; 1 against 2 API workers on Milvus.
     "milvus": [],
+    # Issue 29: duplicates across the catalogue, both shipped Fashion-MNIST models against pHash/dHash.
+    "dedup": ["--model", "models/default.onnx", "--model", "models/csn.onnx"],
+    # Issue 31: the default model's index migrated to the CSN model under load.
+    "migration": [],
     "csn": ["--epochs", "2", "--triplets", "20000"],
     # The objective and ablation tables compare on the earlier, smaller backbone ([32, 64, 128] x 3
     # convs): pinned here so they stay reproducible whatever the default recipe becomes.
     "openset": ["--epochs", "3", "--set", "model.widths=[32,64,128]", "--set", "model.depth=3"],
     "nsl-ablation": ["--set", "model.widths=[16,32,64]", "--set", "model.depth=3", "--set", "optim.threads=1"],
+    # Issue 30: the demo shop from raw pixels to the fine-tuned pretrained trunk (about two hours).
+    "photos": [],
     "similarity-ablation": ["--seeds", "0", "1", "2", "--set", "model.widths=[16,32,64,128]",
                             "--set", "model.depth=[1,1,1,1]", "--set", "optim.threads=1"],
 }

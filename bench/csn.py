@@ -36,7 +36,9 @@ from bench.common import (
     write_json,
 )
 from training.config import load_config
-from training.data.aspects import FASHION_ASPECTS, AspectTask, triplet_accuracy
+from training.data.aspect_triplets import triplet_accuracy
+from training.data.aspects import AspectTask
+from training.data.fashion_aspects import FASHION_ASPECTS
 from training.evaluation import embed_all, retrieval_metrics, torch_embedder
 
 NO_MASKS_SAME_LOSSES = "one embedding, CSN's losses, no masks"

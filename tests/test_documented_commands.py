@@ -299,6 +299,9 @@ def readme_service(tmp_path_factory):
     shutil.copy(GALLERY / "fmnist-test-00035.png", work / "a.png")
     shutil.copy(GALLERY / "fmnist-test-00000.png", work / "b.png")
     try:
+        # The page's own `until curl .../readyz` waits in "Try it"; a test run alone waits here.
+        subprocess.run(["bash", "-c", f"until curl -sf localhost:{port}/readyz >/dev/null; do sleep 1; done"],
+                       env=env, timeout=240, check=True)
         yield port, work, env
     finally:
         os.killpg(server.pid, signal.SIGTERM)

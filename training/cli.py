@@ -82,7 +82,14 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    _train_parser(commands)
+    _export_parser(commands)
+    _evaluate_parser(commands)
+    _demo_parser(commands)
+    return parser
 
+
+def _train_parser(commands) -> None:
     train_p = commands.add_parser("train", help="train an embedding model")
     _config_args(train_p)
     train_p.add_argument("--resume", action="store_true", help="continue from the run directory's last.pt")
@@ -99,6 +106,8 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     train_p.add_argument("--channels-last", action="store_true",
                          help="keep convolution weights channels-last (NHWC), which tensor cores may run faster")
 
+
+def _export_parser(commands) -> None:
     export_p = commands.add_parser("export", help="export a checkpoint to ONNX with its spec and model card")
     export_p.add_argument("--checkpoint", required=True)
     export_p.add_argument("--output", required=True, help="path of the .onnx file; the card is written beside it")
@@ -123,6 +132,8 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
                                "backbone, where the data came from")
     _device_arg(export_p, "calibration and evaluation")
 
+
+def _evaluate_parser(commands) -> None:
     eval_p = commands.add_parser("evaluate", help="evaluate an exported ONNX model (or a checkpoint)")
     eval_p.add_argument("model", help=".onnx file or .pt checkpoint")
     eval_p.add_argument("--dataset", default=None, help="dataset name (default: the one the model was trained on)")
@@ -135,6 +146,8 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
                              "10000, narrows the binomial error from about 0.7 to 0.2 points at R@1 0.95)")
     _device_arg(eval_p, "the model")
 
+
+def _demo_parser(commands) -> None:
     demo_p = commands.add_parser("demo-data", help="write a demo shop catalogue of RGB photos (from Fashion-MNIST)",
                                  description=_demo_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     demo_p.add_argument("out", help="the folder to write (train/, test/, train.csv, test.csv)")
@@ -142,7 +155,6 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     demo_p.add_argument("--size", type=int, default=96, help="side of the square photos in pixels")
     demo_p.add_argument("--seed", type=int, default=0)
     demo_p.add_argument("--data-dir", help="where Fashion-MNIST is, if not in the usual places")
-    return parser
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -150,7 +162,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from contract import ImageError, SpecError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
-    from training.data.aspects import AspectDataError
+    from training.data.aspect_images import AspectDataError
     from training.data.formats import DatasetFormatError
     from training.data.sources import DatasetNotFound
     from training.export import ExportError

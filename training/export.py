@@ -11,11 +11,10 @@ the exported graph in ONNX Runtime on the chosen device (``--device``), as the s
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import shlex
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +34,26 @@ from contract import (
 from training.cards import write_model_card
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig
-from training.data.summary import data_summary, describe_data
+from training.data.summary import data_summary
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
 from training.evaluation import onnx_embedder, torch_embedder
+from training.export_record import (
+    ExportError,
+    load_open_set_run,
+    open_set_recipe_metrics,
+    recipe_differences,
+    training_record,
+)
 from training.layers import fold_static_layers
 from training.models.pixel_fusion import PCA_SAMPLE, with_pixel_pca
 from training.quantize import CALIBRATION_SEED, agreement, calibration_sample, quantize_int8
 from training.runtime import resolve_device
-from training.tasks import load_task
+from training.tasks import Task, load_task
 from training.trainer import load_trained_model
 
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 7, 64)
 QUANTIZATIONS = ("int8",)
-
-
-class ExportError(RuntimeError):
-    """The exported graph disagrees with PyTorch, or cannot be written."""
 
 
 class _Graph(nn.Module):
@@ -104,193 +106,177 @@ def attach_spec(onnx_path: str | Path, spec: ModelSpec, output: Path) -> None:
     os.replace(tmp, output)
 
 
-def recipe_differences(shipped: TrainConfig, open_set: TrainConfig) -> list[str]:
-    """The settings in which an open-set run differs from the shipped model's recipe.
+@dataclass
+class ExportOptions:
+    """What ``likeness export`` was asked for (its flags, one field each)."""
 
-    Only the held-out classes, the data folder, the run's name and output folder and the
-    measurement settings (``eval``) may differ: anything else would put another recipe's open-set
-    numbers in the card.
-    """
-    ignored = {"name", "version", "output_dir", "eval", "data.holdout_classes", "data.data_dir"}
+    checkpoint: str | Path
+    output: str | Path
+    name: str | None = None
+    version: str | None = None
+    data_dir: str | None = None
+    command: list[str] | None = None  # the command line as run; rebuilt from the fields when None
+    pairs: int | None = None
+    open_set_checkpoint: str | Path | None = None
+    device: str = "auto"
+    quantize: str | None = None
+    pixel_pca: int = 0
+    pixel_share: float = 0.0
+    instance_share: float | None = None
+    notes: list[str] = field(default_factory=list)
 
-    def flat(config: TrainConfig) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in config.model_dump().items():
-            items = value.items() if isinstance(value, dict) else [(None, value)]
-            out.update({f"{key}.{sub}" if sub else key: v for sub, v in items})
-        return {k: v for k, v in out.items() if k not in ignored and k.split(".")[0] not in ignored}
+    def check(self) -> None:
+        """Refuse what cannot work before any long step (one line each)."""
+        self.notes = [note.strip() for note in self.notes or []]
+        if not all(self.notes):
+            raise ExportError("--note: a card note needs some text")
+        if (self.pixel_pca or self.pixel_share) and not (self.pixel_pca > 0 and 0 < self.pixel_share < 1):
+            raise ExportError(f"--pixel-pca {self.pixel_pca} --pixel-share {self.pixel_share}: the pixel subspace "
+                              "needs both, dimensions > 0 and a share in (0, 1)")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise ExportError(f"unknown quantization {self.quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
+        if self.instance_share is not None and not 0 <= self.instance_share <= 1:
+            raise ExportError(f"--instance-share {self.instance_share}: a share is in [0, 1]")
 
-    a, b = flat(shipped), flat(open_set)
-    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
-
-
-def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.Module, Checkpoint, TrainConfig]:
-    """The same recipe trained without some classes: model, saved checkpoint and config.
-
-    Refused unless it held classes out and is ``recipe`` (the shipped model's config) otherwise.
-    """
-    model, saved = load_trained_model(checkpoint)
-    config = saved.config
-    if not config.data.holdout_classes:
-        raise ExportError(f"{checkpoint} was trained on every class; an open-set checkpoint needs holdout_classes")
-    if differences := recipe_differences(recipe, config):
-        raise ExportError(f"{checkpoint} is not the shipped model's recipe without some classes; it differs in "
-                          + "; ".join(differences))
-    return model, saved, config
-
-
-def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainConfig,
-                            data_dir: str | None = None, pixel_pca: tuple[int, float] | None = None) -> dict[str, Any]:
-    """The open-set run's seen- and unseen-class numbers, for the shipped model's card. With
-    ``pixel_pca`` (dims, share) the run is served as the shipped model is, its pixel subspace fitted
-    on the run's own training split (the seen classes), and the learned embedding alone is measured too."""
-    from training.evaluate import TEST_PAIR_SEED, evaluate_split, map_at_r_by_class_name, open_set_metrics
-    from training.evaluation import embed_all, evaluate_embeddings
-    from training.evaluation.embed import pixel_embedder
-
-    if data_dir:
-        config.data.data_dir = data_dir
-    task = load_task(config)
-    unseen = task.splits.test_unseen
-    served = with_pixel_pca(model, task.splits.train.images, *pixel_pca) if pixel_pca else model
-    embedder = torch_embedder(served)
-    pixels, _ = embed_all(pixel_embedder(), unseen.images)
-    metrics = {
-        "holdout_classes": list(config.data.holdout_classes),
-        "train_command": saved.command,
-        "seen": evaluate_split(embedder, task.splits.test.images, task.splits.test.labels, config),
-        "unseen": open_set_metrics(embedder, unseen, config),
-        # The baseline a learned embedding must beat on classes it never saw, on the same images.
-        "unseen_raw_pixels": {**evaluate_embeddings(pixels, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
-                              "map_at_r_by_class": map_at_r_by_class_name(pixels, unseen)},
-    }
-    if pixel_pca:  # what the pixel subspace adds: the learned embedding alone on the same images
-        learned, _ = embed_all(torch_embedder(model), unseen.images)
-        metrics["unseen_learned_only"] = {
-            **evaluate_embeddings(learned, unseen.labels, config.eval.pairs, TEST_PAIR_SEED),
-            "map_at_r_by_class": map_at_r_by_class_name(learned, unseen)}
-    return metrics
-
-
-def export_checkpoint(checkpoint: str | Path, output: str | Path, *, name: str | None = None,
-                      version: str | None = None, data_dir: str | None = None,
-                      command: list[str] | None = None, pairs: int | None = None,
-                      open_set_checkpoint: str | Path | None = None, device: str = "auto",
-                      quantize: str | None = None, pixel_pca: int = 0, pixel_share: float = 0.0,
-                      instance_share: float | None = None, notes: list[str] | None = None) -> dict[str, Any]:
-    """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
-
-    ``device`` (auto | cpu | cuda | cuda:N) is where calibration and evaluation run; the graph is
-    traced and checked on the CPU whatever it is. ``quantize="int8"`` ships the graph quantized
-    (training/quantize.py): thresholds and numbers are then fitted and measured on the int8 graph.
-    ``pixel_pca`` > 0 appends that many principal components of the pixels, fitted on the training
-    split, with ``pixel_share`` of the cosine (training/models/pixel_fusion.py); the open-set run gets
-    its own, fitted on its seen classes. ``instance_share`` serves a split model's two halves with
-    another weight than it was trained with (bench instance-share measures each); the card says so.
-    ``notes`` are the publisher's own lines for the card (why this backbone, what data), kept in the spec.
-    """
-    notes = [note.strip() for note in notes or []]
-    if not all(notes):
-        raise ExportError("--note: a card note needs some text")
-    if (pixel_pca or pixel_share) and not (pixel_pca > 0 and 0 < pixel_share < 1):
-        raise ExportError(f"--pixel-pca {pixel_pca} --pixel-share {pixel_share}: the pixel subspace needs both, "
-                          "dimensions > 0 and a share in (0, 1)")
-    output = Path(output)
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ExportError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
-    run_on = resolve_device(device)  # a device this machine lacks is refused before any work
-    if command is None:  # called as a library: record the equivalent command line
-        command = ["python", "-m", "training", "export", "--checkpoint", str(checkpoint), "--output", str(output)]
-        for flag, value in (("--name", name), ("--version", version), ("--data-dir", data_dir),
-                            ("--open-set-checkpoint", open_set_checkpoint),
-                            ("--device", device if device != "auto" else None), ("--quantize", quantize),
-                            ("--pixel-pca", pixel_pca), ("--pixel-share", pixel_share),
-                            ("--instance-share", instance_share)):
+    def command_line(self) -> list[str]:
+        """The command as run, or, called as a library, the equivalent command line."""
+        if self.command is not None:
+            return self.command
+        command = ["python", "-m", "training", "export", "--checkpoint", str(self.checkpoint), "--output",
+                   str(self.output)]
+        for flag, value in (("--name", self.name), ("--version", self.version), ("--data-dir", self.data_dir),
+                            ("--open-set-checkpoint", self.open_set_checkpoint),
+                            ("--device", self.device if self.device != "auto" else None), ("--quantize", self.quantize),
+                            ("--pixel-pca", self.pixel_pca), ("--pixel-share", self.pixel_share),
+                            ("--instance-share", self.instance_share)):
             if value or (flag == "--instance-share" and value is not None):
                 command += [flag, str(value)]
-        for note in notes:
+        for note in self.notes:
             command += ["--note", note]
-    model, saved = load_trained_model(checkpoint)  # on the CPU, where it is traced and checked
+        return command
+
+
+@dataclass
+class Loaded:
+    """The checkpoint ready to trace: the model (with its pixel subspace), its run, the task's data."""
+
+    model: nn.Module
+    saved: Checkpoint
+    config: TrainConfig
+    task: Task
+    folded: int
+    trained_share: float
+    open_set: tuple | None
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, **flags: Any) -> dict[str, Any]:
+    """Export, verify, calibrate, evaluate; write ``output`` and its card; return a summary.
+
+    ``flags`` are :class:`ExportOptions`' fields. ``device`` (auto | cpu | cuda | cuda:N) is where
+    calibration and evaluation run; the graph is traced and checked on the CPU whatever it is.
+    ``quantize="int8"`` ships the graph quantized (training/quantize.py): thresholds and numbers are
+    then fitted and measured on the int8 graph. ``pixel_pca`` > 0 appends that many principal
+    components of the pixels, fitted on the training split, with ``pixel_share`` of the cosine
+    (training/models/pixel_fusion.py); the open-set run gets its own, fitted on its seen classes.
+    ``instance_share`` serves a split model's two halves with another weight than it was trained with
+    (bench instance-share measures each); the card says so. ``notes`` are the publisher's own lines
+    for the card (why this backbone, what data), kept in the spec.
+    """
+    options = ExportOptions(checkpoint, output, **flags)
+    options.check()
+    run_on = resolve_device(options.device)  # a device this machine lacks is refused before any work
+    loaded = load_for_export(options)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph, difference, quantization = trace_and_check(loaded, options, Path(tmp))
+        # An explicit CUDA request that ONNX Runtime cannot honour is an error; auto falls back, saying so.
+        embedder = onnx_embedder(graph, run_on, fallback_to_cpu=options.device == "auto")
+        decisions, metrics = measure(embedder, loaded, options)
+        metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
+                             "static_layers_folded": loaded.folded, **({"quantization": quantization}
+                                                                         if quantization else {})}
+        spec = describe(loaded, options, decisions, metrics)
+        attach_spec(graph, spec, Path(output))
+    card = write_model_card(Path(output), spec)
+    return {"model": str(output), "card": str(card), "size_bytes": Path(output).stat().st_size,
+            "onnx_max_abs_diff": difference, "metrics": metrics}
+
+
+def load_for_export(options: ExportOptions) -> Loaded:
+    """The checkpoint on the CPU (static NSL layers folded), its data, and the open-set run, checked."""
+    model, saved = load_trained_model(options.checkpoint)  # on the CPU, where it is traced and checked
     folded = fold_static_layers(model)
     config = saved.config
     trained_share = config.model.instance_share
-    if instance_share is not None:
-        if not model.instance_dims:
-            raise ExportError(f"--instance-share: {checkpoint} has no instance subspace (model.instance_dims is 0)")
-        if not 0 <= instance_share <= 1:
-            raise ExportError(f"--instance-share {instance_share}: a share is in [0, 1]")
+    if options.instance_share is not None and not model.instance_dims:
+        raise ExportError(f"--instance-share: {options.checkpoint} has no instance subspace (model.instance_dims is 0)")
     # Loaded and checked before the long work, so a wrong one is refused at once.
-    open_set = load_open_set_run(open_set_checkpoint, config) if open_set_checkpoint else None
-    if instance_share is not None:  # after the recipe check: the open-set run is served alike
-        model.instance_share = config.model.instance_share = instance_share
+    open_set = load_open_set_run(options.open_set_checkpoint, config) if options.open_set_checkpoint else None
+    if options.instance_share is not None:  # after the recipe check: the open-set run is served alike
+        model.instance_share = config.model.instance_share = options.instance_share
         if open_set:
-            open_set[0].instance_share = instance_share
-    if data_dir:
-        config.data.data_dir = data_dir
-    if pairs:
-        config.eval.pairs = pairs
-    if open_set:
-        open_set[0].to(run_on)
-    input_spec = saved.input
-    pixels = input_spec.height * input_spec.width * input_spec.channels
-    if pixel_pca > pixels:
-        raise ExportError(f"--pixel-pca {pixel_pca}: the model's {input_spec.height}x{input_spec.width}x"
-                          f"{input_spec.channels} input has {pixels} pixel values")
-    aspects: list[str] = list(saved.aspects)
+            open_set[0].instance_share = options.instance_share
+    if options.data_dir:
+        config.data.data_dir = options.data_dir
+    if options.pairs:
+        config.eval.pairs = options.pairs
+    spec = saved.input
+    pixels = spec.height * spec.width * spec.channels
+    if options.pixel_pca > pixels:
+        raise ExportError(f"--pixel-pca {options.pixel_pca}: the model's {spec.height}x{spec.width}x"
+                          f"{spec.channels} input has {pixels} pixel values")
     task = load_task(config)
-    if pixel_pca:
-        model = with_pixel_pca(model, task.splits.train.images, pixel_pca, pixel_share)
+    if options.pixel_pca:
+        model = with_pixel_pca(model, task.splits.train.images, options.pixel_pca, options.pixel_share)
+    return Loaded(model, saved, config, task, folded, trained_share, open_set)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        bare = Path(tmp) / "bare.onnx"
-        export_onnx(model, input_spec, bare, aspects=bool(aspects))
-        difference = parity(model, bare, task.splits.test.images[: max(PARITY_BATCHES)])
-        if difference > PARITY_TOLERANCE:
-            raise ExportError(f"ONNX Runtime and PyTorch disagree by {difference:.2e} (> {PARITY_TOLERANCE:g})")
-        graph, quantization = bare, None
-        if quantize == "int8":
-            graph = Path(tmp) / "int8.onnx"
-            quantization = {**quantize_int8(bare, graph, calibration_sample(task.splits.train.images)),
-                            "calibration_split": "train", "calibration_seed": CALIBRATION_SEED}
-            quantization["agreement"] = agreement(onnx_embedder(bare), onnx_embedder(graph),
-                                                  task.splits.test.images[:1000])
-        # An explicit CUDA request that ONNX Runtime cannot honour is an error; auto falls back, saying so.
-        embedder = onnx_embedder(graph, run_on, fallback_to_cpu=device == "auto")
-        decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
-        near_duplicate_dims = instance_dims(model)
-        near_duplicate = fit_near_duplicate(embedder, task, config, input_spec, near_duplicate_dims)
-        metrics = evaluate_task(embedder, task, config, calibration, decision, input_spec)
-        metrics["test"]["near_duplicates"]["decision"] = near_duplicate_quality(
-            embedder, task.splits.test.images, config, input_spec, near_duplicate_dims, near_duplicate)
-        metrics["export"] = {"onnx_max_abs_diff": difference, "parity_batches": list(PARITY_BATCHES),
-                             "static_layers_folded": folded}
-        if quantization:
-            metrics["export"]["quantization"] = quantization
-        if open_set:
-            metrics["open_set_recipe"] = open_set_recipe_metrics(*open_set, data_dir,
-                                                                 (pixel_pca, pixel_share) if pixel_pca else None)
-        spec = ModelSpec(
-            name=name or config.name,
-            version=version or config.version,
-            input=input_spec,
-            embedding_dim=model.embedding_dim,
-            aspects=aspects,
-            decision=decision,
-            calibration=calibration,
-            aspect_decisions=aspect_decisions,
-            aspect_calibrations=aspect_calibrations,
-            near_duplicate=near_duplicate,
-            near_duplicate_dims=near_duplicate_dims,
-            training={**_training_record(config, saved, checkpoint, command, data_summary(task, config, input_spec)),
-                      "pixel_pca": ({"dims": pixel_pca, "share": pixel_share, "fitted_on": "train",
-                                     "images": min(len(task.splits.train.images), PCA_SAMPLE)} if pixel_pca else None),
-                      "instance_share_trained": trained_share, "notes": notes},
-            metrics=metrics,
-        )
-        attach_spec(graph, spec, output)
-    card = write_model_card(output, spec)
-    return {"model": str(output), "card": str(card), "size_bytes": output.stat().st_size,
-            "onnx_max_abs_diff": difference, "metrics": metrics}
+
+def trace_and_check(loaded: Loaded, options: ExportOptions, folder: Path) -> tuple[Path, float, dict | None]:
+    """The graph in ``folder`` (quantized if asked), its largest difference from PyTorch, and the
+    quantization's record."""
+    bare = folder / "bare.onnx"
+    test_images = loaded.task.splits.test.images
+    export_onnx(loaded.model, loaded.saved.input, bare, aspects=bool(loaded.saved.aspects))
+    difference = parity(loaded.model, bare, test_images[: max(PARITY_BATCHES)])
+    if difference > PARITY_TOLERANCE:
+        raise ExportError(f"ONNX Runtime and PyTorch disagree by {difference:.2e} (> {PARITY_TOLERANCE:g})")
+    if options.quantize != "int8":
+        return bare, difference, None
+    graph = folder / "int8.onnx"
+    quantization = {**quantize_int8(bare, graph, calibration_sample(loaded.task.splits.train.images)),
+                    "calibration_split": "train", "calibration_seed": CALIBRATION_SEED}
+    quantization["agreement"] = agreement(onnx_embedder(bare), onnx_embedder(graph), test_images[:1000])
+    return graph, difference, quantization
+
+
+def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The decisions fitted on validation and the test numbers, both with the exported graph."""
+    task, config, spec = loaded.task, loaded.config, loaded.saved.input
+    decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
+    dims = instance_dims(loaded.model)
+    near_duplicate = fit_near_duplicate(embedder, task, config, spec, dims)
+    metrics = evaluate_task(embedder, task, config, calibration, decision, spec)
+    metrics["test"]["near_duplicates"]["decision"] = near_duplicate_quality(
+        embedder, task.splits.test.images, config, spec, dims, near_duplicate)
+    if loaded.open_set:
+        pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None
+        metrics["open_set_recipe"] = open_set_recipe_metrics(*loaded.open_set, options.data_dir, pixels)
+    return {"decision": decision, "calibration": calibration, "aspect_decisions": aspect_decisions,
+            "aspect_calibrations": aspect_calibrations, "near_duplicate": near_duplicate,
+            "near_duplicate_dims": dims}, metrics
+
+
+def describe(loaded: Loaded, options: ExportOptions, decisions: dict[str, Any], metrics: dict[str, Any]) -> ModelSpec:
+    """The spec the file carries."""
+    config, task, spec = loaded.config, loaded.task, loaded.saved.input
+    record = training_record(config, loaded.saved, options.checkpoint, options.command_line(),
+                             data_summary(task, config, spec))
+    pixel_pca = ({"dims": options.pixel_pca, "share": options.pixel_share, "fitted_on": "train",
+                  "images": min(len(task.splits.train.images), PCA_SAMPLE)} if options.pixel_pca else None)
+    return ModelSpec(name=options.name or config.name, version=options.version or config.version, input=spec,
+                     embedding_dim=loaded.model.embedding_dim, aspects=list(loaded.saved.aspects), **decisions,
+                     training={**record, "pixel_pca": pixel_pca, "instance_share_trained": loaded.trained_share,
+                               "notes": options.notes},
+                     metrics=metrics)
 
 
 def instance_dims(model: nn.Module) -> tuple[int, int] | None:
@@ -304,52 +290,6 @@ def instance_dims(model: nn.Module) -> tuple[int, int] | None:
     return learned.embedding_dim - k, learned.embedding_dim
 
 
-def _earlier_stages(config: TrainConfig) -> list[dict[str, Any]]:
-    """A fine-tuned run's earlier stages (``init_from``, followed back to a run from scratch), first
-    stage first: the commands and epochs that made its starting weights, so the card gives the
-    whole recipe and not only its last stage."""
-    stages: list[dict[str, Any]] = []
-    while config.init_from:
-        path = Path(config.init_from)
-        if not path.is_file():
-            raise ExportError(f"{config.init_from}, a checkpoint this run was fine-tuned from, is missing; the card "
-                              "needs its training command (export where the earlier stages' run directories are)")
-        start = Checkpoint.load(path)
-        history = start.state.history
-        stages.insert(0, {"checkpoint": config.init_from, "train_command": start.command,
-                          "epochs_trained": start.state.epoch,
-                          "train_seconds": history[-1].get("train_seconds") if history else None})
-        config = start.config
-    return stages
 
 
-def _training_record(config: TrainConfig, saved: Checkpoint, checkpoint: str | Path,
-                     command: list[str] | None, data_facts: dict[str, Any]) -> dict[str, Any]:
-    best = saved.state.best or {}
-    return {
-        # The images really used (validation shrinks on a small catalogue), from the loaded data.
-        "data": describe_data(data_facts),
-        "data_summary": data_facts,
-        "data_config": config.data.model_dump(),
-        "classes": saved.classes,
-        "objective": config.objective.model_dump(exclude_none=True),
-        "backbone": config.model.model_dump(),
-        "optim": config.optim.model_dump(),
-        "augment": config.augment.model_dump(),
-        "epochs_trained": saved.state.epoch,
-        # The learning curve, so time-to-quality can be read off the shipped file.
-        "curve": [{k: row[k] for k in ("epoch", "train_seconds", "val_precision_at_1", "val_map_at_r",
-                                       "val_near_duplicate_r1", "val_near_duplicate_worst_r1",
-                                       "val_triplet_accuracy", "train_images_per_s") if k in row}
-                  for row in saved.state.history],
-        "best_epoch": best.get("epoch"),
-        "selected_on": best.get("metric"),
-        "seed": config.seed,
-        "train_command": saved.command,
-        "earlier_stages": _earlier_stages(config),
-        # Where it was trained (device, GPU, precision); None for checkpoints from before it was recorded.
-        "trained_on": saved.runtime,
-        "export_command": shlex.join(command) if command else None,
-        "exported_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-    }
+__all__ = ["ExportError", "ExportOptions", "export_checkpoint", "export_onnx", "instance_dims", "recipe_differences"]

@@ -9,11 +9,10 @@ is one :class:`Checkpoint`; one epoch is :func:`train_one_epoch`.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,12 @@ from training.config import TrainConfig, config_to_toml
 from training.data.sources import Splits, input_spec_for
 from training.data.summary import data_summary, format_data_summary
 from training.evaluation import torch_embedder
+from training.metrics_log import MetricsLog
 from training.models import EmbeddingModel, build_model
 from training.objectives import Objective, build_objective
+from training.optimizers import build_optimizer, parameter_groups, pretrained_trunk_parameters
 from training.runtime import Runtime
-from training.tasks import load_task
+from training.tasks import Task, load_task
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
@@ -51,48 +52,6 @@ class TrainingStep(nn.Module):
         return out.loss, out.stats
 
 
-class MetricsLog:
-    """Per-epoch metrics to ``metrics.jsonl``, per-step loss to ``steps.jsonl``, and TensorBoard when
-    it is installed."""
-
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.steps_path = run_dir / "steps.jsonl"
-        self.writer = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:  # TensorBoard is optional; the JSONL log is the record.
-                self.writer = None
-
-    def restart_from(self, history: list[dict[str, Any]], step: int) -> None:
-        """After a resume, make the logs say exactly what the checkpoint holds (no epoch twice)."""
-        if not self.enabled:
-            return
-        self.path.write_text("".join(json.dumps(row) + "\n" for row in history))
-        if self.steps_path.is_file():
-            kept = [line for line in self.steps_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            self.steps_path.write_text("".join(line + "\n" for line in kept))
-
-    def step(self, step: int, loss: float) -> None:
-        if self.enabled:
-            with self.steps_path.open("a") as handle:
-                handle.write(json.dumps({"step": step, "loss": round(loss, 6)}) + "\n")
-
-    def write(self, epoch: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"epoch": epoch, **values}) + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, epoch)
-            self.writer.flush()
-
-
 def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -104,42 +63,6 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     mean = sample.mean(axis=(0, 1, 2))
     std = sample.std(axis=(0, 1, 2)).clip(min=1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def parameter_groups(config: TrainConfig, model: nn.Module, objective: nn.Module) -> list[dict[str, Any]]:
-    """The optimiser's groups: a pretrained trunk's weights at ``optim.trunk_lr_factor`` of the rate
-    (they start near where they should end), everything else (head, NSL block, proxies) at the rate."""
-    trunk = set(pretrained_trunk_parameters(model))
-    rest = [p for p in list(model.parameters()) + list(objective.parameters()) if p not in trunk]
-    groups = [{"params": rest, "lr": config.optim.lr}]
-    if trunk:
-        groups.append({"params": list(trunk), "lr": config.optim.lr * config.optim.trunk_lr_factor})
-    return groups
-
-
-def pretrained_trunk_parameters(model: nn.Module) -> list[nn.Parameter]:
-    body = getattr(getattr(model, "backbone", None), "body", None)
-    return list(body.parameters()) if getattr(model.backbone, "name", None) and body is not None else []
-
-
-def build_optimizer(config: TrainConfig, groups: list[dict[str, Any]], total_steps: int):
-    optim = config.optim
-    if optim.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay, nesterov=True)
-    elif optim.optimizer == "adam":
-        optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
-    if optim.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in groups],
-                                                        total_steps=max(total_steps, 2), pct_start=optim.warmup_fraction)
-    elif optim.schedule == "cosine":
-        warmup = max(1, int(total_steps * optim.warmup_fraction))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1))))
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    return optimizer, scheduler
 
 
 def train_one_epoch(step: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loader: DataLoader,
@@ -214,23 +137,62 @@ def _load_weights(module: nn.Module, weights: dict[str, Any], source: Path, what
 _OBJECTIVE_SHAPE = ("name", "overall_loss")
 
 
+@dataclass
+class Run:
+    """Everything one training run holds: its task and network, its objective and optimiser, where
+    it stands, and what every checkpoint it writes records."""
+
+    config: TrainConfig
+    runtime: Runtime
+    task: Task
+    model: EmbeddingModel
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    record: Checkpoint
+    state: RunState = field(default_factory=RunState)
+
+
 def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None,
           progress: bool = True, runtime: Runtime | None = None) -> Path:
     """Train one model; return the run directory holding ``best.pt``, ``last.pt`` and the logs.
 
     ``runtime`` says where (``Runtime.start(device, precision)``); by default CUDA when present,
-    with mixed precision there, and the CPU in fp32 otherwise.
+    with mixed precision there, and the CPU in fp32 otherwise. In the torchvision references' shape:
+    set up, restore (fine-tune or resume), then one epoch at a time, each ending in validation and a
+    checkpoint.
     """
     runtime = runtime or Runtime.start()
     seed_everything(config.seed)
     if config.optim.threads:
         torch.set_num_threads(config.optim.threads)
+    run = set_up(config, runtime, command)
+    restore(run, resume)
+    # One DDP wrapper around model *and* objective, so trainable proxies (ArcFace) sync too.
+    step_module = runtime.wrap(TrainingStep(run.model, run.objective, runtime))
+    log = MetricsLog(config.run_dir, enabled=runtime.is_main)
+    if resume:
+        log.restart_from(run.state.history, run.state.step)
+    for epoch in range(run.state.epoch, config.optim.epochs):
+        if config.optim.max_steps and run.state.step >= config.optim.max_steps:
+            break
+        values = train_epoch(run, step_module, log, epoch, progress)
+        if runtime.is_main:
+            end_of_epoch(run, log, epoch, values)
+        runtime.barrier()
+    if runtime.is_main:
+        (config.run_dir / "summary.json").write_text(json.dumps({"best": run.state.best,
+                                                                 "history": run.state.history}, indent=2))
+    runtime.barrier()
+    return config.run_dir
+
+
+def set_up(config: TrainConfig, runtime: Runtime, command: list[str] | None) -> Run:
+    """The run's folder, data (described on stderr and in data.json), network, objective and optimiser."""
     run_dir = config.run_dir
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(config_to_toml(config))
-
-    # Data
     task = load_task(config)
     splits: Splits = task.splits
     spec = input_spec_for(splits.train.images, config.data)
@@ -239,7 +201,6 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     if runtime.is_main:
         print(format_data_summary(data_facts), file=sys.stderr, flush=True)
         (run_dir / "data.json").write_text(json.dumps(data_facts, indent=2) + "\n")
-
     # Model and objective, on the device before the optimiser sees their parameters
     model = runtime.place(build_model(config.model, spec.channels, mean, std, aspects=len(task.aspects)))
     objective: Objective = build_objective(config.objective, len(splits.train.classes), config.model.embedding_dim,
@@ -249,36 +210,6 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     if config.optim.max_steps:
         total_steps = min(total_steps, config.optim.max_steps)
     optimizer, scheduler = build_optimizer(config, parameter_groups(config, model, objective), total_steps)
-
-    state = RunState()
-    last = run_dir / CHECKPOINT_LAST
-    resuming = resume and last.is_file()
-    if config.init_from and not resuming:  # a resumed fine-tune continues from its own last.pt
-        start = Checkpoint.load(config.init_from)
-        _refuse_another_network(Path(config.init_from), start.config, config, fields=_OBJECTIVE_SHAPE,
-                                verb="fine-tune from", remedy="fine-tune a network of the same shape")
-        _load_weights(model, start.model, Path(config.init_from), "network")
-        _load_weights(objective, start.objective, Path(config.init_from), "objective (proxies)")
-        if runtime.is_main:
-            print(f"fine-tuning from {config.init_from} (its epoch {start.state.epoch})", file=sys.stderr)
-    if resuming:
-        saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
-        _refuse_another_network(last, saved.config, config)
-        _load_weights(model, saved.model, last, "network")
-        _load_weights(objective, saved.objective, last, "objective (proxies)")
-        optimizer.load_state_dict(saved.optimizer)
-        scheduler.load_state_dict(saved.scheduler)
-        if runtime.scaler is not None and saved.scaler is not None:
-            runtime.scaler.load_state_dict(saved.scaler)
-        state = saved.state
-        if runtime.is_main:
-            print(f"resumed from {last} at epoch {state.epoch}, step {state.step}", file=sys.stderr)
-    # One DDP wrapper around model *and* objective, so trainable proxies (ArcFace) sync too.
-    step_module = runtime.wrap(TrainingStep(model, objective, runtime))
-
-    log = MetricsLog(run_dir, enabled=runtime.is_main)
-    if resume:
-        log.restart_from(state.history, state.step)
     record = Checkpoint(
         config=config, input=spec, mean=mean, std=std, model={},
         # Called as a library there is no command line; the saved config replays the run exactly.
@@ -286,42 +217,69 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         classes=splits.train.classes, aspects=task.aspects, world_size=runtime.world_size,
         runtime=runtime.describe(), extras={"data_summary": data_facts},
     )
+    return Run(config, runtime, task, model, objective, optimizer, scheduler, record)
 
-    # Loop
-    for epoch in range(state.epoch, config.optim.epochs):
-        if config.optim.max_steps and state.step >= config.optim.max_steps:
-            break
-        # Reseed per epoch: the batch order and augmentation of epoch e are the same on every rank
-        # and after a resume.
-        seed_everything(config.seed * 1000 + epoch)
-        for parameter in pretrained_trunk_parameters(model):  # the head learns alone first
-            parameter.requires_grad_(epoch >= config.optim.head_only_epochs)
-        loader = runtime.loader(task.train_loader(objective.batch_kind, epoch, runtime.rank, runtime.world_size))
-        values = train_one_epoch(step_module, optimizer, scheduler, loader, runtime, state, log,
-                                 max_steps=config.optim.max_steps, progress=progress,
-                                 description=f"epoch {epoch + 1}/{config.optim.epochs}")
-        state.epoch = epoch + 1
-        if runtime.is_main:
-            values.update(task.validate(torch_embedder(model)))
-            score = values[task.selection_metric]
-            state.history.append({"epoch": epoch + 1, **values})
-            log.write(epoch + 1, values)
-            summary = ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k.startswith("val_") or k == "train_loss")
-            print(f"epoch {epoch + 1}: {summary}", file=sys.stderr, flush=True)
-            improved = state.best is None or score > state.best["score"]
-            if improved:
-                state.best = {"epoch": epoch + 1, "score": score, "metric": task.selection_metric}
-            checkpoint = replace(record, model=model.state_dict(), objective=objective.state_dict(),
-                                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), state=state,
-                                 scaler=runtime.scaler.state_dict() if runtime.scaler is not None else None)
-            if improved:
-                checkpoint.save(run_dir / CHECKPOINT_BEST)
-            checkpoint.save(last)
-        runtime.barrier()
-    if runtime.is_main:
-        (run_dir / "summary.json").write_text(json.dumps({"best": state.best, "history": state.history}, indent=2))
-    runtime.barrier()
-    return run_dir
+
+def restore(run: Run, resume: bool) -> None:
+    """Start from another run's weights (``init_from``), or continue this run's ``last.pt``."""
+    config, last = run.config, run.config.run_dir / CHECKPOINT_LAST
+    resuming = resume and last.is_file()
+    if config.init_from and not resuming:  # a resumed fine-tune continues from its own last.pt
+        start = Checkpoint.load(config.init_from)
+        _refuse_another_network(Path(config.init_from), start.config, config, fields=_OBJECTIVE_SHAPE,
+                                verb="fine-tune from", remedy="fine-tune a network of the same shape")
+        _load_weights(run.model, start.model, Path(config.init_from), "network")
+        _load_weights(run.objective, start.objective, Path(config.init_from), "objective (proxies)")
+        if run.runtime.is_main:
+            print(f"fine-tuning from {config.init_from} (its epoch {start.state.epoch})", file=sys.stderr)
+    if resuming:
+        saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
+        _refuse_another_network(last, saved.config, config)
+        _load_weights(run.model, saved.model, last, "network")
+        _load_weights(run.objective, saved.objective, last, "objective (proxies)")
+        run.optimizer.load_state_dict(saved.optimizer)
+        run.scheduler.load_state_dict(saved.scheduler)
+        if run.runtime.scaler is not None and saved.scaler is not None:
+            run.runtime.scaler.load_state_dict(saved.scaler)
+        run.state = saved.state
+        if run.runtime.is_main:
+            print(f"resumed from {last} at epoch {run.state.epoch}, step {run.state.step}", file=sys.stderr)
+
+
+def train_epoch(run: Run, step_module: nn.Module, log: MetricsLog, epoch: int, progress: bool) -> dict[str, float]:
+    config, runtime = run.config, run.runtime
+    # Reseed per epoch: the batch order and augmentation of epoch e are the same on every rank
+    # and after a resume.
+    seed_everything(config.seed * 1000 + epoch)
+    for parameter in pretrained_trunk_parameters(run.model):  # the head learns alone first
+        parameter.requires_grad_(epoch >= config.optim.head_only_epochs)
+    loader = runtime.loader(run.task.train_loader(run.objective.batch_kind, epoch, runtime.rank, runtime.world_size))
+    values = train_one_epoch(step_module, run.optimizer, run.scheduler, loader, runtime, run.state, log,
+                             max_steps=config.optim.max_steps, progress=progress,
+                             description=f"epoch {epoch + 1}/{config.optim.epochs}")
+    run.state.epoch = epoch + 1
+    return values
+
+
+def end_of_epoch(run: Run, log: MetricsLog, epoch: int, values: dict[str, float]) -> None:
+    """Validate, log, and write last.pt (and best.pt when validation improved)."""
+    state, task = run.state, run.task
+    values.update(task.validate(torch_embedder(run.model)))
+    score = values[task.selection_metric]
+    state.history.append({"epoch": epoch + 1, **values})
+    log.write(epoch + 1, values)
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k.startswith("val_") or k == "train_loss")
+    print(f"epoch {epoch + 1}: {summary}", file=sys.stderr, flush=True)
+    improved = state.best is None or score > state.best["score"]
+    if improved:
+        state.best = {"epoch": epoch + 1, "score": score, "metric": task.selection_metric}
+    scaler = run.runtime.scaler
+    checkpoint = replace(run.record, model=run.model.state_dict(), objective=run.objective.state_dict(),
+                         optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(), state=state,
+                         scaler=scaler.state_dict() if scaler is not None else None)
+    if improved:
+        checkpoint.save(run.config.run_dir / CHECKPOINT_BEST)
+    checkpoint.save(run.config.run_dir / CHECKPOINT_LAST)
 
 
 def load_trained_model(path: str | Path) -> tuple[EmbeddingModel, Checkpoint]:

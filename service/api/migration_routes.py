@@ -59,7 +59,10 @@ def _migration(state: ServiceState):
 @router.post("/index/migration", responses=ERRORS, openapi_extra=json_body_doc(StartRequest, multipart=False))
 async def start(request: Request, state: ServiceState = Depends(get_state)) -> dict[str, Any]:
     body = await read_json(request, StartRequest)
-    path = Path(body.model).expanduser().resolve()
+    try:
+        path = Path(body.model).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a loop of links, an unknown ~user
+        raise ApiError(422, "invalid_model", f"model: not a usable path ({exc})", "model") from None
     try:
         migration = await run_in_threadpool(start_migration, state, path)
     except ModelLoadError as exc:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CSN_MODEL, png_bytes
-from training.data.aspects import PALETTE, tint
+from training.data.fashion_aspects import PALETTE, tint
 
 PAIRS = 60
 # Decisions use each aspect's equal-error-rate threshold fitted on validation pairs; on test pairs

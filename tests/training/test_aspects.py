@@ -9,17 +9,9 @@ from PIL import Image
 
 from contract import InputSpec
 from training.data.arrays import LabeledImages
-from training.data.aspects import (
-    GROUPS,
-    PALETTE,
-    AspectDataError,
-    TripletDataset,
-    fashion_aspects,
-    read_aspects_csv,
-    sample_triplets,
-    tint,
-    triplet_accuracy,
-)
+from training.data.aspect_images import AspectDataError, read_aspects_csv
+from training.data.aspect_triplets import TripletDataset, sample_triplets, triplet_accuracy
+from training.data.fashion_aspects import GROUPS, PALETTE, fashion_aspects, tint
 from training.data.sources import FASHION_MNIST_CLASSES
 
 
@@ -202,7 +194,9 @@ def test_grouped_plain_images_come_per_category():
     """objective.instance_plain_per_class: each batch's plain images are m per category, so the
     instance term meets look-alikes; every image comes up, padded only to whole runs."""
     from training.config import load_config
-    from training.data.aspects import AspectDataError, AspectTask, grouped_order
+    from training.data.aspect_images import AspectDataError
+    from training.data.aspect_triplets import grouped_order
+    from training.data.aspects import AspectTask
 
     labels = np.repeat(np.arange(10), [50, 40, 60, 45, 55, 50, 52, 48, 50, 50])
     order = grouped_order(labels, per_class=4, seed=3)

@@ -322,7 +322,7 @@ def test_aspect_model_shows_a_score_per_aspect(browser, tmp_path):
     from playwright.sync_api import expect
 
     from tests.conftest import CSN_MODEL
-    from training.data.aspects import PALETTE, tint
+    from training.data.fashion_aspects import PALETTE, tint
 
     sandal = next(i for i in gallery_items() if i["metadata"]["class"] == "sandal")
     with Image.open(gallery_file(sandal)) as image:
