@@ -50,11 +50,22 @@ def quantize_int8(float_graph: str | Path, output: str | Path, calibration: np.n
         # Shape inference and constant folding first, as ONNX Runtime's quantizer asks.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_graph), str(prepared), skip_symbolic_shape=True)
+        first = first_convolution(prepared)
         quantize_static(str(prepared), str(output), _Batches(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        op_types_to_quantize=QUANTIZED_OPS)
+                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=[first] if first else [])
     return {"format": "int8 QDQ", "ops": QUANTIZED_OPS, "weights": "int8, per output channel",
-            "activations": "uint8, per tensor, min-max ranges", "calibration_images": len(calibration)}
+            "activations": "uint8, per tensor, min-max ranges", "calibration_images": len(calibration),
+            "kept_float": "the first convolution"}
+
+
+def first_convolution(graph: Path) -> str | None:
+    """The name of the convolution that reads the normalised image. It stays float: quantized, it
+    took a 3-epoch Fashion-MNIST model's mean cosine to the float graph from 0.999 to 0.915 (min
+    0.25), for a layer of one or three input channels that costs little either way."""
+    import onnx
+
+    return next((node.name for node in onnx.load(str(graph)).graph.node if node.op_type == "Conv"), None)
 
 
 def agreement(float_embed, quantized_embed, images: np.ndarray) -> dict[str, float]:

@@ -99,11 +99,14 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert set(near["recall_at_1"]) >= {"jpeg q70", "shift 1px", "downscale 0.75x", "crop 8% and resize back"}
     assert near["worst_recall_at_1"] == min(near["recall_at_1"].values()) <= near["mean_recall_at_1"]
     assert f"| {near['worst_edit']} | {near['worst_recall_at_1']:.4f} |" in card
-    assert spec.near_duplicate is not None and "edited copies" in spec.near_duplicate.rule
+    # Fitted for a false-positive rate against each original's nearest other image (issue #29).
+    assert spec.near_duplicate is not None and "validation's originals have their nearest other image" in \
+        spec.near_duplicate.rule
     # "The same image" is a stricter bar than "the same kind of thing".
     assert spec.near_duplicate.threshold > spec.decision.threshold
     decision = near["decision"]
     assert decision["copies_accepted"] > decision["nearest_others_accepted"]
+    assert decision["nearest_others_accepted"] <= 0.05  # the validation target is 1%; test may differ a little
     best = json.loads((run_dir / "summary.json").read_text())["best"]
     # With the instance term, selection weighs both jobs: validation MAP@R and near-duplicate R@1.
     assert best["metric"] == "val_map_at_r_and_near_duplicate_r1"
@@ -168,6 +171,7 @@ def test_the_instance_term_finds_edited_copies_far_better_than_the_class_loss_al
     assert done.returncode == 0, done.stderr[-3000:]
     from contract import InputSpec
     from training.evaluation import embed_all, retrieval_metrics, torch_embedder
+    from training.evaluation.edits import LIGHT_EDITS
     from training.evaluation.near_duplicates import near_duplicate_metrics
     from training.trainer import load_trained_model
 
@@ -179,7 +183,10 @@ def test_the_instance_term_finds_edited_copies_far_better_than_the_class_loss_al
     for name, path in (("instance", run_dir / "best.pt"), ("class only", class_only / "best.pt")):
         embedder = torch_embedder(load_trained_model(path)[0])
         embeddings, _ = embed_all(embedder, splits.test.images)
-        near = near_duplicate_metrics(embedder, splits.test.images, spec, queries=300, gallery_embeddings=embeddings)
+        # The light edits the instance term trains on (the edits users make are issue #29's, measured
+        # on the shipped models; a 3-epoch run finds none of some of them with or without the term).
+        near = near_duplicate_metrics(embedder, splits.test.images, spec, queries=300, edits=LIGHT_EDITS,
+                                      gallery_embeddings=embeddings)
         results[name] = (near, retrieval_metrics(embeddings, splits.test.labels)["precision_at_1"])
         print(f"{name}: near-duplicate R@1 mean {near['mean_recall_at_1']:.4f}, worst {near['worst_recall_at_1']:.4f} "
               f"({near['worst_edit']}); P@1 {results[name][1]:.4f}")
@@ -294,7 +301,8 @@ def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(
     ops = {node.op_type for node in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
-    assert len(int8_weights) == sum(1 for node in model.graph.node if node.op_type == "Conv")
+    # Every convolution but the first (kept float: training/quantize.py says why).
+    assert len(int8_weights) == sum(1 for node in model.graph.node if node.op_type == "Conv") - 1
     spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
     quantization = spec.metrics["export"]["quantization"]
     assert quantization["calibration_images"] == 512 and quantization["agreement"]["images"] == 1000
