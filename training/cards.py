@@ -6,27 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from contract import ModelSpec
+from training.card_sections import ROWS, fmt, near_duplicate_section, open_set_section
+from training.models.trunks import WEIGHT_SOURCES
 
 FASHION_MNIST_CREDIT = (
     "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017, Zalando Research), MIT licence: "
     "https://github.com/zalandoresearch/fashion-mnist"
 )
-
-_ROWS = [
-    ("precision_at_1", "Precision@1 (leave-one-out)"),
-    ("r_precision", "R-Precision"),
-    ("map_at_r", "MAP@R"),
-    ("roc_auc", "pair ROC-AUC"),
-    ("eer", "pair EER"),
-    ("tar_at_far_0.001", "TAR @ FAR=1e-3"),
-]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     splits = [s for s in ("test", "test_unseen") if s in metrics]
@@ -35,23 +21,26 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
         ("test (unseen classes: " + ", ".join(metrics[s].get("classes", [])) + ")" if s == "test_unseen" else s)
         for s in splits) + " |"
     lines = [header, "|---|" + "---|" * len(splits)]
-    for key, label in _ROWS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(metrics[s].get(key, "")) for s in splits) + " |")
-    lines.append("| images | " + " | ".join(_fmt(metrics[s].get("items", "")) for s in splits) + " |")
+    for key, label in ROWS:
+        lines.append(f"| {label} | " + " | ".join(fmt(metrics[s].get(key, "")) for s in splits) + " |")
+    lines.append("| images | " + " | ".join(fmt(metrics[s].get("items", "")) for s in splits) + " |")
     return lines
 
 
 def render_model_card(spec: ModelSpec, path: str) -> str:
     """The card of the model at ``path`` (as the export command was given it: the re-measure
     command names it)."""
-    filename = Path(path).name
-    training = spec.training
-    metrics = spec.metrics
-    test = metrics.get("test", {})
+    sections = [_header(spec, path), _decision_section(spec), _extra_sections(spec), _made_section(spec, path),
+                _closing_sections(spec)]
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _header(spec: ModelSpec, path: str) -> list[str]:
+    test = spec.metrics.get("test", {})
     out = [
         f"# {spec.name} {spec.version}",
         "",
-        f"`{filename}`: an image-embedding model for likeness. Input: uint8 images "
+        f"`{Path(path).name}`: an image-embedding model for likeness. Input: uint8 images "
         f"{spec.input.height}x{spec.input.width}, {spec.input.channels} channel(s) ({spec.input.mode}), "
         f"fit `{spec.input.fit}`, filter `{spec.input.resample}`. Output: `embedding`, "
         f"{spec.embedding_dim}-d, L2-normalised; similarity is the cosine."
@@ -63,13 +52,17 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         "(through ONNX Runtime), not on the PyTorch model. Pair metrics use "
         f"{test.get('items', '?')} test images and seeded, balanced same/different pairs.",
         "",
-        *_metrics_table(metrics),
+        *_metrics_table(spec.metrics),
         "",
     ]
     if "near_duplicates" in test:
-        out += _near_duplicate_section(test["near_duplicates"])
-    calib = test.get("calibration")
-    out += [
+        out += near_duplicate_section(test["near_duplicates"])
+    return out
+
+
+def _decision_section(spec: ModelSpec) -> list[str]:
+    calib = spec.metrics.get("test", {}).get("calibration")
+    out = [
         "## Decision and calibration",
         "",
         f"- Decision: cosine >= {spec.decision.threshold:.4f} means *the same kind of thing* (same class; "
@@ -86,19 +79,23 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
                 if spec.near_duplicate_dims else "the cosine")
         out.append(f"- The same image: {over} >= {spec.near_duplicate.threshold:.4f} ({spec.near_duplicate.rule}); "
                    "`/similarity` and `/search` answer it as `near_duplicate`, and `GET /duplicates` groups by it.")
-    for name, decision in spec.aspect_decisions.items():
-        out.append(f"- Aspect `{name}`: threshold {decision.threshold:.4f} ({decision.rule}).")
-    out.append("")
-    open_set = metrics.get("open_set_recipe")
-    if open_set:
-        out += _open_set_section(open_set)
+    out += [f"- Aspect `{name}`: threshold {d.threshold:.4f} ({d.rule})." for name, d in spec.aspect_decisions.items()]
+    return out + [""]
+
+
+def _extra_sections(spec: ModelSpec) -> list[str]:
+    metrics, out = spec.metrics, []
+    if metrics.get("open_set_recipe"):
+        out += open_set_section(metrics["open_set_recipe"])
     extra = {k: v for k, v in metrics.items() if k not in ("test", "test_unseen", "export", "open_set_recipe")}
     if extra:
-        out += ["## Task-specific results", ""]
-        out += _nested(extra)
-        out.append("")
-    export = metrics.get("export", {})
-    out += [
+        out += ["## Task-specific results", "", *_nested(extra), ""]
+    return out
+
+
+def _made_section(spec: ModelSpec, path: str) -> list[str]:
+    training, export = spec.training, spec.metrics.get("export", {})
+    return [
         "## How it was made",
         "",
         f"- Data: {training.get('data', '?')}.",
@@ -127,9 +124,14 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         f"{_program(training)} evaluate {path}",
         "```",
         "",
+    ]
+
+
+def _closing_sections(spec: ModelSpec) -> list[str]:
+    return [
         "## Data and licence",
         "",
-        *_data_and_licence(training),
+        *_data_and_licence(spec.training),
         "",
         "## Limitations",
         "",
@@ -138,7 +140,6 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
         "- The probability is calibrated for balanced same/different pairs; with another prior, "
         "shift the logit by log(prior odds).",
     ]
-    return "\n".join(out) + "\n"
 
 
 def _train_commands(training: dict[str, Any]) -> list[str]:
@@ -202,83 +203,6 @@ def _selection(training: dict[str, Any]) -> str:
     return f"not the best on validation: {training.get('selected_on')} peaked at epoch {training.get('best_epoch')}"
 
 
-def _near_duplicate_section(near: dict[str, Any]) -> list[str]:
-    decision = near.get("decision") or {}
-    accepted = decision.get("copies_accepted_by_edit", {})
-    lines = [
-        "## The same image: does a copy find its original, and is it called a copy?",
-        "",
-        f"{near['queries']} seeded test images, each edited as below (training/evaluation/edits.py: the light edits, "
-        "the edits users make, by family, and the mirror), saved as a file and prepared as the service prepares an "
-        f"upload, then searched against all {near['gallery']} test images. R@1: the original scores above every "
-        "other image (ties count as misses). Called a copy: the copy's same-image score against its original is at "
-        "or above the spec's `near_duplicate` threshold.",
-        "",
-        "| family | edit | R@1 | called a copy |",
-        "|---|---|---|---|",
-    ]
-    from training.evaluation.near_duplicates import FAMILIES
-
-    for family, edits in FAMILIES.items():
-        for name in edits:
-            if name in near["recall_at_1"]:
-                called = f"{accepted[name]:.4f}" if name in accepted else ""
-                lines.append(f"| {family} | {name} | {near['recall_at_1'][name]:.4f} | {called} |")
-    lines += [f"| | **mean** | **{near['mean_recall_at_1']:.4f}** | "
-              + (f"**{decision['copies_accepted']:.4f}** |" if decision else "|"),
-              f"| | **worst** ({near['worst_edit']}) | **{near['worst_recall_at_1']:.4f}** | |", ""]
-    if decision:
-        lines += [f"\"The same image\" (the spec's `near_duplicate`, fitted on validation): same-image score >= "
-                  f"{decision['threshold']:.4f}. On test it calls {decision['copies_accepted']:.2%} of the copies above "
-                  f"copies, and {decision['nearest_others_accepted']:.2%} of the originals' nearest other images "
-                  f"(by the same score; {decision['near_identical_left_out']} test images with a near-identical twin "
-                  "in the split left out). The curve, on test:", "",
-                  "| threshold | nearest other images called copies | copies called copies |", "|---|---|---|"]
-        lines += [f"| {point['threshold']:.4f} | {point['nearest_others_accepted']:.4f} | {point['copies_accepted']:.4f} |"
-                  for point in decision["curve"]]
-        lines.append("")
-    return lines
-
-
-def _open_set_section(open_set: dict[str, Any]) -> list[str]:
-    seen, unseen = open_set["seen"], open_set["unseen"]
-    lines = [
-        "## Open-set numbers of this recipe",
-        "",
-        f"The same recipe trained without {', '.join(open_set['holdout_classes'])} (those classes reached neither "
-        "training, validation nor calibration), measured on the test images of the classes it saw and of the "
-        "classes it never saw. The closed-set numbers above are for the shipped model, trained on all classes. "
-        "Baselines and other objectives on the same split: docs/openset.md in the likeness repository.",
-        "",
-        "| metric | seen classes | unseen classes |",
-        "|---|---|---|",
-    ]
-    for key, label in _ROWS[:4]:
-        lines.append(f"| {label} | {_fmt(seen.get(key, ''))} | {_fmt(unseen.get(key, ''))} |")
-    for name, shot in unseen.get("few_shot", {}).items():
-        lines.append(f"| {name} accuracy ({shot['episodes']} episodes) | | "
-                     f"{shot['accuracy']:.4f} ± {shot['ci95']:.4f} |")
-    if pixels := open_set.get("unseen_raw_pixels"):
-        delta = (unseen["map_at_r"] - pixels["map_at_r"]) * 100
-        lines += ["", f"Raw pixels (cosine) on the same unseen-class images: P@1 {pixels['precision_at_1']:.4f}, "
-                      f"MAP@R {pixels['map_at_r']:.4f}, pair ROC-AUC {pixels['roc_auc']:.4f}; this recipe's unseen-class "
-                      f"MAP@R is {delta:+.2f} points from theirs."]
-        learned = open_set.get("unseen_learned_only")
-        if learned:
-            lines += ["", f"Without its pixel subspace, the learned embedding alone reaches unseen-class MAP@R "
-                          f"{learned['map_at_r']:.4f} ({(learned['map_at_r'] - pixels['map_at_r']) * 100:+.2f} points "
-                          f"from raw pixels) and P@1 {learned['precision_at_1']:.4f}."]
-        ours, theirs = unseen.get("map_at_r_by_class", {}), pixels.get("map_at_r_by_class", {})
-        if ours and theirs:
-            alone = (learned or {}).get("map_at_r_by_class", {})
-            head = "| unseen class | MAP@R, this recipe | MAP@R, raw pixels |" + (" MAP@R, learned part alone |" if alone else "")
-            lines += ["", head, "|---|---|---|" + ("---|" if alone else ""),
-                      *(f"| {name} | {value:.4f} | {theirs.get(name, float('nan')):.4f} |"
-                        + (f" {alone.get(name, float('nan')):.4f} |" if alone else "") for name, value in ours.items())]
-    lines += ["", "Trained with:", "", "```", str(open_set.get("train_command")), "```", ""]
-    return lines
-
-
 def write_model_card(onnx_path: str | Path, spec: ModelSpec) -> Path:
     onnx_path = Path(onnx_path)
     card = onnx_path.with_suffix(".md")
@@ -291,6 +215,9 @@ def _describe(values: dict[str, Any]) -> str:
 
 
 def _describe_backbone(backbone: dict[str, Any]) -> str:
+    trunk = backbone.get("trunk", "small-cnn")
+    if trunk != "small-cnn":
+        return _describe_pretrained(backbone, trunk)
     where = []  # hybrids: where the NS layers are (the other convs are plain)
     if backbone.get("ns_last_stages"):
         where.append(f"in the last {backbone['ns_last_stages']} stage(s)")
@@ -301,6 +228,17 @@ def _describe_backbone(backbone: dict[str, Any]) -> str:
             f"{backbone.get('widths')}, {backbone.get('depth')} {'convs' if where else 'NS-convs'} per stage, "
             f"{backbone.get('embedding_dim')}-d embedding{_split(backbone)}, masks `{backbone.get('masks')}`"
             + (", anti-aliased pooling" if backbone.get("antialias") else ""))
+
+
+def _describe_pretrained(backbone: dict[str, Any], trunk: str) -> str:
+    """A pretrained trunk: where its weights came from (and their licence), what sits above it."""
+    weights = backbone.get("trunk_weights")
+    source = WEIGHT_SOURCES.get(trunk, trunk) if weights == "imagenet" else f"weights from {weights}"
+    head = backbone.get("head_layer", "none")
+    return (f"pretrained trunk `{trunk}` ({source}), fine-tuned"
+            + (", its BatchNorm statistics kept" if backbone.get("freeze_bn") else "")
+            + (f"; one `{head}` NS conv block on its last feature map" if head != "none" else "; no NSL layer above it")
+            + f"; {backbone.get('embedding_dim')}-d embedding{_split(backbone)}, masks `{backbone.get('masks')}`")
 
 
 def _served_share(training: dict[str, Any]) -> str:
@@ -337,7 +275,7 @@ def _nested(values: dict[str, Any], indent: str = "") -> list[str]:
             lines.append(f"{indent}- {key}:")
             lines += _nested(value, indent + "  ")
         else:
-            lines.append(f"{indent}- {key}: {_fmt(value)}")
+            lines.append(f"{indent}- {key}: {fmt(value)}")
     return lines
 
 
@@ -347,7 +285,9 @@ def _quantization_lines(quantization: dict[str, Any] | None) -> list[str]:
     agree = quantization["agreement"]
     return [f"- Quantized: {quantization['format']} ({', '.join(quantization['ops'])}; weights "
             f"{quantization['weights']}, activations {quantization['activations']} from "
-            f"{quantization['calibration_images']} seeded {quantization['calibration_split']} images). Cosine to the float "
+            f"{quantization['calibration_images']} seeded {quantization['calibration_split']} images"
+            + (f"; {quantization['kept_float']} kept float" if quantization.get("kept_float") else "")
+            + f"). Cosine to the float "
             f"graph on {agree['images']} test images: mean {agree['mean_cosine']:.4f}, min {agree['min_cosine']:.4f}. "
             "Thresholds, calibration and every number above were fitted and measured on the int8 graph. It is "
             "made for CPUs (int8 convolutions take about half the time of float32's there); on a GPU, serve "
