@@ -38,11 +38,14 @@ def png_bytes(array) -> bytes:
     return out.getvalue()
 
 
+BATCH = 64  # LIKENESS_MAX_IMAGES_PER_REQUEST's default
+
+
 def add_items(url: str, count: int) -> None:
     _, test = load_raw("fashion-mnist")
     with httpx.Client(base_url=url, timeout=300) as client:
-        for start in range(0, count, 100):
-            ids = [f"item-{i:05d}" for i in range(start, min(start + 100, count))]
+        for start in range(0, count, BATCH):
+            ids = [f"item-{i:05d}" for i in range(start, min(start + BATCH, count))]
             files = [("image", (f"{i}.png", png_bytes(test.images[int(i[5:])][:, :, 0]))) for i in ids]
             response = client.post("/items", files=files, data={"id": ids})
             response.raise_for_status()
@@ -51,6 +54,18 @@ def add_items(url: str, count: int) -> None:
 def phase(url: str, clients: int, seconds: float, seed: int) -> dict:
     records = asyncio.run(drive(url, clients, seconds, seed))
     return summarise(records, seconds)
+
+
+HOW = [
+    "## How an upgrade runs", "",
+    "`likeness index migrate --model NEW.onnx --url URL [--switch]` (service/jobs.py) asks the service which live "
+    "items the new generation lacks (`GET /index/migration/pending`), reads their kept originals, embeds them with "
+    "the new model in its own process and sends the vectors back (`POST /index/migration/items`). While the "
+    "generation exists, every add and delete lands in both. Killed at any point, the same command goes on where it "
+    "stopped. `--switch` checks that the generation holds every live item in its live version and serves it in one "
+    "step; until `likeness index prune`, `model=` on `/search` and `/similarity` answers from the previous one. "
+    "At a restart, `LIKENESS_MODEL_PATH=NEW.onnx` serves the complete generation. The design: service/migration.py; "
+    "the endpoints: [api.md](api.md).", ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         f"writes of the load mirrored meanwhile), the service and the migration sharing the machine's cores. The load: "
         f"{args.clients} closed-loop clients, `python -m bench load`'s mix (search, similarity, add), "
         f"{args.seconds:g} s a phase.", "",
-        markdown_table(["phase", "req/s", "p50 (ms)", "p99 (ms)", "errors"], rows), ""]
+        markdown_table(["phase", "req/s", "p50 (ms)", "p99 (ms)", "errors"], rows), "", *HOW]
     args.output.write_text("\n".join(lines))
     write_json(args.output, {"items": args.items, "migration": done, "items_per_second": rate, "phases": results})
     print(f"wrote {args.output}")
