@@ -87,9 +87,17 @@ def fit_same_image(scores: SameImageScores, false_positive_rate: float, source: 
     others = np.sort(scores.others)[::-1]
     allowed = int(np.floor(false_positive_rate * len(others)))
     threshold = float(np.nextafter(np.float32(others[allowed]), np.float32(np.inf))) if allowed < len(others) else -1.0
-    return Decision(threshold=round(threshold + 5e-7, 6),
+    threshold = round(threshold + 5e-7, 6)
+    left_out = f"{scores.near_identical} near-identical images of the split left out"
+    if threshold > 1.0:
+        # More originals than the rate allows have a nearest other image scoring 1 (a model that
+        # cannot tell them apart): no score separates them, so only a perfect score is called a copy.
+        share = float((scores.others >= 1.0 - 1e-6).mean())
+        return Decision(threshold=1.0, rule=f"unreachable: {share:.1%} of {source}'s originals have a nearest other "
+                                            f"image scoring 1, above the {false_positive_rate:.1%} asked ({left_out})")
+    return Decision(threshold=threshold,
                     rule=f"at most {false_positive_rate:.1%} of {source}'s originals have their nearest other image "
-                         f"at or above it ({scores.near_identical} near-identical images of the split left out)")
+                         f"at or above it ({left_out})")
 
 
 def same_image_quality(scores: SameImageScores, threshold: float) -> dict:
