@@ -26,7 +26,8 @@ COPY_EDITS = ["jpeg q30", "crop 8% and resize back", "border 6%, white", "letter
 
 @pytest.fixture(scope="module")
 def photo_client(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("photo"), model_path=PHOTO_MODEL, gallery_dir=PHOTO_GALLERY)
+    # No gallery named: the service picks the photo gallery for an RGB model of 64 pixels or more.
+    settings = make_settings(tmp_path_factory.mktemp("photo"), model_path=PHOTO_MODEL, gallery_dir=None)
     with TestClient(create_app(settings)) as client:
         yield client
 
