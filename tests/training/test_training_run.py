@@ -28,6 +28,9 @@ TINY = [
     "data.train_limit=12000", "data.val_size=2000", "data.test_limit=2000", "optim.epochs=3",
     "optim.batch_size=64", "optim.m_per_class=8", "model.widths=[16, 32, 64]", "model.depth=1",
     "eval.pairs=5000", "optim.threads=2",
+    # Each export edits this many originals of validation and of test with each of the 39 measured
+    # edits (1000 by default: about 117,000 images an export).
+    "eval.near_duplicates=300",
 ]
 
 
@@ -127,12 +130,12 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
     from training.evaluate import evaluate_model
 
-    again = evaluate_model(tmp_path / "tiny.onnx", pairs=5000, near_duplicates=5000)
+    again = evaluate_model(tmp_path / "tiny.onnx", pairs=5000, near_duplicates=600)
     assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
-    # It can edit more originals than the card's 1000, up to the whole split, for a tighter estimate.
-    assert spec.metrics["test"]["near_duplicates"]["queries"] == 1000
+    # It can edit more originals than the card's (here 300), up to the whole split, for a tighter estimate.
+    assert spec.metrics["test"]["near_duplicates"]["queries"] == 300
     whole = again["test"]["near_duplicates"]
-    assert whole["queries"] == whole["gallery"] == 2000
+    assert (whole["queries"], whole["gallery"]) == (600, 2000)
     assert whole["worst_recall_at_1"] == min(whole["recall_at_1"].values()) <= whole["mean_recall_at_1"]
 
 
