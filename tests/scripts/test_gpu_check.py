@@ -9,7 +9,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+# Trains, exports and starts the service: `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
 
 SCRIPT = REPO / "scripts" / "gpu-check"
 

@@ -23,6 +23,7 @@ def server(tmp_path_factory):
     process.stop()
 
 
+@pytest.mark.slow  # a real server process and 80 s of generated requests: `make test` runs it
 def test_no_generated_request_gets_a_server_error(server):
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     sent: dict[str, int] = {}
