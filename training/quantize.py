@@ -56,7 +56,7 @@ def quantize_int8(float_graph: str | Path, output: str | Path, calibration: np.n
                         op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=[first] if first else [])
     return {"format": "int8 QDQ", "ops": QUANTIZED_OPS, "weights": "int8, per output channel",
             "activations": "uint8, per tensor, min-max ranges", "calibration_images": len(calibration),
-            "kept_float": "the first convolution"}
+            **({"kept_float": "the first convolution"} if first else {})}
 
 
 def first_convolution(graph: Path) -> str | None:
