@@ -18,6 +18,7 @@ BENCHMARKS = {
     "csn": "bench.csn",
     "quality": "bench.quality",
     "dedup": "bench.dedup",
+    "pixel-check": "bench.pixel_check",
     "migration": "bench.migration",
     "photos": "bench.photos",
     "serving": "bench.serving",

@@ -36,6 +36,8 @@ RUNS: dict[str, list[str]] = {
     "milvus": [],
     # Issue 29: duplicates across the catalogue, both shipped Fashion-MNIST models against pHash/dHash.
     "dedup": ["--model", "models/default.onnx", "--model", "models/csn.onnx"],
+    # Issue 29: could a pixel check after retrieval decide "the same image"? (about 8 minutes)
+    "pixel-check": ["--model", "models/default.onnx", "--originals", "100"],
     # Issue 31: the default model's index migrated to the CSN model under load.
     "migration": [],
     "csn": ["--epochs", "2", "--triplets", "20000"],

@@ -30,7 +30,7 @@ from training.evaluation import (
     torch_embedder,
 )
 from training.evaluation.fewshot import few_shot_accuracy
-from training.evaluation.near_duplicates import near_duplicate_metrics
+from training.evaluation.near_duplicates import embed_copies, near_duplicate_metrics
 from training.evaluation.retrieval import map_at_r_by_class
 from training.evaluation.same_image import fit_same_image, same_image_quality, score_same_image
 from training.evaluation.verification import describe_pairs
@@ -76,14 +76,6 @@ def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, inpu
     return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation")
 
 
-def near_duplicate_quality(embedder: Embedder, images: np.ndarray, config: TrainConfig, input_spec: InputSpec,
-                           dims: tuple[int, int] | None, decision: Decision) -> dict[str, Any]:
-    """On test: the share of copies called the same image (overall, per family and edit), of the
-    originals' nearest other images called it, and the curve of both."""
-    scores = score_same_image(embedder, images, input_spec, dims, config.eval.near_duplicates, config.eval.batch_size)
-    return same_image_quality(scores, decision.threshold)
-
-
 def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calibration,
                         threshold: float) -> dict[str, float]:
     probabilities = 1.0 / (1.0 + np.exp(-(calibration.a * scores + calibration.b)))
@@ -94,19 +86,37 @@ def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calib
     }
 
 
+# The "same image" decision a split is measured at: the instance part's dims and the fitted threshold.
+SameImage = tuple[tuple[int, int] | None, Decision]
+
+
 def evaluate_split(embedder: Embedder, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
                    decision: Decision | None = None, calibration: Calibration | None = None,
-                   input_spec: InputSpec | None = None) -> dict[str, Any]:
-    """Retrieval and pair metrics of one split; with ``input_spec``, near-duplicate R@1 too."""
+                   input_spec: InputSpec | None = None, same_image: SameImage | None = None) -> dict[str, Any]:
+    """Retrieval and pair metrics of one split; with ``input_spec``, near-duplicate R@1 too, and with
+    ``same_image`` the share of copies and of nearest others the decision calls the same image."""
     embeddings, _ = embed_all(embedder, images, config.eval.batch_size)
     metrics: dict[str, Any] = evaluate_embeddings(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
     if calibration is not None and decision is not None:
         _, scores, same = pair_metrics(embeddings, labels, config.eval.pairs, TEST_PAIR_SEED)
         metrics["calibration"] = calibration_quality(scores, same, calibration, decision.threshold)
     if input_spec is not None:
-        metrics["near_duplicates"] = near_duplicate_metrics(embedder, images, input_spec, config.eval.near_duplicates,
-                                                            batch_size=config.eval.batch_size,
-                                                            gallery_embeddings=embeddings)
+        metrics["near_duplicates"] = near_duplicate_split(embedder, images, embeddings, config, input_spec, same_image)
+    return metrics
+
+
+def near_duplicate_split(embedder: Embedder, images: np.ndarray, embeddings: np.ndarray, config: TrainConfig,
+                         input_spec: InputSpec, same_image: SameImage | None) -> dict[str, Any]:
+    """Near-duplicate R@1 per edit and, with ``same_image``, the decision's quality (its "decision"
+    entry), both from one pass of edited copies."""
+    batch = config.eval.batch_size
+    copies = embed_copies(embedder, images, input_spec, config.eval.near_duplicates, batch_size=batch)
+    metrics = near_duplicate_metrics(embedder, images, input_spec, gallery_embeddings=embeddings, copies=copies)
+    if same_image is not None:
+        dims, threshold = same_image
+        scores = score_same_image(embedder, images, input_spec, dims, config.eval.near_duplicates, batch,
+                                  gallery_embeddings=embeddings, copies=copies)
+        metrics["decision"] = same_image_quality(scores, threshold.threshold)
     return metrics
 
 
@@ -130,14 +140,15 @@ def map_at_r_by_class_name(embeddings: np.ndarray, images: LabeledImages) -> dic
 
 
 def evaluate_task(embedder: Embedder, task: Task, config: TrainConfig, calibration: Calibration | None = None,
-                  decision: Decision | None = None, input_spec: InputSpec | None = None) -> dict[str, Any]:
+                  decision: Decision | None = None, input_spec: InputSpec | None = None,
+                  same_image: SameImage | None = None) -> dict[str, Any]:
     """All test-side numbers for a model, keyed by split (near-duplicates need the ``input_spec``)."""
     splits = task.splits
     if decision is None and calibration is not None:
         raise ValueError("calibration quality needs the decision threshold too")
     metrics: dict[str, Any] = {
         "test": evaluate_split(embedder, splits.test.images, splits.test.labels, config, decision, calibration,
-                               input_spec),
+                               input_spec, same_image),
     }
     if splits.test_unseen is not None:
         metrics["test_unseen"] = open_set_metrics(embedder, splits.test_unseen, config)
@@ -163,6 +174,7 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         data = DataConfig.model_validate(spec.training.get("data_config") or {})
         embedder = onnx_embedder(path, run_on, fallback_to_cpu=device == "auto")
         decision, calibration = spec.decision, spec.calibration
+        same_image = (spec.near_duplicate_dims, spec.near_duplicate) if spec.near_duplicate else None
         seed = int(spec.training.get("seed", 0))
         input_spec = spec.input
     else:
@@ -172,7 +184,7 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         config_saved = TrainConfig.model_validate(saved["config"])
         data, seed = config_saved.data, config_saved.seed
         embedder = torch_embedder(model.to(run_on))
-        decision = calibration = None
+        decision = calibration = same_image = None
         input_spec = InputSpec.model_validate(saved["input"])
     if dataset:
         data.dataset = dataset
@@ -184,5 +196,5 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
     task = load_task(config)
     if split == "val":
         return {"val": evaluate_split(embedder, task.splits.val.images, task.splits.val.labels, config,
-                                      decision, calibration, input_spec)}
-    return evaluate_task(embedder, task, config, calibration, decision, input_spec)
+                                      decision, calibration, input_spec, same_image)}
+    return evaluate_task(embedder, task, config, calibration, decision, input_spec, same_image)

@@ -35,7 +35,7 @@ from training.cards import write_model_card
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.data.summary import data_summary
-from training.evaluate import calibrate, evaluate_task, fit_near_duplicate, near_duplicate_quality
+from training.evaluate import calibrate, evaluate_task, fit_near_duplicate
 from training.evaluation import onnx_embedder, torch_embedder
 from training.export_record import (
     ExportError,
@@ -254,9 +254,7 @@ def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str,
     decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
     dims = instance_dims(loaded.model)
     near_duplicate = fit_near_duplicate(embedder, task, config, spec, dims)
-    metrics = evaluate_task(embedder, task, config, calibration, decision, spec)
-    metrics["test"]["near_duplicates"]["decision"] = near_duplicate_quality(
-        embedder, task.splits.test.images, config, spec, dims, near_duplicate)
+    metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate))
     if loaded.open_set:
         pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None
         metrics["open_set_recipe"] = open_set_recipe_metrics(*loaded.open_set, options.data_dir, pixels)

@@ -20,18 +20,21 @@ from bench import (
     nsl_ablation,
     nsl_kernels,
     openset,
+    pixel_check,
     pixel_share,
     quality,
     serving,
     similarity_ablation,
 )
 from tests.conftest import DEFAULT_MODEL
+from training.evaluation.near_duplicates import EDITS, FAMILIES
 
 # Trains, starts processes or a browser: `make test-fast` leaves it out (`make test` runs it).
 pytestmark = pytest.mark.slow
 
+# eval.val_near_duplicates: 20 originals edited each epoch, not 200 (7,800 images, most of a tiny epoch).
 TINY_TRAINING = ["model.widths=[8, 16]", "model.depth=1", "data.test_limit=600", "eval.pairs=1000",
-                 "optim.batch_size=64"]
+                 "optim.batch_size=64", "eval.val_near_duplicates=20"]
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -87,6 +90,17 @@ def test_instance_share_benchmark(tmp_path):
     assert np.allclose(instance_share.reweigh(halves, about["shipped_share"]), served, atol=1e-5)
     assert np.allclose(instance_share.reweigh(halves, 0.0)[:, :-about["instance_dims"]], halves[0], atol=1e-6)
     assert "| share | P@1 |" in output.read_text()
+
+
+def test_pixel_check_benchmark(tmp_path):
+    page = tmp_path / "pixel-check.md"
+    pixel_check.main(["--originals", "2", "--candidates", "2", "--output", str(page)])
+    result = json.loads((tmp_path / "results" / "pixel-check.json").read_text())
+    assert set(result["edits"]) == set(EDITS) and set(result["families"]) == set(FAMILIES)
+    assert -1.0 <= result["threshold"] <= 1.0 + 1e-5
+    # A copy saved as a high-quality JPEG is its original to the check as to the embedding.
+    assert result["edits"]["jpeg q90"] == {"embedding_r1": 1.0, "checked_r1": 1.0, "called": 1.0}
+    assert "| family | R@1, embedding | R@1, checked | called the same image |" in page.read_text()
 
 
 def test_pixel_share_benchmark(tmp_path):

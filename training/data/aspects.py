@@ -14,7 +14,14 @@ from training.config import TrainConfig
 from training.data.arrays import LabeledImages, stratified_split
 from training.data.aspect_images import AspectDataError, AspectImages, read_aspects_csv
 from training.data.aspect_triplets import TripletDataset, grouped_order, sample_triplets, triplet_accuracy
-from training.data.fashion_aspects import FASHION_ASPECTS, PALETTE, UNSEEN_COLOURS, fashion_aspects, tint
+from training.data.fashion_aspects import (
+    FASHION_ASPECTS,
+    PALETTE,
+    UNSEEN_COLOURS,
+    fashion_aspect_labels,
+    fashion_aspects,
+    tint,
+)
 from training.data.sources import (
     Splits,
     folder_input_spec,
@@ -105,10 +112,14 @@ class AspectTask:
         if data.train_limit and data.train_limit < len(gray_train):
             gray_train = gray_train.subset(stratified_split(gray_train.labels, data.train_limit, config.seed + 1)[1])
         train_all = fashion_aspects(gray_train, seed=config.seed, fit=data.fit)
-        test = fashion_aspects(gray_test, seed=config.seed + 7, fit=data.fit)
-        if data.test_limit and data.test_limit < len(test):
-            keep = stratified_split(test.labels[self.primary], data.test_limit, config.seed + 2)[1]
-            test, gray_test = test.subset(keep), gray_test.subset(keep)
+        # Each test image's colour is drawn over the whole split, then the limit picks images (by
+        # category), and only those are tinted and framed.
+        test_colours = np.random.default_rng(config.seed + 7).integers(0, len(PALETTE), len(gray_test))
+        if data.test_limit and data.test_limit < len(gray_test):
+            primary = fashion_aspect_labels(gray_test.labels, test_colours)[self.primary]
+            keep = stratified_split(primary, data.test_limit, config.seed + 2)[1]
+            gray_test, test_colours = gray_test.subset(keep), test_colours[keep]
+        test = fashion_aspects(gray_test, seed=config.seed + 7, colors=test_colours, fit=data.fit)
         untinted = fashion_aspects(gray_test, seed=0, colors=np.zeros(len(gray_test), dtype=np.int64), fit=data.fit)
         self.gray_test = gray_test  # tinted again in colours training never saw (_unseen_colour_metrics)
         # Aspect triplets on the untinted test images as well: a catalogue of plain photos asks
@@ -190,13 +201,15 @@ class AspectTask:
         return {"untinted_test_triplets": int(len(triplets)),
                 "untinted_triplet_accuracy": triplet_accuracy(space, triplets, varying)}
 
-    def _unseen_colour_metrics(self, embed, triplets: int = 3000) -> dict[str, Any]:
+    def _unseen_colour_metrics(self, embed, most: int = 3000) -> dict[str, Any]:
         """Does an aspect follow colour? On test garments tinted in colours training never saw: an
         anchor in colour X, the same category in colour Y, another category in X; the share of
         triplets where each non-colour aspect puts the first nearer (fashion-aspects only)."""
         from training.evaluation import embed_all
 
-        if self.untinted is None or "color" not in self.aspects:
+        # 3,000 triplets, or fewer when the run measures fewer test triplets (a quick run).
+        triplets = min(most, self.config.data.eval_triplets)
+        if self.untinted is None or "color" not in self.aspects or not triplets:
             return {}
         rng = np.random.default_rng(self.config.seed + 19)
         gray = self.gray_test

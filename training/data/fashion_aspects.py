@@ -54,12 +54,17 @@ def fashion_aspects(gray: LabeledImages, seed: int, colors: np.ndarray | None = 
     the tinted images are prepared with ``fit`` as the service prepares uploads of them."""
     if colors is None:
         colors = np.random.default_rng(seed).integers(0, len(PALETTE), len(gray))
-    group_of = {cls: g for g, (name, members) in enumerate(GROUPS.items()) for cls in members}
-    groups = np.array([group_of[FASHION_MNIST_CLASSES[c]] for c in gray.labels], dtype=np.int64)
     return AspectImages(
         framed_images(tint(gray.images, colors), fit),
-        {"category": gray.labels.astype(np.int64), "group": groups, "color": colors.astype(np.int64)},
+        fashion_aspect_labels(gray.labels, colors),
         {"category": list(FASHION_MNIST_CLASSES), "group": list(GROUPS), "color": list(PALETTE)},
     )
+
+
+def fashion_aspect_labels(categories: np.ndarray, colors: np.ndarray) -> dict[str, np.ndarray]:
+    """Each aspect's labels of garments of ``categories`` tinted in ``colors``."""
+    group_of = {cls: g for g, (name, members) in enumerate(GROUPS.items()) for cls in members}
+    groups = np.array([group_of[FASHION_MNIST_CLASSES[c]] for c in categories], dtype=np.int64)
+    return {"category": categories.astype(np.int64), "group": groups, "color": colors.astype(np.int64)}
 
 

@@ -81,22 +81,25 @@ def load_raw(dataset: str, data_dir: str | None = None, *, download: bool = Fals
              image_size: int = 0, channels: int = 0, fit: str = "pad", pad_value: int = 0,
              resample: str = "bilinear") -> tuple[LabeledImages, LabeledImages]:
     """Return the dataset's official (train, test) splits; image folders are prepared as
-    :func:`folder_input_spec` says."""
-    if dataset == "fashion-mnist":
-        folder = _fashion_mnist_folder(data_dir, download)
-        splits = (read_idx_split(folder, "train", FASHION_MNIST_CLASSES),
-                  read_idx_split(folder, "t10k", FASHION_MNIST_CLASSES))
-        return tuple(framed(split, fit) for split in splits)  # type: ignore[return-value]
-    if dataset == "mnist":
-        folder = _require_dir(data_dir, "mnist", "a folder with train-/t10k-images-idx3-ubyte[.gz] and labels")
-        return framed(read_idx_split(folder, "train", MNIST_CLASSES), fit), \
-            framed(read_idx_split(folder, "t10k", MNIST_CLASSES), fit)
-    if dataset in ("cifar10", "cifar100"):
-        folder = _require_dir(data_dir, dataset, "the extracted python version of the dataset")
-        return framed(read_cifar_split(folder, dataset, True), fit), framed(read_cifar_split(folder, dataset, False), fit)
+    :func:`folder_input_spec` says, array data sets framed with ``fit`` (:func:`framed`)."""
     if dataset == "folder":
         folder = _require_dir(data_dir, "folder", "one sub-folder per class (optionally under train/ and test/)")
         return read_image_folder_splits(folder, folder_input_spec(image_size, channels, fit, pad_value, resample))
+    train, test = _load_arrays(dataset, data_dir, download)
+    return framed(train, fit), framed(test, fit)
+
+
+def _load_arrays(dataset: str, data_dir: str | None, download: bool) -> tuple[LabeledImages, LabeledImages]:
+    """An array data set's (train, test) splits as stored, before any framing."""
+    if dataset == "fashion-mnist":
+        folder = _fashion_mnist_folder(data_dir, download)
+        return read_idx_split(folder, "train", FASHION_MNIST_CLASSES), read_idx_split(folder, "t10k", FASHION_MNIST_CLASSES)
+    if dataset == "mnist":
+        folder = _require_dir(data_dir, "mnist", "a folder with train-/t10k-images-idx3-ubyte[.gz] and labels")
+        return read_idx_split(folder, "train", MNIST_CLASSES), read_idx_split(folder, "t10k", MNIST_CLASSES)
+    if dataset in ("cifar10", "cifar100"):
+        folder = _require_dir(data_dir, dataset, "the extracted python version of the dataset")
+        return read_cifar_split(folder, dataset, True), read_cifar_split(folder, dataset, False)
     raise ValueError(f"unknown dataset {dataset!r}; use fashion-mnist, mnist, cifar10, cifar100 or folder")
 
 
@@ -109,8 +112,11 @@ def load_splits(dataset: str, data_dir: str | None = None, *, val_size: int = 50
     Validation takes ``val_size`` training images, or a fifth of them when that is fewer
     (:func:`validation_size`); ``len(splits.val)`` is the number really used.
     """
+    # An array data set is framed after the split and the limits: framing is per image, so the
+    # images kept come out the same, and a limited run does not frame the 70,000 it leaves out.
+    frame_later = dataset != "folder"
     train, test = load_raw(dataset, data_dir, download=download, image_size=image_size, channels=channels,
-                           fit=fit, pad_value=pad_value, resample=resample)
+                           fit="pad" if frame_later else fit, pad_value=pad_value, resample=resample)
     holdout = list(holdout_classes)
     test_unseen = None
     if holdout:
@@ -124,7 +130,11 @@ def load_splits(dataset: str, data_dir: str | None = None, *, val_size: int = 50
     if test_limit:
         test = _limit(test, test_limit, seed + 2)
         test_unseen = _limit(test_unseen, test_limit, seed + 3) if test_unseen is not None else None
-    return Splits(train.subset(rest), train.subset(val_idx), test, test_unseen, tuple(holdout))
+    splits = Splits(train.subset(rest), train.subset(val_idx), test, test_unseen, tuple(holdout))
+    if frame_later and fit == "content":
+        splits = Splits(framed(splits.train, fit), framed(splits.val, fit), framed(splits.test, fit),
+                        framed(test_unseen, fit) if test_unseen is not None else None, tuple(holdout))
+    return splits
 
 
 def validation_size(asked: int, train_images: int) -> int:

@@ -11,6 +11,8 @@ and gallery items pixel-identical to the original count as the original.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -77,24 +79,43 @@ def exact_copies(gallery: np.ndarray, originals: np.ndarray) -> np.ndarray:
     return same
 
 
+@dataclass
+class EditedCopies:
+    """Seeded originals of a gallery and the embeddings of each edit's copies of them: made once and
+    read by both the ranking (:func:`near_duplicate_metrics`) and the decision
+    (training.evaluation.same_image), since editing and embedding them is most of either's cost."""
+    originals: np.ndarray  # gallery positions, sorted
+    embeddings: dict[str, np.ndarray]  # edit name -> [originals, D] copy embeddings
+
+
+def embed_copies(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, queries: int,
+                 edits: dict[str, Edit] | None = None, batch_size: int = 1024, seed: int = QUERY_SEED) -> EditedCopies:
+    """Edit ``queries`` seeded originals of ``gallery`` with each edit, prepare them as the service
+    does, and embed them."""
+    originals = query_sample(len(gallery), queries, seed)
+    embedded = {name: embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)[0]
+                for name, edit in (edits or EDITS).items()}
+    return EditedCopies(originals, embedded)
+
+
 def near_duplicate_metrics(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, queries: int = 1000,
                            edits: dict[str, Edit] | None = None, batch_size: int = 1024,
-                           gallery_embeddings: np.ndarray | None = None, seed: int = QUERY_SEED) -> dict:
+                           gallery_embeddings: np.ndarray | None = None, seed: int = QUERY_SEED,
+                           copies: EditedCopies | None = None) -> dict:
     """Near-duplicate R@1 per edit, their mean and the worst edit.
 
     ``gallery`` is uint8 [N, H, W, C] in the model's input layout (the prepared originals);
-    ``queries`` originals are drawn from it with ``seed``. Pass ``gallery_embeddings`` when they are
-    already computed. Embeddings are compared by dot product, so they must be L2-normalised.
+    ``queries`` originals are drawn from it with ``seed``. Pass ``gallery_embeddings`` and ``copies``
+    when they are already computed. Embeddings are compared by dot product, so they must be L2-normalised.
     """
-    edits = edits or EDITS
     if gallery_embeddings is None:
         gallery_embeddings, _ = embed_all(embedder, gallery, batch_size)
-    originals = query_sample(len(gallery), queries, seed)
+    if copies is None:
+        copies = embed_copies(embedder, gallery, spec, queries, edits, batch_size, seed)
+    originals = copies.originals
     same = exact_copies(gallery, originals)
-    per_edit: dict[str, float] = {}
-    for name, edit in edits.items():
-        embedded, _ = embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)
-        per_edit[name] = round(recall_at_1(embedded, gallery_embeddings, originals, same), 6)
+    per_edit = {name: round(recall_at_1(embedded, gallery_embeddings, originals, same), 6)
+                for name, embedded in copies.embeddings.items()}
     worst = min(per_edit, key=per_edit.get)
     return {
         "recall_at_1": per_edit,

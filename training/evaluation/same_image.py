@@ -22,7 +22,7 @@ import numpy as np
 
 from contract import Decision, InputSpec, same_image_scores
 from training.evaluation.embed import Embedder, embed_all
-from training.evaluation.near_duplicates import EDITS, FAMILIES, QUERY_SEED, edited_queries, query_sample
+from training.evaluation.near_duplicates import FAMILIES, QUERY_SEED, EditedCopies, embed_copies
 
 # Two images of a data set are one image for this purpose when their pixels differ by at most this
 # root-mean-square grey level (of 255). Fashion-MNIST's test split holds one such pair (RMS 1.5);
@@ -57,21 +57,22 @@ def dataset_near_duplicates(images: np.ndarray, chunk: int = 2048) -> np.ndarray
 
 def score_same_image(embedder: Embedder, gallery: np.ndarray, spec: InputSpec, dims: tuple[int, int] | None,
                      queries: int, batch_size: int = 1024, gallery_embeddings: np.ndarray | None = None,
-                     seed: int = QUERY_SEED) -> SameImageScores:
-    """Same-image scores of every measured edit's copies and of each original's nearest other image."""
+                     seed: int = QUERY_SEED, copies: EditedCopies | None = None) -> SameImageScores:
+    """Same-image scores of every measured edit's copies and of each original's nearest other image
+    (pass ``gallery_embeddings`` and ``copies`` when they are already computed)."""
     if gallery_embeddings is None:
         gallery_embeddings, _ = embed_all(embedder, gallery, batch_size)
-    originals = query_sample(len(gallery), queries, seed)
+    if copies is None:
+        copies = embed_copies(embedder, gallery, spec, queries, batch_size=batch_size, seed=seed)
+    originals = copies.originals
     near = dataset_near_duplicates(gallery)
     part = _part(gallery_embeddings, dims)
     between = part[originals] @ part.T
     between[np.arange(len(originals)), originals] = -np.inf
     between[near[originals]] = -np.inf
-    copies = {}
-    for name, edit in EDITS.items():
-        embedded, _ = embed_all(embedder, edited_queries(gallery[originals], spec, edit), batch_size)
-        copies[name] = same_image_scores(embedded, gallery_embeddings[originals], dims)
-    return SameImageScores(copies, between.max(axis=1), int(near.any(axis=1).sum()), len(originals))
+    scores = {name: same_image_scores(embedded, gallery_embeddings[originals], dims)
+              for name, embedded in copies.embeddings.items()}
+    return SameImageScores(scores, between.max(axis=1), int(near.any(axis=1).sum()), len(originals))
 
 
 def _part(embeddings: np.ndarray, dims: tuple[int, int] | None) -> np.ndarray:
