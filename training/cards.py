@@ -7,12 +7,9 @@ from typing import Any
 
 from contract import ModelSpec
 from training.card_sections import ROWS, fmt, near_duplicate_section, open_set_section
+from training.data.sources import FASHION_MNIST_CREDIT
 from training.models.trunks import WEIGHT_SOURCES
 
-FASHION_MNIST_CREDIT = (
-    "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017, Zalando Research), MIT licence: "
-    "https://github.com/zalandoresearch/fashion-mnist"
-)
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     splits = [s for s in ("test", "test_unseen") if s in metrics]

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.cards import FASHION_MNIST_CREDIT
-from training.data.sources import load_raw
+from training.data.sources import FASHION_MNIST_CREDIT, load_raw
 
 
 def write_gallery(out: Path, per_class: int, seed: int, data_dir: str | None = None) -> int:

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.cards import FASHION_MNIST_CREDIT
 from training.data.arrays import LabeledImages
-from training.data.sources import FASHION_MNIST_CLASSES, load_raw
+from training.data.sources import FASHION_MNIST_CLASSES, FASHION_MNIST_CREDIT, load_raw
 
 # Folder names of the categories (Fashion-MNIST's "t-shirt/top" cannot be a folder name).
 CATEGORIES = [name.replace("/", "-").replace(" ", "-") for name in FASHION_MNIST_CLASSES]

@@ -23,6 +23,11 @@ FASHION_MNIST_CLASSES = [
     "t-shirt/top", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]  # fmt: skip
+# Where the data comes from and under which licence: cards, galleries and the demo catalogue credit it.
+FASHION_MNIST_CREDIT = (
+    "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017, Zalando Research), MIT licence: "
+    "https://github.com/zalandoresearch/fashion-mnist"
+)
 MNIST_CLASSES = [str(i) for i in range(10)]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path(os.environ.get("LIKENESS_CACHE_DIR", Path.home() / ".cache" / "likeness"))

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from contract import InputSpec
-from training.cards import FASHION_MNIST_CREDIT
 from training.config import TrainConfig
 from training.data.arrays import LabeledImages
+from training.data.sources import FASHION_MNIST_CREDIT
 
 # The datasets whose licence likeness knows; for anything else (your own photos) it records none.
 CREDITS = {
