@@ -113,10 +113,10 @@ def near_duplicate_split(embedder: Embedder, images: np.ndarray, embeddings: np.
     copies = embed_copies(embedder, images, input_spec, config.eval.near_duplicates, batch_size=batch)
     metrics = near_duplicate_metrics(embedder, images, input_spec, gallery_embeddings=embeddings, copies=copies)
     if same_image is not None:
-        dims, threshold = same_image
+        dims, fitted = same_image
         scores = score_same_image(embedder, images, input_spec, dims, config.eval.near_duplicates, batch,
                                   gallery_embeddings=embeddings, copies=copies)
-        metrics["decision"] = same_image_quality(scores, threshold.threshold)
+        metrics["decision"] = same_image_quality(scores, fitted.threshold)
     return metrics
 
 

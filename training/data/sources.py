@@ -120,8 +120,9 @@ def load_splits(dataset: str, data_dir: str | None = None, *, val_size: int = 50
     # An array data set is framed after the split and the limits: framing is per image, so the
     # images kept come out the same, and a limited run does not frame the 70,000 it leaves out.
     frame_later = dataset != "folder"
-    train, test = load_raw(dataset, data_dir, download=download, image_size=image_size, channels=channels,
-                           fit="pad" if frame_later else fit, pad_value=pad_value, resample=resample)
+    train, test = (_load_arrays(dataset, data_dir, download) if frame_later else
+                   load_raw(dataset, data_dir, image_size=image_size, channels=channels, fit=fit,
+                            pad_value=pad_value, resample=resample))
     holdout = list(holdout_classes)
     test_unseen = None
     if holdout:
@@ -136,7 +137,7 @@ def load_splits(dataset: str, data_dir: str | None = None, *, val_size: int = 50
         test = _limit(test, test_limit, seed + 2)
         test_unseen = _limit(test_unseen, test_limit, seed + 3) if test_unseen is not None else None
     splits = Splits(train.subset(rest), train.subset(val_idx), test, test_unseen, tuple(holdout))
-    if frame_later and fit == "content":
+    if frame_later:
         splits = Splits(framed(splits.train, fit), framed(splits.val, fit), framed(splits.test, fit),
                         framed(test_unseen, fit) if test_unseen is not None else None, tuple(holdout))
     return splits
