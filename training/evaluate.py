@@ -32,7 +32,12 @@ from training.evaluation import (
 from training.evaluation.fewshot import few_shot_accuracy
 from training.evaluation.near_duplicates import embed_copies, near_duplicate_metrics
 from training.evaluation.retrieval import map_at_r_by_class
-from training.evaluation.same_image import fit_same_image, same_image_quality, score_same_image
+from training.evaluation.same_image import (
+    fit_same_image,
+    nearest_others_of_split,
+    same_image_quality,
+    score_same_image,
+)
 from training.evaluation.verification import describe_pairs
 from training.tasks import Task, load_task
 
@@ -67,12 +72,10 @@ def calibrate(embedder: Embedder, task: Task, config: TrainConfig
     return decision, calibration, decisions, calibrations
 
 
-def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, input_spec: InputSpec,
-                       dims: tuple[int, int] | None) -> Decision:
-    """The "same image" threshold, fitted on validation for the target false-positive rate against
-    each original's nearest other image (training.evaluation.same_image)."""
-    scores = score_same_image(embedder, task.splits.val.images, input_spec, dims, config.eval.near_duplicates,
-                              config.eval.batch_size)
+def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, dims: tuple[int, int] | None) -> Decision:
+    """The "same image" threshold, fitted for the target false-positive rate against every validation
+    image's nearest other image (training.evaluation.same_image)."""
+    scores = nearest_others_of_split(embedder, task.splits.val.images, dims, config.eval.batch_size)
     return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation")
 
 

@@ -253,7 +253,7 @@ def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str,
     task, config, spec = loaded.task, loaded.config, loaded.saved.input
     decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
     dims = instance_dims(loaded.model)
-    near_duplicate = fit_near_duplicate(embedder, task, config, spec, dims)
+    near_duplicate = fit_near_duplicate(embedder, task, config, dims)
     metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate))
     if loaded.open_set:
         pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None

@@ -17,6 +17,7 @@ from training.evaluation.same_image import (
     SameImageScores,
     dataset_near_duplicates,
     fit_same_image,
+    nearest_other_scores,
     same_image_quality,
 )
 
@@ -85,3 +86,18 @@ def test_the_same_image_score_is_the_cosine_of_the_part_named():
     assert np.allclose(part, expected)
     assert np.allclose(same_image_scores(a, b[:1], (4, 8)), [same_image_scores(x, b[0], (4, 8))[0] for x in a])
     assert np.allclose(same_image_scores(a, b, None), (a * b).sum(axis=1))
+
+
+def test_the_threshold_is_fitted_on_every_image_of_the_split_and_leaves_near_identical_ones_out(fashion_test):
+    images = fashion_test.images[:500].copy()
+    images[9] = images[4]  # a twin: not "another image" of 4, so not its nearest other
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    embeddings = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    others, near_identical = nearest_other_scores(images, embeddings, None, chunk=64)
+    assert others.shape == (500,) and near_identical == 2
+    between = embeddings @ embeddings.T
+    np.fill_diagonal(between, -np.inf)
+    between[4, 9] = between[9, 4] = -np.inf
+    assert np.allclose(others, between.max(axis=1), atol=1e-6)  # chunked as one block would give
+    rows = np.array([4, 100, 499])
+    assert np.allclose(nearest_other_scores(images, embeddings, None, rows)[0], others[rows])
