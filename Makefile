@@ -37,7 +37,7 @@ serve: $(VENV)/.service
 test: debian-packages $(VENV)/.all
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## The edit loop: every test but those marked slow (training runs, processes, the browser), in minutes.
+## The edit loop: every test but those marked slow (training runs, processes, the browser, over 5 s), in minutes.
 test-fast: debian-packages $(VENV)/.all
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -262,6 +262,7 @@ def test_with_the_key_required_on_reads_the_schema_needs_it_and_the_docs_pages_a
 
 # The hostile corpus: every input against every image and JSON field ---------------------------------
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_every_corpus_image_on_every_image_field_is_a_4xx_or_served(server):
     corpus = image_corpus(damage_every=4)
     stored = {}

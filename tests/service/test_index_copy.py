@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from service.app import load_state
 from service.index_store.milvus import MilvusStore
@@ -11,6 +12,7 @@ from tests.conftest import CSN_MODEL
 from tests.service.conftest import make_settings
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_the_copy_holds_the_same_items_vectors_metadata_and_thumbnails(tmp_path, capsys):
     settings = make_settings(tmp_path, model_path=CSN_MODEL)  # 3 aspects: 4 vector fields, Milvus's default limit
     state = load_state(settings)  # seeds the demo gallery

@@ -57,6 +57,7 @@ def test_weights_from_a_file_load_by_name_and_a_wrong_file_is_refused_naming_it(
         PretrainedTrunk("efficientnet_lite0", str(tmp_path / "missing.pt"))
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_the_photo_model_exports_to_onnx_equal_to_pytorch_at_128_pixels(tmp_path):
     config = load_config("photos")
     model = build_model(config.model, in_channels=3, mean=[0.0] * 3, std=[1.0] * 3).eval()

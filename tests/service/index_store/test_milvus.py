@@ -36,6 +36,7 @@ def test_a_file_another_process_has_open_is_refused_saying_what_to_do(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_a_server_that_does_not_answer_is_refused_within_seconds():
     started = time.monotonic()
     with pytest.raises(IndexUnavailable, match="is Milvus running there"):
