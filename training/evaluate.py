@@ -46,16 +46,17 @@ TEST_PAIR_SEED = 202
 FEW_SHOT_SEED = 303
 
 
-def calibrate(embedder: Embedder, task: Task, config: TrainConfig
+def calibrate(embedded: tuple[np.ndarray, np.ndarray], task: Task, config: TrainConfig
               ) -> tuple[Decision, Calibration, dict[str, Decision], dict[str, Calibration]]:
-    """Fit the decision threshold and Platt calibration on validation pairs (overall and per aspect).
+    """Fit the decision threshold and Platt calibration on validation pairs (overall and per aspect),
+    from the validation images' ``embedded`` (embeddings, aspect embeddings).
 
     Up to 50,000 same and as many different pairs; a small validation split has fewer distinct
     same-class pairs than that, and then each is used once (training.evaluation.verification).
     The calibration's ``fitted_on`` says how many pairs there were and how many were distinct.
     """
     val = task.splits.val
-    embeddings, aspect_embeddings = embed_all(embedder, val.images, config.eval.batch_size)
+    embeddings, aspect_embeddings = embedded
     pairs = min(config.eval.pairs, 50_000)
     source = "validation pairs"
     _, scores, same = pair_metrics(embeddings, val.labels, pairs, VALIDATION_PAIR_SEED)
@@ -72,10 +73,11 @@ def calibrate(embedder: Embedder, task: Task, config: TrainConfig
     return decision, calibration, decisions, calibrations
 
 
-def fit_near_duplicate(embedder: Embedder, task: Task, config: TrainConfig, dims: tuple[int, int] | None) -> Decision:
+def fit_near_duplicate(embeddings: np.ndarray, task: Task, config: TrainConfig, dims: tuple[int, int] | None
+                       ) -> Decision:
     """The "same image" threshold, fitted for the target false-positive rate against every validation
-    image's nearest other image (training.evaluation.same_image)."""
-    scores = nearest_others_of_split(embedder, task.splits.val.images, dims, config.eval.batch_size)
+    image's nearest other image (``embeddings``: the validation images'; training.evaluation.same_image)."""
+    scores = nearest_others_of_split(task.splits.val.images, embeddings, dims)
     return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation")
 
 

@@ -36,7 +36,7 @@ from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.data.summary import data_summary
 from training.evaluate import calibrate, evaluate_task, fit_near_duplicate
-from training.evaluation import onnx_embedder, torch_embedder
+from training.evaluation import embed_all, onnx_embedder, torch_embedder
 from training.export_record import (
     ExportError,
     load_open_set_run,
@@ -251,9 +251,11 @@ def trace_and_check(loaded: Loaded, options: ExportOptions, folder: Path) -> tup
 def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     """The decisions fitted on validation and the test numbers, both with the exported graph."""
     task, config, spec = loaded.task, loaded.config, loaded.saved.input
-    decision, calibration, aspect_decisions, aspect_calibrations = calibrate(embedder, task, config)
+    # The validation images are embedded once, for both decisions fitted on them.
+    val_embedded = embed_all(embedder, task.splits.val.images, config.eval.batch_size)
+    decision, calibration, aspect_decisions, aspect_calibrations = calibrate(val_embedded, task, config)
     dims = instance_dims(loaded.model)
-    near_duplicate = fit_near_duplicate(embedder, task, config, dims)
+    near_duplicate = fit_near_duplicate(val_embedded[0], task, config, dims)
     metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate))
     if loaded.open_set:
         pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None

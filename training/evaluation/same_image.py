@@ -89,12 +89,11 @@ def nearest_other_scores(gallery: np.ndarray, embeddings: np.ndarray, dims: tupl
     return others, int(near.any(axis=1).sum())
 
 
-def nearest_others_of_split(embedder: Embedder, images: np.ndarray, dims: tuple[int, int] | None,
-                            batch_size: int = 1024) -> SameImageScores:
-    """The negatives a threshold is fitted on: every image of a split against its nearest other
-    image. No copies are needed for that, so the whole split counts (5,000 validation images put 50
-    of them above a 1% threshold, where the 1,000 edited originals put 10)."""
-    embeddings, _ = embed_all(embedder, images, batch_size)
+def nearest_others_of_split(images: np.ndarray, embeddings: np.ndarray, dims: tuple[int, int] | None
+                            ) -> SameImageScores:
+    """The negatives a threshold is fitted on: every image of a split (``embeddings`` its own) against
+    its nearest other image. No copies are needed for that, so the whole split counts (5,000
+    validation images put 50 of them above a 1% threshold, where the 1,000 edited originals put 10)."""
     others, near_identical = nearest_other_scores(images, embeddings, dims)
     return SameImageScores({}, others, near_identical, len(images))
 
