@@ -30,7 +30,7 @@ from bench.common import DOCS, REPO, make_parser, markdown_table, page_header, w
 from contract import ModelSpec
 from training.data.sources import load_raw
 from training.evaluation import embed_all, onnx_embedder
-from training.evaluation.near_duplicates import EDITS, FAMILIES, edited_queries, query_sample
+from training.evaluation.near_duplicates import EDITS, FAMILIES, edited_queries, families_of, query_sample
 from training.evaluation.same_image import dataset_near_duplicates
 
 SCALES = np.linspace(0.8, 1.25, 10)
@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> None:
         per_edit[name] = {"embedding_r1": found / n, "checked_r1": reranked / n, "called": called / n}
         print(f"{name}: {per_edit[name]}", flush=True)
 
-    families = {family: {key: min(per_edit[e][key] for e in edits) if key != "called"
-                         else float(np.mean([per_edit[e][key] for e in edits])) for key in per_edit[next(iter(edits))]}
+    # Per family: the worst edit's R@1 (as the cards give it), and the mean share called the same image.
+    worst = {key: families_of({name: v[key] for name, v in per_edit.items()}) for key in ("embedding_r1", "checked_r1")}
+    families = {family: {"embedding_r1": worst["embedding_r1"][family], "checked_r1": worst["checked_r1"][family],
+                         "called": float(np.mean([per_edit[name]["called"] for name in edits]))}
                 for family, edits in FAMILIES.items()}
     seconds = time.perf_counter() - started
     rows = [[family, f"{v['embedding_r1']:.2f}", f"{v['checked_r1']:.2f}", f"{v['called']:.2f}"]
