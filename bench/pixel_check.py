@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", type=int, default=10)
     parser.add_argument("--output", type=Path, default=DOCS / "pixel-check.md")
     args = parser.parse_args(argv)
+    if args.originals < 1 or args.candidates < 1:
+        parser.error("--originals and --candidates must be at least 1")
     started = time.perf_counter()
     import onnx
 
