@@ -60,11 +60,11 @@ def reweigh(halves: tuple[np.ndarray, np.ndarray], share: float) -> np.ndarray:
 def _learned_dims(spec: ModelSpec) -> int:
     """How many leading dimensions the network learned: a pixel subspace added at export
     (training/models/pixel_fusion.py) follows them and is left out here."""
-    return spec.embedding_dim - int(((spec.training or {}).get("pixel_pca") or {}).get("dims", 0))
+    return spec.embedding_dim - (spec.training.pixel_pca.dims if spec.training.pixel_pca else 0)
 
 
 def _instance_dims(spec: ModelSpec) -> tuple[int, float]:
-    backbone = (spec.training or {}).get("backbone", {})
+    backbone = spec.training.backbone
     dims = int(backbone.get("instance_dims") or 0)
     if not dims:
         raise SystemExit(f"{spec.name} {spec.version} has no instance subspace (model.instance_dims is 0)")

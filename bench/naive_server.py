@@ -41,7 +41,7 @@ def make_app(model_path: str, items: int, runtime: str = "torch") -> FastAPI:
         def model(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(session.run([EMBEDDING_OUTPUT], {IMAGES_INPUT: x.numpy()})[0])
     else:
-        config = ModelConfig.model_validate(spec.training["backbone"])
+        config = ModelConfig.model_validate(spec.training.backbone)
         model = build_model(config, spec.input.channels, [0.5] * spec.input.channels, [0.25] * spec.input.channels,
                             aspects=len(spec.aspects)).eval()
     # The network's own width: an export-time pixel subspace (spec.training.pixel_pca) is not part

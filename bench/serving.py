@@ -54,7 +54,7 @@ def torch_model(spec: ModelSpec) -> torch.nn.Module:
     from training.layers import fold_static_layers
     from training.models import build_model
 
-    config = ModelConfig.model_validate(spec.training["backbone"])
+    config = ModelConfig.model_validate(spec.training.backbone)
     channels = spec.input.channels
     model = build_model(config, channels, [0.5] * channels, [0.25] * channels, aspects=len(spec.aspects))
     fold_static_layers(model)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contract.records import MetricsRecord, TrainingRecord
 
 IMAGES_INPUT = "images"
 EMBEDDING_OUTPUT = "embedding"
@@ -89,8 +91,8 @@ class ModelSpec(_Strict):
     # trained to tell one image from its look-alikes (:func:`same_image_scores`). None: the whole
     # embedding (models before likeness-fmnist 4.0).
     near_duplicate_dims: tuple[int, int] | None = None
-    training: dict[str, Any] = Field(default_factory=dict, description="data, objective, backbone, command")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="evaluation results, by split")
+    training: TrainingRecord = Field(default_factory=TrainingRecord, description="data, objective, backbone, command")
+    metrics: MetricsRecord = Field(default_factory=MetricsRecord, description="evaluation results, by split")
 
     @model_validator(mode="after")
     def _near_duplicate_dims_fit(self) -> ModelSpec:

@@ -6,21 +6,23 @@ from pathlib import Path
 from typing import Any
 
 from contract import ModelSpec
+from contract.records import ExportCheck, MetricsRecord, PixelPca, Quantization, TrainingRecord
 from training.card_sections import ROWS, fmt, near_duplicate_section, open_set_section
+from training.config import ModelConfig
 from training.data.sources import FASHION_MNIST_CREDIT
 from training.models.trunks import WEIGHT_SOURCES
 
 
-def _metrics_table(metrics: dict[str, Any]) -> list[str]:
-    splits = [s for s in ("test", "test_unseen") if s in metrics]
+def _metrics_table(metrics: MetricsRecord) -> list[str]:
+    splits = {name: split for name, split in (("test", metrics.test), ("test_unseen", metrics.test_unseen)) if split}
     header = "| metric | " + " | ".join(
-        "test (seen classes)" if s == "test" and "test_unseen" in metrics else
-        ("test (unseen classes: " + ", ".join(metrics[s].get("classes", [])) + ")" if s == "test_unseen" else s)
-        for s in splits) + " |"
+        "test (seen classes)" if name == "test" and metrics.test_unseen else
+        ("test (unseen classes: " + ", ".join(split.classes) + ")" if name == "test_unseen" else name)
+        for name, split in splits.items()) + " |"
     lines = [header, "|---|" + "---|" * len(splits)]
     for key, label in ROWS:
-        lines.append(f"| {label} | " + " | ".join(fmt(metrics[s].get(key, "")) for s in splits) + " |")
-    lines.append("| images | " + " | ".join(fmt(metrics[s].get("items", "")) for s in splits) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(getattr(split, key)) for split in splits.values()) + " |")
+    lines.append("| images | " + " | ".join(fmt(split.items) for split in splits.values()) + " |")
     return lines
 
 
@@ -33,7 +35,7 @@ def render_model_card(spec: ModelSpec, path: str) -> str:
 
 
 def _header(spec: ModelSpec, path: str) -> list[str]:
-    test = spec.metrics.get("test", {})
+    test = spec.metrics.test
     out = [
         f"# {spec.name} {spec.version}",
         "",
@@ -47,18 +49,18 @@ def _header(spec: ModelSpec, path: str) -> list[str]:
         "",
         "All numbers below were measured by the export command on the ONNX graph itself "
         "(through ONNX Runtime), not on the PyTorch model. Pair metrics use "
-        f"{test.get('items', '?')} test images and seeded, balanced same/different pairs.",
+        f"{test.items if test else '?'} test images and seeded, balanced same/different pairs.",
         "",
         *_metrics_table(spec.metrics),
         "",
     ]
-    if "near_duplicates" in test:
-        out += near_duplicate_section(test["near_duplicates"])
+    if test and test.near_duplicates:
+        out += near_duplicate_section(test.near_duplicates)
     return out
 
 
 def _decision_section(spec: ModelSpec) -> list[str]:
-    calib = spec.metrics.get("test", {}).get("calibration")
+    calib = spec.metrics.test.calibration if spec.metrics.test else None
     out = [
         "## Decision and calibration",
         "",
@@ -68,8 +70,8 @@ def _decision_section(spec: ModelSpec) -> list[str]:
         f"{spec.calibration.b:.3f}))), fitted on {spec.calibration.fitted_on}; it assumes equal priors.",
     ]
     if calib:
-        out.append(f"- On test pairs: accuracy at the threshold {calib['accuracy_at_threshold']:.4f}, "
-                   f"expected calibration error {calib['ece']:.4f}, Brier score {calib['brier']:.4f}.")
+        out.append(f"- On test pairs: accuracy at the threshold {calib.accuracy_at_threshold:.4f}, "
+                   f"expected calibration error {calib.ece:.4f}, Brier score {calib.brier:.4f}.")
     if spec.near_duplicate is not None:
         over = ("the cosine of embedding dimensions "
                 f"{spec.near_duplicate_dims[0]} to {spec.near_duplicate_dims[1] - 1} (the instance subspace)"
@@ -82,37 +84,34 @@ def _decision_section(spec: ModelSpec) -> list[str]:
 
 def _extra_sections(spec: ModelSpec) -> list[str]:
     metrics, out = spec.metrics, []
-    if metrics.get("open_set_recipe"):
-        out += open_set_section(metrics["open_set_recipe"])
-    extra = {k: v for k, v in metrics.items() if k not in ("test", "test_unseen", "export", "open_set_recipe")}
-    if extra:
-        out += ["## Task-specific results", "", *_nested(extra), ""]
+    if metrics.open_set_recipe:
+        out += open_set_section(metrics.open_set_recipe)
+    if metrics.task_results:
+        out += ["## Task-specific results", "", *_nested(metrics.task_results), ""]
     return out
 
 
 def _made_section(spec: ModelSpec, path: str) -> list[str]:
-    training, export = spec.training, spec.metrics.get("export", {})
+    training = spec.training
     return [
         "## How it was made",
         "",
-        f"- Data: {training.get('data', '?')}.",
-        f"- Backbone: {_describe_backbone(training.get('backbone', {}))}{_served_share(training)}.",
-        *_pixel_pca_lines(training.get("pixel_pca")),
-        f"- Objective: {_describe(training.get('objective', {}))}.",
-        f"- Optimiser: {_describe(training.get('optim', {}))}; augmentation: {_describe(training.get('augment', {}))}.",
-        f"- Checkpoint kept: epoch {training.get('epochs_trained')} of the "
-        f"{training.get('optim', {}).get('epochs')}-epoch schedule ({_selection(training)}); "
-        f"seed {training.get('seed')}; torch {training.get('torch')}.",
-        f"- ONNX vs PyTorch: max |difference| {export.get('onnx_max_abs_diff', float('nan')):.2e} at batch sizes "
-        f"{export.get('parity_batches')}; static NSL layers folded into plain convolutions: {export.get('static_layers_folded')}.",
-        *_quantization_lines(export.get("quantization")),
-        *(f"- Note: {note}" for note in training.get("notes") or []),
+        f"- Data: {training.data}.",
+        f"- Backbone: {_describe_backbone(ModelConfig.model_validate(training.backbone))}{_served_share(training)}.",
+        *_pixel_pca_lines(training.pixel_pca),
+        f"- Objective: {_describe(training.objective)}.",
+        f"- Optimiser: {_describe(training.optim)}; augmentation: {_describe(training.augment)}.",
+        f"- Checkpoint kept: epoch {training.epochs_trained} of the "
+        f"{training.optim.get('epochs')}-epoch schedule ({_selection(training)}); "
+        f"seed {training.seed}; torch {training.torch}.",
+        *_export_check_lines(spec.metrics.export),
+        *(f"- Note: {note}" for note in training.notes),
         "",
         *_train_commands(training),
         "Export (calibrates on validation pairs, measures the test split, writes this card):",
         "",
         "```",
-        str(training.get("export_command")),
+        str(training.export_command),
         "```",
         "",
         "Re-measure this file:",
@@ -139,44 +138,47 @@ def _closing_sections(spec: ModelSpec) -> list[str]:
     ]
 
 
-def _train_commands(training: dict[str, Any]) -> list[str]:
+def _train_commands(training: TrainingRecord) -> list[str]:
     """The command that trained the model; for a fine-tune, the earlier stages' commands before it."""
-    earlier = training.get("earlier_stages") or []
+    earlier = training.earlier_stages
     if not earlier:
-        return ["Train:", "", "```", str(training.get("train_command")), "```", ""]
+        return ["Train:", "", "```", str(training.train_command), "```", ""]
     lines = [f"Train, in {len(earlier) + 1} stages, each starting from the weights the one before wrote, with a "
              "fresh optimiser and schedule:", ""]
     for number, stage in enumerate(earlier, start=1):
-        seconds = stage.get("train_seconds")
+        seconds = stage.train_seconds
         took = f", {seconds / 60:.0f} min in the training loop" if seconds else ""
-        lines += [f"{number}. {stage.get('epochs_trained')} epochs{took}, writes `{stage.get('checkpoint')}`:", "",
-                  "```", str(stage.get("train_command")), "```", ""]
-    return lines + [f"{len(earlier) + 1}. the last stage:", "", "```", str(training.get("train_command")), "```", ""]
+        lines += [f"{number}. {stage.epochs_trained} epochs{took}, writes `{stage.checkpoint}`:", "",
+                  "```", str(stage.train_command), "```", ""]
+    return lines + [f"{len(earlier) + 1}. the last stage:", "", "```", str(training.train_command), "```", ""]
 
 
-def _program(training: dict[str, Any]) -> str:
+def _program(training: TrainingRecord) -> str:
     """``likeness`` or ``python -m training``: however the export command was called."""
-    export = str(training.get("export_command") or "")
+    export = training.export_command or ""
     return "likeness" if export.split(" ", 1)[0].endswith("likeness") else "python -m training"
 
 
-def _is_fashion_mnist(training: dict[str, Any]) -> bool:
-    dataset = (training.get("data_summary") or training.get("data_config") or {}).get("dataset", "fashion-mnist")
+def _is_fashion_mnist(training: TrainingRecord) -> bool:
+    if training.data_summary:
+        dataset = training.data_summary.dataset
+    else:  # exported before the data summary existed
+        dataset = training.data_config.get("dataset", "fashion-mnist")
     return dataset in ("fashion-mnist", "fashion-aspects")
 
 
-def _data_and_licence(training: dict[str, Any]) -> list[str]:
+def _data_and_licence(training: TrainingRecord) -> list[str]:
     """The data really used and its licence where likeness knows it; your own photos have none recorded."""
-    summary = training.get("data_summary")
+    summary = training.data_summary
     if summary is None:  # exported before the data summary existed: those models are Fashion-MNIST's
         return [f"Trained and evaluated on {FASHION_MNIST_CREDIT}."]
-    lines = [f"Trained and evaluated on {training.get('data', summary['dataset'])}.", ""]
-    if not summary.get("aspects"):  # with aspects, the classes are combinations of their values
-        classes = summary["splits"]["train"]["per_class"]
+    lines = [f"Trained and evaluated on {training.data}.", ""]
+    if not summary.aspects:  # with aspects, the classes are combinations of their values
+        classes = summary.splits["train"].per_class
         lines.append(f"Classes ({len(classes)}): {', '.join(classes)}.")
-    for aspect, values in (summary.get("aspects") or {}).items():
+    for aspect, values in (summary.aspects or {}).items():
         lines.append(f"Aspect `{aspect}` ({len(values)} values): {', '.join(values)}.")
-    lines += ["", summary["licence"] + "." if summary.get("licence") else
+    lines += ["", summary.licence + "." if summary.licence else
               "Licence: not recorded by likeness; the terms of whoever owns these images apply."]
     return lines
 
@@ -186,18 +188,18 @@ def _seen(spec: ModelSpec) -> str:
     size = f"{spec.input.height}x{spec.input.width}"
     if _is_fashion_mnist(spec.training):
         return f"It has seen {size} centred product images on a dark background."
-    summary = spec.training.get("data_summary") or {}
-    train = summary.get("splits", {}).get("train", {})
-    return (f"It has seen {train.get('images', '?')} training images of {train.get('classes', '?')} classes, "
+    summary = spec.training.data_summary
+    train = summary.splits.get("train") if summary else None
+    return (f"It has seen {train.images if train else '?'} training images of {train.classes if train else '?'} classes, "
             f"prepared to {size} {spec.input.mode} (fit `{spec.input.fit}`).")
 
 
-def _selection(training: dict[str, Any]) -> str:
+def _selection(training: TrainingRecord) -> str:
     """Whether the exported weights are the run's best on validation (best.pt) or another epoch's
     (last.pt): a checkpoint carries its own epoch and the best one of its run."""
-    if training.get("epochs_trained") == training.get("best_epoch"):
-        return f"best {training.get('selected_on')} on validation"
-    return f"not the best on validation: {training.get('selected_on')} peaked at epoch {training.get('best_epoch')}"
+    if training.epochs_trained == training.best_epoch:
+        return f"best {training.selected_on} on validation"
+    return f"not the best on validation: {training.selected_on} peaked at epoch {training.best_epoch}"
 
 
 def write_model_card(onnx_path: str | Path, spec: ModelSpec) -> Path:
@@ -211,57 +213,54 @@ def _describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items() if v not in (None, [], ""))
 
 
-def _describe_backbone(backbone: dict[str, Any]) -> str:
-    trunk = backbone.get("trunk", "small-cnn")
-    if trunk != "small-cnn":
-        return _describe_pretrained(backbone, trunk)
+def _describe_backbone(backbone: ModelConfig) -> str:
+    if backbone.trunk != "small-cnn":
+        return _describe_pretrained(backbone)
     where = []  # hybrids: where the NS layers are (the other convs are plain)
-    if backbone.get("ns_last_stages"):
-        where.append(f"in the last {backbone['ns_last_stages']} stage(s)")
-    if backbone.get("ns_per_stage"):
-        where.append(f"as the last {backbone['ns_per_stage']} conv(s) of a stage")
+    if backbone.ns_last_stages:
+        where.append(f"in the last {backbone.ns_last_stages} stage(s)")
+    if backbone.ns_per_stage:
+        where.append(f"as the last {backbone.ns_per_stage} conv(s) of a stage")
     placement = f" {' and '.join(where)} only, plain elsewhere" if where else ""
-    return (f"layer `{backbone.get('layer')}` (predictor `{backbone.get('predictor')}`){placement}, widths "
-            f"{backbone.get('widths')}, {backbone.get('depth')} {'convs' if where else 'NS-convs'} per stage, "
-            f"{backbone.get('embedding_dim')}-d embedding{_split(backbone)}, masks `{backbone.get('masks')}`"
-            + (", anti-aliased pooling" if backbone.get("antialias") else ""))
+    return (f"layer `{backbone.layer}` (predictor `{backbone.predictor}`){placement}, widths "
+            f"{backbone.widths}, {backbone.depth} {'convs' if where else 'NS-convs'} per stage, "
+            f"{backbone.embedding_dim}-d embedding{_split(backbone)}, masks `{backbone.masks}`"
+            + (", anti-aliased pooling" if backbone.antialias else ""))
 
 
-def _describe_pretrained(backbone: dict[str, Any], trunk: str) -> str:
+def _describe_pretrained(backbone: ModelConfig) -> str:
     """A pretrained trunk: where its weights came from (and their licence), what sits above it."""
-    weights = backbone.get("trunk_weights")
-    source = WEIGHT_SOURCES.get(trunk, trunk) if weights == "imagenet" else f"weights from {weights}"
-    head = backbone.get("head_layer", "none")
-    return (f"pretrained trunk `{trunk}` ({source}), fine-tuned"
-            + (", its BatchNorm statistics kept" if backbone.get("freeze_bn") else "")
+    weights, head = backbone.trunk_weights, backbone.head_layer
+    source = WEIGHT_SOURCES.get(backbone.trunk, backbone.trunk) if weights == "imagenet" else f"weights from {weights}"
+    return (f"pretrained trunk `{backbone.trunk}` ({source}), fine-tuned"
+            + (", its BatchNorm statistics kept" if backbone.freeze_bn else "")
             + (f"; one `{head}` NS conv block on its last feature map" if head != "none" else "; no NSL layer above it")
-            + f"; {backbone.get('embedding_dim')}-d embedding{_split(backbone)}, masks `{backbone.get('masks')}`")
+            + f"; {backbone.embedding_dim}-d embedding{_split(backbone)}, masks `{backbone.masks}`")
 
 
-def _served_share(training: dict[str, Any]) -> str:
-    trained, served = training.get("instance_share_trained"), training.get("backbone", {}).get("instance_share")
+def _served_share(training: TrainingRecord) -> str:
+    trained, served = training.instance_share_trained, training.backbone.get("instance_share")
     if trained is None or served is None or trained == served:
         return ""
     return f"; trained with share {trained:.2f}, served with {served:.2f} (set at export)"
 
 
-def _pixel_pca_lines(pixel_pca: dict[str, Any] | None) -> list[str]:
+def _pixel_pca_lines(pixel_pca: PixelPca | None) -> list[str]:
     if not pixel_pca:
         return []
-    dims, share = pixel_pca["dims"], pixel_pca["share"]
+    dims, share = pixel_pca.dims, pixel_pca.share
     return [f"- Pixel subspace (added at export): the last {dims} dimensions are the image's pixels projected on "
-            f"the first {dims} principal components of {pixel_pca['images']} training images, "
+            f"the first {dims} principal components of {pixel_pca.images} training images, "
             f"L2-normalised; cosine = {1 - share:.2f} x the learned embedding's + {share:.2f} x the pixel part's. "
             "On kinds of thing it never saw, the pixels keep what a class-trained network discards."]
 
 
-def _split(backbone: dict[str, Any]) -> str:
+def _split(backbone: ModelConfig) -> str:
     """The split embedding, when there is one: which dimensions learn what, and how the cosine weighs them."""
-    k = backbone.get("instance_dims") or 0
+    k, share = backbone.instance_dims, backbone.instance_share
     if not k:
         return ""
-    share = backbone.get("instance_share", 0.0)
-    return (f" (the first {backbone['embedding_dim'] - k} dimensions learn the kind of thing, the last {k} the image "
+    return (f" (the first {backbone.embedding_dim - k} dimensions learn the kind of thing, the last {k} the image "
             f"itself; cosine = {1 - share:.2f} x the first part's + {share:.2f} x the second's)")
 
 
@@ -276,14 +275,22 @@ def _nested(values: dict[str, Any], indent: str = "") -> list[str]:
     return lines
 
 
-def _quantization_lines(quantization: dict[str, Any] | None) -> list[str]:
+def _export_check_lines(export: ExportCheck | None) -> list[str]:
+    if export is None:
+        return []
+    return [f"- ONNX vs PyTorch: max |difference| {export.onnx_max_abs_diff:.2e} at batch sizes "
+            f"{export.parity_batches}; static NSL layers folded into plain convolutions: {export.static_layers_folded}.",
+            *_quantization_lines(export.quantization)]
+
+
+def _quantization_lines(quantization: Quantization | None) -> list[str]:
     if not quantization:
         return []
-    agree = quantization["agreement"]
-    return [f"- Quantized: {quantization['format']} ({', '.join(quantization['ops'])}; weights "
-            f"{quantization['weights']}, activations {quantization['activations']} from "
-            f"{quantization['calibration_images']} seeded {quantization['calibration_split']} images"
-            + (f"; {quantization['kept_float']} kept float" if quantization.get("kept_float") else "")
+    agree = quantization.agreement
+    return [f"- Quantized: {quantization.format} ({', '.join(quantization.ops)}; weights "
+            f"{quantization.weights}, activations {quantization.activations} from "
+            f"{quantization.calibration_images} seeded {quantization.calibration_split} images"
+            + (f"; {quantization.kept_float} kept float" if quantization.kept_float else "")
             + f"). Cosine to the float "
             f"graph on {agree['images']} test images: mean {agree['mean_cosine']:.4f}, min {agree['min_cosine']:.4f}. "
             "Thresholds, calibration and every number above were fitted and measured on the int8 graph. It is "

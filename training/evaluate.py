@@ -176,11 +176,11 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         import onnx
 
         spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props}, str(path))
-        data = DataConfig.model_validate(spec.training.get("data_config") or {})
+        data = DataConfig.model_validate(spec.training.data_config)
         embedder = onnx_embedder(path, run_on, fallback_to_cpu=device == "auto")
         decision, calibration = spec.decision, spec.calibration
         same_image = (spec.near_duplicate_dims, spec.near_duplicate) if spec.near_duplicate else None
-        seed = int(spec.training.get("seed", 0))
+        seed = spec.training.seed
         input_spec = spec.input
     else:
         from training.trainer import load_trained_model

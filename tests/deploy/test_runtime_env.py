@@ -327,10 +327,10 @@ def test_the_cpu_image_serves_the_int8_graph_of_the_model_the_gpu_image_serves()
         specs[stage] = ModelSpec.from_metadata({SPEC_METADATA_KEY: meta[SPEC_METADATA_KEY]})
         assert path.with_suffix(".md").is_file()
     cpu, gpu = specs["cpu"], specs["gpu"]
-    assert "quantization" in cpu.metrics["export"] and "quantization" not in gpu.metrics["export"]
+    assert cpu.metrics.export.quantization and gpu.metrics.export.quantization is None
     assert (cpu.name, cpu.version) == (f"{gpu.name}-int8", gpu.version)
-    assert cpu.training["train_command"] == gpu.training["train_command"]  # one checkpoint, two graphs
+    assert cpu.training.train_command == gpu.training.train_command  # one checkpoint, two graphs
     # Its own numbers meet the bars the float graph's card reports for the default model.
-    near = cpu.metrics["test"]["near_duplicates"]
-    assert near["mean_recall_at_1"] >= 0.99 and near["worst_recall_at_1"] >= 0.97
-    assert cpu.metrics["test"]["precision_at_1"] >= 0.92 and cpu.metrics["test"]["roc_auc"] >= 0.98
+    near = cpu.metrics.test.near_duplicates
+    assert near.mean_recall_at_1 >= 0.99 and near.worst_recall_at_1 >= 0.97
+    assert cpu.metrics.test.precision_at_1 >= 0.92 and cpu.metrics.test.roc_auc >= 0.98

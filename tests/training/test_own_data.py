@@ -120,9 +120,9 @@ def test_the_model_learns_the_categories_of_the_catalogue(trained, shop):
     spec = trained["spec"]
     test = read_image_folder(shop / "test", spec.input, classes=CATEGORIES)
     baseline = retrieval_metrics(raw_pixels(test.images), test.labels)["precision_at_1"]
-    model = spec.metrics["test"]["precision_at_1"]
+    model = spec.metrics.test.precision_at_1
     print(f"own-data test split: model P@1 {model:.4f} vs raw pixels {baseline:.4f} ({len(test)} photos)")
-    assert spec.metrics["test"]["items"] == 120
+    assert spec.metrics.test.items == 120
     assert model >= 2.5 * CHANCE  # 10 categories; a model that learned nothing is near 0.1
 
 

@@ -87,31 +87,31 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert spec.input.height == 28 and spec.input.channels == 1
     assert -1 <= spec.decision.threshold <= 1 and "validation" in spec.decision.rule
     assert "validation" in spec.calibration.fitted_on and spec.calibration.a > 0
-    assert spec.metrics["test"]["precision_at_1"] == pytest.approx(
+    assert spec.metrics.test.precision_at_1 == pytest.approx(
         result["metrics"]["test"]["precision_at_1"])
     assert SPEC_METADATA_KEY in {p.key for p in model.metadata_props}
     card = (tmp_path / "tiny.md").read_text()
     assert "python -m training train" in card and "python -m training export" in card
     # The publisher's note: in the spec, on the card, and in the export command the card gives.
-    assert spec.training["notes"] == ["Plain convolutions: NSL's gain was not established (an 'example')."]
+    assert spec.training.notes == ["Plain convolutions: NSL's gain was not established (an 'example')."]
     assert "- Note: Plain convolutions: NSL's gain was not established (an 'example')." in card
-    assert "--note 'Plain convolutions: NSL'\"'\"'s gain" in spec.training["export_command"]
+    assert "--note 'Plain convolutions: NSL'\"'\"'s gain" in spec.training.export_command
     with pytest.raises(ExportError, match="a card note needs some text"):
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", notes=["  "])
-    assert f"{spec.metrics['test']['precision_at_1']:.4f}" in card
+    assert f"{spec.metrics.test.precision_at_1:.4f}" in card
     # Near-duplicate R@1 per edit, and the "same image" threshold fitted on validation edits.
-    near = spec.metrics["test"]["near_duplicates"]
-    assert set(near["recall_at_1"]) >= {"jpeg q70", "shift 1px", "downscale 0.75x", "crop 8% and resize back"}
-    assert near["worst_recall_at_1"] == min(near["recall_at_1"].values()) <= near["mean_recall_at_1"]
-    assert f"| {near['worst_edit']} | {near['worst_recall_at_1']:.4f} |" in card
+    near = spec.metrics.test.near_duplicates
+    assert set(near.recall_at_1) >= {"jpeg q70", "shift 1px", "downscale 0.75x", "crop 8% and resize back"}
+    assert near.worst_recall_at_1 == min(near.recall_at_1.values()) <= near.mean_recall_at_1
+    assert f"| {near.worst_edit} | {near.worst_recall_at_1:.4f} |" in card
     # Fitted for a false-positive rate against each original's nearest other image (issue #29).
     assert spec.near_duplicate is not None and "validation's originals have their nearest other image" in \
         spec.near_duplicate.rule
     # "The same image" is a stricter bar than "the same kind of thing".
     assert spec.near_duplicate.threshold > spec.decision.threshold
-    decision = near["decision"]
-    assert decision["copies_accepted"] > decision["nearest_others_accepted"]
-    assert decision["nearest_others_accepted"] <= 0.05  # the validation target is 1%; test may differ a little
+    decision = near.decision
+    assert decision.copies_accepted > decision.nearest_others_accepted
+    assert decision.nearest_others_accepted <= 0.05  # the validation target is 1%; test may differ a little
     best = json.loads((run_dir / "summary.json").read_text())["best"]
     # With the instance term, selection weighs both jobs: validation MAP@R and near-duplicate R@1.
     assert best["metric"] == "val_map_at_r_and_near_duplicate_r1"
@@ -119,23 +119,23 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     # Weights of another epoch than the best (an exported last.pt) are not called the best.
     from training.cards import render_model_card
 
-    spec.training.update(epochs_trained=3, best_epoch=2)
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs_trained": 3, "best_epoch": 2})})
     assert ("Checkpoint kept: epoch 3 of the 3-epoch schedule (not the best on validation: "
             f"{best['metric']} peaked at epoch 2)") in render_model_card(spec, "tiny.onnx")
     # The split embedding and the anti-aliased pooling are named, with the weights of the cosine.
     assert ("128-d embedding (the first 64 dimensions learn the kind of thing, the last 64 the image itself; "
             "cosine = 0.70 x the first part's + 0.30 x the second's)") in card and "anti-aliased pooling" in card
     # A hybrid backbone says where its NS layers are.
-    spec.training["backbone"].update(layer="dynamic-diag", ns_last_stages=1)
+    spec.training.backbone.update(layer="dynamic-diag", ns_last_stages=1)  # a config snapshot: a plain mapping
     assert "`dynamic-diag` (predictor `plain`) in the last 1 stage(s) only, plain elsewhere" in \
         render_model_card(spec, "tiny.onnx")
     # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
     from training.evaluate import evaluate_model
 
     again = evaluate_model(tmp_path / "tiny.onnx", pairs=5000, near_duplicates=600)
-    assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
+    assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics.test.precision_at_1, abs=1e-6)
     # It can edit more originals than the card's (here 300), up to the whole split, for a tighter estimate.
-    assert spec.metrics["test"]["near_duplicates"]["queries"] == 300
+    assert spec.metrics.test.near_duplicates.queries == 300
     whole = again["test"]["near_duplicates"]
     assert (whole["queries"], whole["gallery"]) == (600, 2000)
     assert whole["worst_recall_at_1"] == min(whole["recall_at_1"].values()) <= whole["mean_recall_at_1"]
@@ -251,7 +251,7 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
     fused = export_checkpoint(run_dir / "best.pt", tmp_path / "fused.onnx", pairs=2000,
                               open_set_checkpoint=open_set_dir / "best.pt", pixel_pca=32, pixel_share=0.4)
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(tmp_path / "fused.onnx")).metadata_props})
-    assert spec.embedding_dim == 128 + 32 and spec.training["pixel_pca"]["dims"] == 32
+    assert spec.embedding_dim == 128 + 32 and spec.training.pixel_pca.dims == 32
     splits = load_task(load_config("default", overrides)).splits
     images = splits.test.images[:50]
     learned, _ = onnx_embedder(tmp_path / "tiny.onnx")(images)
@@ -309,15 +309,15 @@ def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(
     # Every convolution but the first (kept float: training/quantize.py says why).
     assert len(int8_weights) == sum(1 for node in model.graph.node if node.op_type == "Conv") - 1
     spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
-    quantization = spec.metrics["export"]["quantization"]
-    assert quantization["calibration_images"] == 512 and quantization["agreement"]["images"] == 1000
+    quantization = spec.metrics.export.quantization
+    assert quantization.calibration_images == 512 and quantization.agreement["images"] == 1000
     # Close to the float graph, but not the float graph: the numbers below are the int8 graph's own.
-    assert 0.99 < quantization["agreement"]["mean_cosine"] < 1.0
-    assert quantization["agreement"]["min_cosine"] > 0.95
+    assert 0.99 < quantization.agreement["mean_cosine"] < 1.0
+    assert quantization.agreement["min_cosine"] > 0.95
     card = (tmp_path / "tiny-int8.md").read_text()
     assert "- Quantized: int8 QDQ (Conv, Gemm;" in card and "--quantize int8" in card
     again = evaluate_model(tmp_path / "tiny-int8.onnx", pairs=5000)
-    assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics["test"]["precision_at_1"], abs=1e-6)
+    assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics.test.precision_at_1, abs=1e-6)
     runner = ModelRunner(tmp_path / "tiny-int8.onnx", device="cpu")
     splits = load_splits("fashion-mnist", val_size=2000, seed=0, train_limit=12000, test_limit=2000)
     images = splits.test.images[:8]
