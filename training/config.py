@@ -107,13 +107,21 @@ class ModelConfig(_Section):
         return v
 
 
+# The losses training/objectives builds: the class-label losses of pytorch-metric-learning (and a
+# plain classifier), and CSN's triplets over aspects.
+ObjectiveName = Literal["contrastive", "triplet", "multi-similarity", "supcon", "arcface", "normalized-softmax",
+                        "proxy-anchor", "classifier", "csn"]
+# pytorch-metric-learning's miners, for the pair and triplet losses; none: every pair of the batch.
+MinerName = Literal["triplet-semihard", "triplet-hard", "triplet-all", "batch-hard", "multi-similarity",
+                    "pair-margin", "none"]
+
+
 class ObjectiveConfig(_Section):
-    # contrastive | triplet | multi-similarity | arcface | normalized-softmax | supcon | csn | classifier
-    name: str = "triplet"
+    name: ObjectiveName = "triplet"
     margin: float | None = None
     pos_margin: float | None = None
     neg_margin: float | None = None
-    miner: str | None = None  # e.g. multi-similarity, batch-hard, triplet-semihard, pair-margin
+    miner: MinerName | None = None  # None: the loss's usual miner (training/objectives/metric.py)
     # CSN regularisers (Veit et al. defaults).
     embed_norm_weight: float = 5e-3
     mask_l1_weight: float = 5e-4

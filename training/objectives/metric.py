@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from torch import nn
 
-from training.config import ObjectiveConfig
+from training.config import ObjectiveConfig, ObjectiveName
 from training.objectives.base import LossOutput, Objective
 
 
@@ -105,5 +106,4 @@ def build_metric_objective(config: ObjectiveConfig, num_classes: int, embedding_
     raise ValueError(f"unknown objective {name!r}")
 
 
-METRIC_OBJECTIVES = ("contrastive", "triplet", "multi-similarity", "supcon", "arcface", "normalized-softmax",
-                     "proxy-anchor", "classifier")
+METRIC_OBJECTIVES = tuple(name for name in get_args(ObjectiveName) if name != "csn")
