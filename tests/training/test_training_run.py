@@ -328,7 +328,7 @@ def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(
 
     with pytest.raises(ExportError, match="unknown quantization 'int4'"):
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", quantize="int4")
-    assert quantization["calibration_split"] == "train"
+    assert quantization.calibration_split == "train"
 
 
 def _train_command(out, extra: list[str]) -> list[str]:
