@@ -6,7 +6,9 @@ PIP := $(PY) -m pip
 LIKENESS := $(VENV)/bin/likeness
 export LIKENESS_PORT ?= 8000
 export LIKENESS_HOST ?= 127.0.0.1
-PYTEST_ARGS ?= --durations=30
+# -n: two workers on two cores (pytest-xdist); each module stays on one worker (loadfile), so a
+# module-scoped training run is made once.
+PYTEST_ARGS ?= -n auto --maxprocesses=4 --dist loadfile --durations=30
 
 .PHONY: serve test test-fast debian-packages venv install-service install-all pins train train-photo train-openset bench clean-venv
 

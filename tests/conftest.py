@@ -48,3 +48,21 @@ def fashion_test():
 
     _, test = load_raw("fashion-mnist")
     return test
+
+
+# The modules that take longest (measured with `pytest --durations`: each trains models or runs
+# the documented commands for minutes), started first: with `-n` (pytest-xdist, which `make test`
+# uses) each module runs whole on one worker, and a long one handed out last would run alone at
+# the end while the other worker idles.
+LONGEST_FIRST = ("tests/training/test_training_run.py", "tests/test_documented_commands.py",
+                 "tests/bench/test_smoke.py", "tests/service/test_crash.py", "tests/service/test_migration.py",
+                 "tests/deploy/test_runtime_env.py", "tests/service/test_fuzz.py", "tests/training/test_own_data.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def order(item: pytest.Item) -> int:
+        return rank.get(Path(item.path).relative_to(REPO).as_posix(), len(LONGEST_FIRST))
+
+    items.sort(key=order)  # stable: the order within a module, and of the rest, is kept
