@@ -74,8 +74,8 @@ def _toml_list(values: list[str]) -> str:
 
 
 def evaluate_entry(entry: Entry, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from training.evaluate import evaluate_split, open_set_metrics
     from training.evaluation import torch_embedder
+    from training.evaluation.task_metrics import evaluate_split, open_set_metrics
     from training.tasks import load_task
     from training.trainer import load_trained_model
 

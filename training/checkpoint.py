@@ -51,7 +51,9 @@ class Checkpoint:
     input: InputSpec  # the contract's input the model was trained on
     mean: list[float]  # per-channel normalisation baked into the graph, in [0, 1] units
     std: list[float]
-    model: dict[str, torch.Tensor]  # state dicts: model, objective (proxies, heads), optimiser, scheduler
+    # State dicts: the network's weights (saved under "model"), the objective's (proxies, heads),
+    # the optimiser's and the scheduler's.
+    weights: dict[str, torch.Tensor]
     objective: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +73,7 @@ class Checkpoint:
         out = {
             "config": self.config.model_dump(), "command": self.command, "input": self.input.model_dump(),
             "classes": self.classes, "aspects": self.aspects, "mean": self.mean, "std": self.std,
-            "world_size": self.world_size, "model": self.model, "objective": self.objective,
+            "world_size": self.world_size, "model": self.weights, "objective": self.objective,
             "optimizer": self.optimizer, "scheduler": self.scheduler, "state": self.state.to_dict(),
         }
         if self.scaler is not None:
@@ -90,7 +92,7 @@ class Checkpoint:
             raise CheckpointError(f"{source}: not a likeness checkpoint (no {', '.join(missing)})")
         return cls(
             config=TrainConfig.model_validate(data["config"]), input=InputSpec.model_validate(data["input"]),
-            mean=list(data["mean"]), std=list(data["std"]), model=data["model"],
+            mean=list(data["mean"]), std=list(data["std"]), weights=data["model"],
             objective=data.get("objective") or {}, optimizer=data.get("optimizer") or {},
             scheduler=data.get("scheduler") or {}, state=RunState.from_dict(data.get("state") or {}),
             command=data.get("command") or "", classes=list(data.get("classes") or []),
@@ -131,7 +133,7 @@ class Checkpoint:
         """The trained model, on the CPU, in eval mode."""
         model = build_model(self.config.model, self.input.channels, self.mean, self.std, aspects=len(self.aspects),
                             trunk_weights=False)
-        model.load_state_dict(self.model)
+        model.load_state_dict(self.weights)
         return model.eval()
 
 

@@ -181,8 +181,8 @@ def _demo_doc() -> str:
 def _report_test(run_dir: Path, config: TrainConfig, device) -> None:
     """Measure the kept checkpoint (best.pt) on the test split with PyTorch on ``device``, print
     it and save it as ``test.json``: what export measures again on the ONNX file for the card."""
-    from training.evaluate import evaluate_split
     from training.evaluation import torch_embedder
+    from training.evaluation.task_metrics import evaluate_split
     from training.tasks import load_task
     from training.trainer import CHECKPOINT_BEST, load_trained_model
 
@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     if args.command == "evaluate":
-        from training.evaluate import evaluate_model
+        from training.evaluation.task_metrics import evaluate_model
 
         holdout = [n.strip() for n in args.holdout_classes.split(",")] if args.holdout_classes else None
         metrics = evaluate_model(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,

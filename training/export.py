@@ -35,8 +35,8 @@ from training.cards import write_model_card
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.data.summary import data_summary
-from training.evaluate import calibrate, evaluate_task, fit_near_duplicate
 from training.evaluation import embed_all, onnx_embedder, torch_embedder
+from training.evaluation.task_metrics import calibrate, evaluate_task, fit_near_duplicate
 from training.export_record import (
     ExportError,
     load_open_set_run,

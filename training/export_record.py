@@ -64,9 +64,14 @@ def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainCo
     """The open-set run's seen- and unseen-class numbers, for the shipped model's card. With
     ``pixel_pca`` (dims, share) the run is served as the shipped model is, its pixel subspace fitted
     on the run's own training split (the seen classes), and the learned embedding alone is measured too."""
-    from training.evaluate import TEST_PAIR_SEED, evaluate_split, map_at_r_by_class_name, open_set_metrics
     from training.evaluation import embed_all, evaluate_embeddings
     from training.evaluation.embed import pixel_embedder
+    from training.evaluation.task_metrics import (
+        TEST_PAIR_SEED,
+        evaluate_split,
+        map_at_r_by_class_name,
+        open_set_metrics,
+    )
 
     if data_dir:
         config.data.data_dir = data_dir

@@ -211,7 +211,7 @@ def set_up(config: TrainConfig, runtime: Runtime, command: list[str] | None) -> 
         total_steps = min(total_steps, config.optim.max_steps)
     optimizer, scheduler = build_optimizer(config, parameter_groups(config, model, objective), total_steps)
     record = Checkpoint(
-        config=config, input=spec, mean=mean, std=std, model={},
+        config=config, input=spec, mean=mean, std=std, weights={},
         # Called as a library there is no command line; the saved config replays the run exactly.
         command=shlex.join(command or ["python", "-m", "training", "train", "--config", str(run_dir / "config.toml")]),
         classes=splits.train.classes, aspects=task.aspects, world_size=runtime.world_size,
@@ -228,14 +228,14 @@ def restore(run: Run, resume: bool) -> None:
         start = Checkpoint.load(config.init_from)
         _refuse_another_network(Path(config.init_from), start.config, config, fields=_OBJECTIVE_SHAPE,
                                 verb="fine-tune from", remedy="fine-tune a network of the same shape")
-        _load_weights(run.model, start.model, Path(config.init_from), "network")
+        _load_weights(run.model, start.weights, Path(config.init_from), "network")
         _load_weights(run.objective, start.objective, Path(config.init_from), "objective (proxies)")
         if run.runtime.is_main:
             print(f"fine-tuning from {config.init_from} (its epoch {start.state.epoch})", file=sys.stderr)
     if resuming:
         saved = Checkpoint.load(last)  # onto the CPU; load_state_dict copies onto the device
         _refuse_another_network(last, saved.config, config)
-        _load_weights(run.model, saved.model, last, "network")
+        _load_weights(run.model, saved.weights, last, "network")
         _load_weights(run.objective, saved.objective, last, "objective (proxies)")
         run.optimizer.load_state_dict(saved.optimizer)
         run.scheduler.load_state_dict(saved.scheduler)
@@ -274,7 +274,7 @@ def end_of_epoch(run: Run, log: MetricsLog, epoch: int, values: dict[str, float]
     if improved:
         state.best = {"epoch": epoch + 1, "score": score, "metric": task.selection_metric}
     scaler = run.runtime.scaler
-    checkpoint = replace(run.record, model=run.model.state_dict(), objective=run.objective.state_dict(),
+    checkpoint = replace(run.record, weights=run.model.state_dict(), objective=run.objective.state_dict(),
                          optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(), state=state,
                          scaler=scaler.state_dict() if scaler is not None else None)
     if improved:

@@ -163,7 +163,7 @@ def test_the_device_reaches_the_model_the_objective_and_every_batch(recipe, devi
     saved = Checkpoint.load(tmp_path / "last.pt")
     assert saved.runtime["device"] == str(runtime.device) and saved.state.step == 3
     # Saved from any device, loaded onto the CPU.
-    assert {t.device for t in saved.model.values()} == {torch.device("cpu")}
+    assert {t.device for t in saved.weights.values()} == {torch.device("cpu")}
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])

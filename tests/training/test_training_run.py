@@ -62,7 +62,7 @@ def test_training_beats_raw_pixels_on_the_same_split(tiny_run):
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    from training.evaluate import evaluate_model
+    from training.evaluation.task_metrics import evaluate_model
 
     # A few edited copies: this test is about the class ranking (1,000 originals x 39 edits took 30 s).
     metrics = evaluate_model(run_dir / "best.pt", pairs=5000, near_duplicates=20)
@@ -131,7 +131,7 @@ def test_export_writes_a_self_describing_model_and_card(tiny_run, tmp_path):
     assert "`dynamic-diag` (predictor `plain`) in the last 1 stage(s) only, plain elsewhere" in \
         render_model_card(spec, "tiny.onnx")
     # The evaluation command re-measures the exported file through ONNX Runtime, the same numbers.
-    from training.evaluate import evaluate_model
+    from training.evaluation.task_metrics import evaluate_model
 
     again = evaluate_model(tmp_path / "tiny.onnx", pairs=5000, near_duplicates=300)
     assert again["test"]["precision_at_1"] == pytest.approx(spec.metrics.test.precision_at_1, abs=1e-6)
@@ -297,7 +297,7 @@ def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(
     are its own (re-measured through ONNX Runtime they agree) and which the service loads as is."""
     run_dir, _ = tiny_run
     from service.model_runner import ModelRunner
-    from training.evaluate import evaluate_model
+    from training.evaluation.task_metrics import evaluate_model
 
     command = [sys.executable, "-m", "training", "export", "--checkpoint", str(run_dir / "best.pt"),
                "--output", str(tmp_path / "tiny-int8.onnx"), "--quantize", "int8"]
