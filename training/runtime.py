@@ -210,16 +210,19 @@ class Runtime:
         return {key: value.to(self.device, non_blocking=self.pin_memory) for key, value in batch.items()}
 
     # optimisation -------------------------------------------------------------------------------
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Zero the gradients, back-propagate ``loss`` (scaled under fp16) and step the optimiser."""
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """Zero the gradients, back-propagate ``loss`` (scaled under fp16) and step the optimiser;
+        False when fp16's scaler skipped the step (the scaled gradients overflowed)."""
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
             optimizer.step()
-            return
+            return True
         self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
-        self.scaler.update()
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()  # lowers the scale exactly when it skipped the step
+        return self.scaler.get_scale() >= scale
 
     # distribution -------------------------------------------------------------------------------
     def mean(self, value: float) -> float:

@@ -81,8 +81,8 @@ def train_one_epoch(step: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     for batch in bar:
         batch = runtime.to_device(batch)
         loss, stats = step(batch)
-        runtime.step(loss, optimizer)
-        scheduler.step()
+        if runtime.step(loss, optimizer):
+            scheduler.step()  # not after a step fp16 skipped: the schedule follows the optimiser's steps
         state.step += 1
         batches += 1
         seen += sum(len(v) for k, v in batch.items() if k.startswith("images"))

@@ -99,8 +99,9 @@ def test_a_split_embedding_serves_a_weighted_cosine_and_trains_each_part_with_it
     model = build_model(ModelConfig(widths=[8, 16], depth=1, embedding_dim=12, instance_dims=4, instance_share=0.3),
                         1, [0.3], [0.3]).eval()
     images = torch.randint(0, 256, (6, 28, 28, 1), dtype=torch.uint8)
-    served = model(images)
-    raw = model(images, raw=True)
+    with torch.no_grad():
+        served = model(images)
+        raw = model(images, raw=True)
     assert torch.allclose(served.norm(dim=1), torch.ones(6), atol=1e-5)
     cos = torch.nn.functional.cosine_similarity
     expected = 0.7 * cos(raw[0, :8], raw[1, :8], dim=0) + 0.3 * cos(raw[0, 8:], raw[1, 8:], dim=0)
