@@ -146,8 +146,9 @@ def test_a_conditional_model_keeps_its_masks_and_aspect_losses_off_the_instance_
     model = build_model(ModelConfig(widths=[8, 16], depth=1, embedding_dim=12, instance_dims=4, instance_share=0.3,
                                     masks="learned"), 1, [0.3], [0.3], aspects=2).eval()
     images = torch.randint(0, 256, (6, 28, 28, 1), dtype=torch.uint8)
-    overall, aspects = model(images)
-    raw, masks = model(images, raw=True)
+    with torch.no_grad():
+        overall, aspects = model(images)
+        raw, masks = model(images, raw=True)
     assert masks.shape == (2, 12) and masks[:, 8:].abs().max() == 0 and masks[:, :8].min() >= 0
     assert aspects.shape == (6, 2, 12) and aspects[:, :, 8:].abs().max() == 0
     cos = torch.nn.functional.cosine_similarity
