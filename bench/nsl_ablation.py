@@ -84,12 +84,10 @@ def run_variant(variant: Variant, seed: int, args: argparse.Namespace, work: Pat
     run_dir = train_or_reuse(config, resume=True)  # resume=True continues an interrupted run
     model, saved = load_trained_model(run_dir / "best.pt")
     params = sum(p.numel() for p in model.parameters())
-    history = saved["state"]["history"]
+    history = saved.state.history
     train_rate = statistics.mean(h["train_images_per_s"] for h in history)  # as it ran (maybe shared)
     fold_static_layers(model)
-    from contract import InputSpec
-
-    spec = InputSpec.model_validate(saved["input"])
+    spec = saved.input
     onnx_path = run_dir / "model.onnx"
     export_onnx(model, spec, onnx_path, aspects=False)
     task = load_task(config)

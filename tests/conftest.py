@@ -41,6 +41,22 @@ def wait_until_ready(process: subprocess.Popen, port: int, timeout: float = 90) 
         time.sleep(0.2)
 
 
+def refused_by_training_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """``python -m training ARGV`` run in this process, for a command that must be refused before
+    any work (a process of its own spends 7 s importing torch first): it exits 2 without a
+    traceback. Returns the lines it wrote to stderr."""
+    from training.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exited:  # argparse's errors exit; the CLI's own errors return
+        code = exited.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    return err.strip().splitlines()
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """uint8 [H, W] or [H, W, 3] -> PNG bytes."""
     out = io.BytesIO()

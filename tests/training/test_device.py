@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.conftest import refused_by_training_cli
 from training import trainer
 from training.checkpoint import Checkpoint, CheckpointError
 from training.config import TrainConfig, load_config
@@ -199,15 +200,8 @@ def test_mixed_precision_runs_the_model_in_autocast_and_the_loss_in_float32(prec
 def test_asking_for_cuda_without_one_is_a_one_line_error_and_exit_2(command, tmp_path, monkeypatch, capsys):
     # In this process: the CLI's own code path, without a 7-second start per case. The README's
     # `--device cuda:1` runs as a process of its own (tests/test_documented_commands.py).
-    from training.cli import main
-
     monkeypatch.chdir(tmp_path)
-    try:
-        code = main([*command, "--device", "cuda"])
-    except SystemExit as exited:  # argparse's errors exit; the CLI's own return
-        code = exited.code
-    assert code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = refused_by_training_cli([*command, "--device", "cuda"], capsys)
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"python -m training {command[0]}: error: --device cuda: no CUDA device")
     assert not list(tmp_path.iterdir())  # refused before any work

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from contract import SPEC_METADATA_KEY, ModelSpec
-from tests.conftest import REPO
+from tests.conftest import REPO, refused_by_training_cli
 from training.config import load_config
 from training.data.sources import load_splits
 from training.evaluation import retrieval_metrics
@@ -333,18 +333,8 @@ def test_an_int8_export_is_measured_on_the_int8_graph_and_served_like_any_model(
 
 
 def _refused(argv: list[str], capsys) -> str:
-    """``python -m training ARGV``, run in this process (a refusal comes before any work, and a
-    process of its own spends 7 s importing): it exits 2 without a traceback; its last line."""
-    from training.cli import main
-
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exited:  # argparse's errors exit; the CLI's own return
-        code = exited.code
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err, err[-3000:]
-    return err.strip().splitlines()[-1]
+    """The last line of ``python -m training ARGV``'s refusal (tests.conftest.refused_by_training_cli)."""
+    return refused_by_training_cli(argv, capsys)[-1]
 
 
 def _train_command(out, extra: list[str]) -> list[str]:

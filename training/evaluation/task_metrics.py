@@ -186,11 +186,10 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         from training.trainer import load_trained_model
 
         model, saved = load_trained_model(path)
-        config_saved = TrainConfig.model_validate(saved["config"])
-        data, seed = config_saved.data, config_saved.seed
+        data, seed = saved.config.data, saved.config.seed
         embedder = torch_embedder(model.to(run_on))
         decision = calibration = same_image = None
-        input_spec = InputSpec.model_validate(saved["input"])
+        input_spec = saved.input
     if dataset:
         data.dataset = dataset
     if data_dir:
