@@ -17,8 +17,9 @@ from PIL import Image
 # runs and their processes, on two cores: spinning threads took the cores from each other's work.
 # Measured with two `python -m training train --config default --set data.train_limit=4000 --set
 # optim.epochs=2 --set 'model.widths=[16, 32, 64]' --set model.depth=1 --set optim.threads=2` (and
-# 500 validation and test images, small evaluations) side by side: 55 to 69 s (103 to 132 s of CPU) spinning, 31 s (55 s of CPU) sleeping; one alone: 26 to 31 s
-# either way. Set before torch loads; the processes the tests start inherit it.
+# 500 validation and test images, small evaluations) side by side: 55 to 69 s (103 to 132 s of CPU)
+# spinning, 31 s (55 s of CPU) sleeping; one alone: 26 to 31 s either way. Set before torch loads;
+# the processes the tests start inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parent.parent
