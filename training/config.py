@@ -61,6 +61,8 @@ class AugmentConfig(_Section):
     edit_zoom: float = Field(default=0.3, ge=0, le=1, description="probability of a crop of up to 20% of the area resized back")
     edit_user: float = Field(default=0.0, ge=0, le=1, description="probability of the edits users make (borders, "
                              "rotations, a side cut off, overlays, blur and sharpening)")
+    edit_blur: float = Field(default=0.0, ge=0, le=1, description="probability of a Gaussian blur of the view, "
+                             "sigma 0.3 to 1.2 x side / 28 pixels (the measured blur is 0.8)")
     # Photos: both views.
     crop_scale: float = Field(default=0.0, ge=0, lt=1, description="random resized crops of at least this share of "
                               "the area (0 = the padded crop of crop_padding instead)")

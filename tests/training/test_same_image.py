@@ -11,7 +11,7 @@ from PIL import Image
 
 from contract import InputSpec, decode_image, same_image_scores
 from training.data.random_edits import random_user_edit
-from training.evaluation.edits import LIGHT_EDITS, MIRROR, USER_EDITS
+from training.evaluation.edits import LIGHT_EDITS, MIRROR, USER_EDITS, blurred
 from training.evaluation.near_duplicates import EDITS, FAMILIES, families_of
 from training.evaluation.same_image import (
     SameImageScores,
@@ -45,6 +45,27 @@ def test_random_user_edits_follow_their_seed_and_vary():
     again = [np.asarray(random_user_edit(image, random.Random(seed))) for seed in range(30)]
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert len({a.tobytes() for a in first}) >= 25 and len({a.shape for a in first}) >= 5
+
+
+@pytest.mark.parametrize("side", [28, 128])
+def test_the_views_blur_spans_the_measured_blur_at_any_size(side):
+    """augment.edit_blur draws sigma in [0.3, 1.2] x side / 28: the measured blur (0.8) lies inside,
+    on a 128-pixel photo as on a 28-pixel garment."""
+    import torch
+
+    from training.config import AugmentConfig
+    from training.data.torch_data import make_edit_augment, size_relative_blur
+
+    image = np.random.default_rng(2).integers(0, 256, (side, side), dtype=np.uint8)
+    measured = np.asarray(blurred(Image.fromarray(image), 0.8), dtype=float).std()
+    blur = size_relative_blur(side, side)
+    torch.manual_seed(0)
+    spread = [blur(torch.from_numpy(image)[None]).float().std().item() for _ in range(40)]
+    assert min(spread) < measured < max(spread) < image.std()
+    spec = InputSpec(height=side, width=side, channels=1)
+    with_blur = make_edit_augment(AugmentConfig(edit_blur=0.5), spec)
+    assert sum("GaussianBlur" in repr(step) for step in with_blur.transforms) == 1
+    assert "GaussianBlur" not in repr(make_edit_augment(AugmentConfig(), spec))
 
 
 def test_the_threshold_holds_the_false_positive_rate_it_was_fitted_for():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections.abc import Callable
 
@@ -59,6 +60,16 @@ class RandomResolution(nn.Module):
         return v2.functional.resize(down, [height, width], antialias=True)
 
 
+def size_relative_blur(height: int, width: int) -> v2.GaussianBlur:
+    """A Gaussian blur of sigma 0.3 to 1.2 x the longest side / 28 pixels: the unit of
+    training.evaluation.edits.blurred, so that a 128-pixel photo meets the measured blur (0.8) as a
+    28-pixel garment does. The user edits' own blur is one kind among many; photos lose more to it."""
+    unit = max(height, width) / 28
+    sigma = (0.3 * unit, 1.2 * unit)
+    kernel = 2 * math.ceil(3 * sigma[1]) + 1
+    return v2.GaussianBlur(kernel, sigma)
+
+
 class UserEdit(nn.Module):
     """One or two of the edits users make (borders, rotations, a side cut off, overlays, blur and
     sharpening: training.evaluation.edits.random_user_edit) on the image as a file's pixels, then
@@ -103,6 +114,8 @@ def make_edit_augment(config: AugmentConfig, spec: InputSpec) -> Transform:
     steps: list[Transform] = [base] if base is not None else []
     if config.edit_user:
         steps.append(v2.RandomApply([UserEdit(spec)], p=config.edit_user))
+    if config.edit_blur:
+        steps.append(v2.RandomApply([size_relative_blur(height, width)], p=config.edit_blur))
     steps += [
         v2.RandomApply([RandomResolution(config.edit_min_scale)], p=0.5),
         v2.RandomApply([v2.RandomResizedCrop((height, width), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True)],
