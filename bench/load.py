@@ -53,10 +53,10 @@ MIX = {"search": 0.45, "similarity": 0.45, "add": 0.10}
 class Workload:
     """Requests drawn with the probabilities in ``mix`` (endpoint name -> share)."""
 
-    def __init__(self, seed: int, mix: dict[str, float] | None = None) -> None:
+    def __init__(self, seed: int, mix: dict[str, float] | None = None, gallery: Path = GALLERY) -> None:
         self.rng = random.Random(seed)
-        manifest = json.loads((GALLERY / "manifest.json").read_text())["items"]
-        self.images = [(GALLERY / e["file"]).read_bytes() for e in manifest]
+        manifest = json.loads((gallery / "manifest.json").read_text())["items"]
+        self.images = [(gallery / e["file"]).read_bytes() for e in manifest]
         self.search_json = mix is not None and "search_json" in mix  # /search with a JSON body instead
         mix = mix or MIX
         total = sum(mix.values())
@@ -80,13 +80,14 @@ class Workload:
         return "add", "/items", body, ctype
 
 
-async def drive(url: str, clients: int, seconds: float, seed: int,
-                mix: dict[str, float] | None = None) -> list[tuple[str, float, int]]:
-    """Closed loop: ``clients`` workers, each sending its next request when the last one answers."""
+async def drive(url: str, clients: int, seconds: float, seed: int, mix: dict[str, float] | None = None,
+                gallery: Path = GALLERY) -> list[tuple[str, float, int]]:
+    """Closed loop: ``clients`` workers, each sending its next request when the last one answers; the
+    requests carry the images of ``gallery`` (a folder with a manifest.json, as service/gallery)."""
     records: list[tuple[str, float, int]] = []
     # Workloads (each reads the gallery) before the clock starts; each client sends at least one
     # request, so a cell on a starved machine still measures something.
-    workloads = [Workload(seed * 1000 + index, mix) for index in range(clients)]
+    workloads = [Workload(seed * 1000 + index, mix, gallery) for index in range(clients)]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         deadline = time.perf_counter() + seconds
@@ -112,11 +113,11 @@ async def drive(url: str, clients: int, seconds: float, seed: int,
 
 
 def measure(server: ServerProcess, clients: int, seconds: float, seed: int,
-            mix: dict[str, float] | None = None) -> tuple[list[tuple[str, float, int]], float]:
+            mix: dict[str, float] | None = None, gallery: Path = GALLERY) -> tuple[list[tuple[str, float, int]], float]:
     """:func:`drive` against ``server``; also returns the CPU seconds the server process used meanwhile
     (all its threads, from /proc), the cost a deployment pays per request whatever the latency."""
     before = server.cpu_seconds()
-    records = asyncio.run(drive(server.url, clients, seconds, seed, mix))
+    records = asyncio.run(drive(server.url, clients, seconds, seed, mix, gallery))
     return records, server.cpu_seconds() - before
 
 

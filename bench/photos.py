@@ -67,6 +67,12 @@ epochs = 10
 batch_size = 64
 m_per_class = 8
 """
+# Garment colours the demo shop never uses (training.data.demo_catalogue.COLOURS holds its eight), for
+# the question "does the category mask follow colour?" on colours training never saw.
+UNSEEN_SHOP_COLOURS: dict[str, tuple[int, int, int]] = {
+    "lime": (150, 210, 30), "magenta": (200, 30, 150), "sky": (90, 170, 240), "orange": (240, 120, 20),
+    "violet": (110, 60, 190),
+}
 # Issue #30 asks for the served speed beside imagededup's: its published CNN figure (MobileNetV3).
 IMAGEDEDUP_SCALE = ("For scale: imagededup publishes about 27 images/s on 4 vCPUs for its CNN encoder (MobileNetV3, "
                     "the figure issue #30 quotes; not measured here). The images/s above are one core's.")
@@ -158,7 +164,41 @@ def run_entry(name: str, kind: str, overrides: tuple[str, ...], data_dir: Path, 
 
         task = load_task(config)
         result["aspects"] = task.test_metrics(torch_embedder(model))["aspects"]
+        result["unseen_colour_category_accuracy"] = unseen_colour_accuracy(model, saved, data_dir)
     return result
+
+
+def unseen_colour_accuracy(model, saved, data_dir: Path, triplets: int = 3000, seed: int = 0) -> float:
+    """The demo shop's 600 test garments photographed again, as ``likeness demo-data`` makes its
+    photos, in colours training never saw (:data:`UNSEEN_SHOP_COLOURS`); for an anchor in colour X, a
+    same-category photo in colour Y and an other-category photo in X, the share of triplets where the
+    category aspect ranks the first nearer."""
+    import csv
+
+    from contract import decode_image, prepare_image
+    from training.data.demo_catalogue import CATEGORIES, product_photo
+    from training.data.sources import load_raw
+
+    with (data_dir / "test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    garments = np.array([int(Path(row["path"]).stem) for row in rows])  # Fashion-MNIST test indices
+    category = np.array([CATEGORIES.index(row["category"]) for row in rows])
+    source = load_raw("fashion-mnist", None)[1]
+    rng = np.random.default_rng(seed)
+    colours = list(UNSEEN_SHOP_COLOURS.values())
+    photos = np.stack([prepare_image(decode_image(product_photo(source, int(g), c, 96, rng), max_pixels=10**6),
+                                     saved.input) for c in colours for g in garments])  # [colour][garment]
+    embeddings, aspects = embed_all(torch_embedder(model), photos, 64)
+    space = aspects[:, saved.aspects.index("category")] if aspects is not None else embeddings
+    space = space / np.linalg.norm(space, axis=1, keepdims=True)
+    anchors = rng.integers(0, len(rows), triplets)
+    closes = np.array([rng.choice(np.flatnonzero((category == category[a]) & (np.arange(len(rows)) != a)))
+                       for a in anchors])
+    fars = np.array([rng.choice(np.flatnonzero(category != category[a])) for a in anchors])
+    x = rng.integers(0, len(colours), triplets)
+    y = (x + rng.integers(1, len(colours), triplets)) % len(colours)
+    a, c, f = (space[colour * len(rows) + index] for colour, index in ((x, anchors), (y, closes), (x, fars)))
+    return round(float(np.mean(np.einsum("nd,nd->n", a, c) > np.einsum("nd,nd->n", a, f))), 4)
 
 
 def _train_seconds(run_dir: Path) -> float:
@@ -212,7 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         lines += [f"Not run this time (`--only`): {'; '.join(left_out)}.", ""]
     if "CSN on the pretrained trunk (photos-csn.toml)" in results:
         aspects = results["CSN on the pretrained trunk (photos-csn.toml)"]["aspects"]
-        lines += [f"CSN test triplet accuracy per aspect: {aspects['triplet_accuracy']}.", ""]
+        unseen = results["CSN on the pretrained trunk (photos-csn.toml)"]["unseen_colour_category_accuracy"]
+        lines += [f"CSN test triplet accuracy per aspect: {aspects['triplet_accuracy']}.", "",
+                  "Does the category aspect follow colour? The 600 test garments photographed again in colours "
+                  f"training never saw ({', '.join(UNSEEN_SHOP_COLOURS)}): for an anchor in one colour, a "
+                  "same-category photo in another and an other-category photo in the anchor's colour, the category "
+                  f"aspect ranks the first nearer in **{unseen:.2%}** of 3,000 triplets (issue #30 asks 97%).", ""]
     args.output.write_text("\n".join(lines))
     write_json(args.output, {"results": results})
     print(f"wrote {args.output}")

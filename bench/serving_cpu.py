@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import DOCS, REPO, make_parser, markdown_table, page_header, write_json
-from bench.load import measure, summarise
+from bench.load import GALLERY, measure, summarise
 from bench.server import ServerProcess
 
 ENDPOINTS = ("similarity", "search", "search_json")
@@ -48,11 +48,17 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int,
-            extra_models: dict[str, Path] | None = None, baseline_model: bool = False) -> dict[str, ServerProcess]:
+            extra_models: dict[str, Path] | None = None, baseline_model: bool = False,
+            unbatched: bool = False, plain_baselines: bool = True) -> dict[str, ServerProcess]:
     env = {"LIKENESS_MODEL_PATH": str(model)}
     out = {"likeness": ServerProcess(tmp / "likeness" / "data", **env)}
     for label, path in (extra_models or {}).items():  # this tree serving another model file
         out[f"likeness ({label})"] = ServerProcess(tmp / f"likeness-{label}" / "data", LIKENESS_MODEL_PATH=str(path))
+    if unbatched:  # the gain of dynamic batching: the same model, one inference call per request
+        for label, path in {"": model, **(extra_models or {})}.items():
+            name = f"likeness ({label + ', ' if label else ''}unbatched)"
+            out[name] = ServerProcess(tmp / f"likeness-{label}-unbatched" / "data", LIKENESS_MODEL_PATH=str(path),
+                                      LIKENESS_BATCHING="false")
     if baseline:
         code = checkout(baseline, tmp / "baseline-code")
         baseline_env = env
@@ -62,7 +68,7 @@ def servers(tmp: Path, model: Path, baseline: str | None, gallery_items: int,
             (tmp / "baseline-model.onnx").write_bytes(shipped)
             baseline_env = {"LIKENESS_MODEL_PATH": str(tmp / "baseline-model.onnx")}
         out[f"likeness@{baseline}"] = ServerProcess(tmp / "baseline" / "data", cwd=code, **baseline_env)
-    for name, runtime in (("plain", "onnx"), ("naive", "torch")):
+    for name, runtime in (("plain", "onnx"), ("naive", "torch")) if plain_baselines else ():
         out[name] = ServerProcess(tmp / name / "data", command=[
             "bench.naive_server", "--model", str(model), "--items", str(gallery_items), "--port", "{port}",
             "--runtime", runtime])
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         procs = servers(Path(tmp), args.model, args.baseline, args.gallery_items, dict(args.extra_model),
-                        args.baseline_model)
+                        args.baseline_model, args.unbatched, not args.no_plain)
         for server in procs.values():
             server.start(timeout=args.start_timeout)
         try:
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace) -> dict:
                     for name, server in procs.items():
                         if endpoint == "search_json" and not (name == "likeness" or name.startswith("likeness (")):
                             continue  # the others take multipart only
-                        records, cpu = measure(server, clients, args.seconds, seed=clients, mix={endpoint: 1.0})
+                        records, cpu = measure(server, clients, args.seconds, seed=clients, mix={endpoint: 1.0},
+                                               gallery=args.gallery)
                         key = f"{name} {endpoint} {clients}"
                         results[key] = {"server": name, "endpoint": endpoint, "clients": clients,
                                         **summarise(records, args.seconds, cpu)}
@@ -103,10 +110,12 @@ def render(results: dict, args: argparse.Namespace) -> str:
     note = f" {args.note}" if args.note else ""
     return "\n".join([
         *page_header("Server CPU per request", f" Load generator and servers share the cores.{note}"),
-        f"Shipped model, demo gallery ({args.gallery_items} items), flat index, closed-loop clients, {args.seconds:g} s "
+        f"Model `{_shown(args.model)}`, the clients sending the images of `{_shown(args.gallery)}`, the service's "
+        f"shipped gallery for that model ({args.gallery_items} items), flat index, closed-loop clients, {args.seconds:g} s "
         "per cell, servers alternating cell by cell. Server CPU: user + system time of the server process, all "
         "threads (/proc/PID/stat), per successful request. `likeness@REV` is the service code of that commit on "
-        f"{'the model that commit shipped' if args.baseline_model else 'the same model'}; `likeness (LABEL)` is this tree serving another model file (`--extra-model`); "
+        f"{'the model that commit shipped' if args.baseline_model else 'the same model'}; `likeness (LABEL)` is this tree serving another model file (`--extra-model`), "
+        "`... unbatched)` the same with dynamic batching off (`--unbatched`, `LIKENESS_BATCHING=false`); "
         "`plain` is a plain FastAPI app doing the core work (multipart, Pillow, one ONNX Runtime call per image, "
         "spinning off); `naive` is PyTorch eager (bench/naive_server.py).",
         "",
@@ -114,6 +123,12 @@ def render(results: dict, args: argparse.Namespace) -> str:
                         "errors"], rows),
         "",
     ])
+
+
+def _shown(path: Path) -> str:
+    """A path as the page shows it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _label_and_path(text: str) -> tuple[str, Path]:
@@ -132,6 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra-model", action="append", default=[], type=_label_and_path, metavar="LABEL=PATH",
                         help="this tree serving another model file too, as 'likeness (LABEL)' (repeatable), "
                              "e.g. int8=models/default-int8.onnx")
+    parser.add_argument("--unbatched", action="store_true", help="each likeness server also runs with batching off "
+                        "(LIKENESS_BATCHING=false), as 'likeness (unbatched)': what dynamic batching gains")
+    parser.add_argument("--no-plain", action="store_true", help="leave out the plain and naive baselines")
+    parser.add_argument("--gallery", type=Path, default=GALLERY, help="the images the clients send (a folder with a "
+                        "manifest.json): service/gallery-photos for a photo model")
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))

@@ -88,3 +88,18 @@ def test_the_profiler_attaches_to_the_running_service_and_names_where_its_cpu_go
     out = capsys.readouterr().out
     assert "server CPU" in out and "(main)" in out and "top functions" in out
     assert "Session.run" in out or "ModelRunner" in out or "Runner.run" in out
+
+
+def test_serving_cpu_measures_a_photo_model_with_batching_off_beside_it(tmp_path):
+    """Issue #30's serving at photo size: the photo model, the clients sending the photo gallery's
+    images, each server also run with dynamic batching off; no plain baselines."""
+    output = tmp_path / "serving-photo.md"
+    serving_cpu.main(["--model", str(REPO / "models" / "photo.onnx"), "--unbatched", "--no-plain",
+                      "--gallery", str(REPO / "service" / "gallery-photos"), "--seconds", "1", "--clients", "2",
+                      "--endpoints", "similarity", "--start-timeout", "900", "--output", str(output)])
+    results = json.loads((tmp_path / "results" / "serving-photo.json").read_text())["results"]
+    assert set(results) == {"likeness similarity 2", "likeness (unbatched) similarity 2"}
+    for r in results.values():
+        assert r["errors"] == 0 and r["throughput_rps"] > 0 and r["cpu_ms_per_request"] > 0
+    text = output.read_text()
+    assert "| likeness (unbatched) | `/similarity` |" in text and "service/gallery-photos" in text
