@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -61,8 +61,7 @@ class AugmentConfig(_Section):
     edit_zoom: float = Field(default=0.3, ge=0, le=1, description="probability of a crop of up to 20% of the area resized back")
     edit_user: float = Field(default=0.0, ge=0, le=1, description="probability of the edits users make (borders, "
                              "rotations, a side cut off, overlays, blur and sharpening)")
-    edit_blur: float = Field(default=0.0, ge=0, le=1, description="probability of a Gaussian blur of the view, "
-                             "sigma 0.3 to 1.2 x side / 28 pixels (the measured blur is 0.8)")
+    edit_blur: float = Field(default=0.0, ge=0, le=1, description="probability of a blur, sigma 0.3-1.2 x side/28 px")
     # Photos: both views.
     crop_scale: float = Field(default=0.0, ge=0, lt=1, description="random resized crops of at least this share of "
                               "the area (0 = the padded crop of crop_padding instead)")
@@ -86,7 +85,7 @@ class ModelConfig(_Section):
     sphere_activation: Literal["linear", "cosine", "sigmoid"] = "cosine"
     predictor_width: int = Field(default=0, ge=0, description="hidden width of the NS predictor (0 = width / 4)")
     rank: int = Field(default=2, ge=1, description="basis size of dynamic-lowrank layers")
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 128])
+    widths: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
     depth: int | list[int] = Field(default=3, description="NS-convs per stage (one number, or one per stage)")
     residual: bool = Field(default=False, description="ResNet basic blocks after each stage's first conv")
     antialias: bool = Field(default=False, description="anti-aliased max-pooling between stages (shift-robust)")
@@ -100,13 +99,6 @@ class ModelConfig(_Section):
     embedding_dim: int = Field(default=64, ge=2)
     # conditional similarity: none | fixed | learned (masks over the embedding, one per aspect)
     masks: Literal["none", "fixed", "learned"] = "none"
-
-    @field_validator("widths")
-    @classmethod
-    def _widths(cls, v: list[int]) -> list[int]:
-        if not v or any(w < 1 for w in v):
-            raise ValueError("widths must be a non-empty list of positive ints")
-        return v
 
 
 # The losses training/objectives builds: the class-label losses of pytorch-metric-learning (and a
@@ -184,7 +176,7 @@ class EvalConfig(_Section):
     val_near_duplicates: int = Field(default=200, ge=0, description="the same on validation, every epoch (0 = off)")
     near_duplicate_false_positives: float = Field(
         default=0.01, gt=0, lt=1, description="the share of originals whose nearest other image the 'same image' "
-        "threshold may call a copy, on validation")
+        "threshold may call a copy: each validation image against the validation and training images")
 
 
 class TrainConfig(_Section):

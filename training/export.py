@@ -255,7 +255,8 @@ def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str,
     val_embedded = embed_all(embedder, task.splits.val.images, config.eval.batch_size)
     decision, calibration, aspect_decisions, aspect_calibrations = calibrate(val_embedded, task, config)
     dims = instance_dims(loaded.model)
-    near_duplicate = fit_near_duplicate(val_embedded[0], task, config, dims)
+    train_embeddings, _ = embed_all(embedder, task.splits.train.images, config.eval.batch_size)
+    near_duplicate = fit_near_duplicate(val_embedded[0], task, config, dims, train_embeddings)
     metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate))
     if loaded.open_set:
         pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None

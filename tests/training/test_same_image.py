@@ -18,6 +18,7 @@ from training.evaluation.same_image import (
     dataset_near_duplicates,
     fit_same_image,
     nearest_other_scores,
+    nearest_others_of_split,
     same_image_quality,
 )
 
@@ -76,7 +77,7 @@ def test_the_threshold_holds_the_false_positive_rate_it_was_fitted_for():
         decision = fit_same_image(scores, rate, "validation")
         assert (scores.others >= decision.threshold).mean() <= rate
         assert (scores.others >= decision.threshold - 0.002).mean() > rate - 0.002  # and not far above it
-        assert "4 near-identical" in decision.rule
+        assert "4 validation images with a near-identical other left out" in decision.rule
     quality = same_image_quality(scores, fit_same_image(scores, 0.01, "validation").threshold)
     assert quality["nearest_others_accepted"] <= 0.01 and 0.9 < quality["copies_accepted"] <= 1
     assert [p["nearest_others_accepted"] for p in quality["curve"]] == sorted(p["nearest_others_accepted"]
@@ -122,3 +123,25 @@ def test_the_threshold_is_fitted_on_every_image_of_the_split_and_leaves_near_ide
     assert np.allclose(others, between.max(axis=1), atol=1e-6)  # chunked as one block would give
     rows = np.array([4, 100, 499])
     assert np.allclose(nearest_other_scores(images, embeddings, None, rows)[0], others[rows])
+
+
+def test_the_nearest_others_are_sought_among_the_training_images_too(fashion_test):
+    """A larger gallery holds nearer look-alikes: the fit seeks each validation image's nearest other
+    among the training images as well, still leaving near-identical ones (here a training twin) out."""
+    images = fashion_test.images[:600].copy()
+    val, train = images[:200], images[200:].copy()
+    train[5] = np.clip(val[0].astype(int) + 3, 0, 255).astype(np.uint8)  # a training twin of val[0]
+    flat = np.concatenate([val, train]).reshape(600, -1).astype(np.float32)
+    embeddings = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    alone = nearest_others_of_split(val, embeddings[:200], None)
+    among = nearest_others_of_split(val, embeddings[:200], None, (train, embeddings[200:]))
+    assert among.originals == alone.originals == 200 and among.near_identical == 1 and alone.near_identical == 0
+    assert (among.others >= alone.others - 1e-6).all() and (among.others > alone.others + 1e-3).mean() > 0.5
+    between = embeddings[:200] @ embeddings.T
+    between[np.arange(200), np.arange(200)] = -np.inf
+    between[0, 205] = -np.inf  # the twin
+    assert np.allclose(among.others, between.max(axis=1), atol=1e-6)
+    rate = 0.02
+    fitted = fit_same_image(among, rate, "validation", " among the 600 validation and training images")
+    assert (alone.others >= fitted.threshold).mean() <= rate  # stricter than the split alone asks
+    assert fitted.rule.startswith("at most 2.0% of validation's originals have their nearest other image among the 600")

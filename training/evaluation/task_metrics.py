@@ -73,12 +73,16 @@ def calibrate(embedded: tuple[np.ndarray, np.ndarray], task: Task, config: Train
     return decision, calibration, decisions, calibrations
 
 
-def fit_near_duplicate(embeddings: np.ndarray, task: Task, config: TrainConfig, dims: tuple[int, int] | None
-                       ) -> Decision:
+def fit_near_duplicate(embeddings: np.ndarray, task: Task, config: TrainConfig, dims: tuple[int, int] | None,
+                       train_embeddings: np.ndarray) -> Decision:
     """The "same image" threshold, fitted for the target false-positive rate against every validation
-    image's nearest other image (``embeddings``: the validation images'; training.evaluation.same_image)."""
-    scores = nearest_others_of_split(task.splits.val.images, embeddings, dims)
-    return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation")
+    image's nearest other image among the validation and training images (``embeddings``: the
+    validation images', ``train_embeddings`` the training images'; training.evaluation.same_image)."""
+    train = task.splits.train.images
+    scores = nearest_others_of_split(task.splits.val.images, embeddings, dims, (train, train_embeddings))
+    gallery = len(embeddings) + len(train)
+    return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation",
+                          f" among the {gallery:,} validation and training images")
 
 
 def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calibration,
