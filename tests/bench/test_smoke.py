@@ -214,7 +214,8 @@ def test_bench_all_covers_every_benchmark():
     from bench import all as bench_all
     from bench.__main__ import BENCHMARKS
 
-    assert set(bench_all.RUNS) == set(BENCHMARKS) - {"all"}
+    assert {bench_all.SCRIPT_OF.get(name, name) for name in bench_all.RUNS} == set(BENCHMARKS) - {"all"}
+    assert set(bench_all.SCRIPT_OF.values()) <= set(BENCHMARKS)
 
 
 def test_ablation_variant_names_select_exactly_and_layer_words_select_the_family():
