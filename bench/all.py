@@ -30,6 +30,10 @@ RUNS: dict[str, list[str]] = {
     # and the int8 graph the CPU image serves runs beside the float model.
     "serving-cpu": ["--baseline", "9a39b7f", "--seconds", "3", "--extra-model",
                     f"int8={REPO / 'models' / 'default-int8.onnx'}"],
+    # Issue 29's serving cost: this tree against the service code before the same-image work (framing,
+    # the copies marked in /search), each on the model its commit shipped.
+    "serving-same-image": ["--baseline", "3275c6c", "--baseline-model", "--no-plain", "--seconds", "4", "--clients",
+                           "8", "--endpoints", "similarity", "search", "--output", "docs/serving-cpu-same-image.md"],
     # Issue 30: serving at photo size, float and int8, each with dynamic batching on and off.
     "serving-photo": ["--model", "models/photo.onnx", "--extra-model", f"int8={REPO / 'models' / 'photo-int8.onnx'}",
                       "--unbatched", "--no-plain", "--gallery", "service/gallery-photos", "--seconds", "6",
@@ -56,7 +60,7 @@ RUNS: dict[str, list[str]] = {
 }
 ORDER = list(RUNS)
 # Pages made by another benchmark's script with other arguments.
-SCRIPT_OF = {"serving-photo": "serving-cpu"}
+SCRIPT_OF = {"serving-photo": "serving-cpu", "serving-same-image": "serving-cpu"}
 
 
 def main(argv: list[str] | None = None) -> None:
