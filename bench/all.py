@@ -33,11 +33,13 @@ RUNS: dict[str, list[str]] = {
     # Issue 29's serving cost: this tree against the service code before the same-image work (framing,
     # the copies marked in /search), each on the model its commit shipped.
     "serving-same-image": ["--baseline", "3275c6c", "--baseline-model", "--no-plain", "--seconds", "4", "--clients",
-                           "8", "--endpoints", "similarity", "search", "--output", "docs/serving-cpu-same-image.md"],
+                           "8", "--endpoints", "similarity", "search", "--output", "docs/serving-cpu-same-image.md",
+                           "--note", "Issue 29: this tree against the service code before the same-image work (3275c6c), on the same model file."],
     # Issue 30: serving at photo size, float and int8, each with dynamic batching on and off.
     "serving-photo": ["--model", "models/photo.onnx", "--extra-model", f"int8={REPO / 'models' / 'photo-int8.onnx'}",
                       "--unbatched", "--no-plain", "--gallery", "service/gallery-photos", "--seconds", "6",
-                      "--endpoints", "similarity", "search", "--output", "docs/serving-photo.md"],
+                      "--endpoints", "similarity", "search", "--output", "docs/serving-photo.md",
+                      "--note", "Issue 30: serving at photo size, dynamic batching on and off."],
     "load": ["--rounds", "2"],
     "index": [],
     # Issue 19: embedded flat/HNSW against Milvus Lite at 100k vectors; 1 against 2 API workers on Milvus.

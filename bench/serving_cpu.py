@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import tarfile
 import tempfile
@@ -110,8 +111,10 @@ def render(results: dict, args: argparse.Namespace) -> str:
     note = f" {args.note}" if args.note else ""
     return "\n".join([
         *page_header("Server CPU per request", f" Load generator and servers share the cores.{note}"),
-        f"Model `{_shown(args.model)}`, the clients sending the images of `{_shown(args.gallery)}`, the service's "
-        f"shipped gallery for that model ({args.gallery_items} items), flat index, closed-loop clients, {args.seconds:g} s "
+        f"Model `{_shown(args.model)}`, the clients sending the {_gallery_size(args.gallery)} images of "
+        f"`{_shown(args.gallery)}`; the service seeded with its shipped gallery for that model"
+        f"{'' if args.no_plain else f', the plain baselines with {args.gallery_items} items'}; flat index, "
+        f"closed-loop clients, {args.seconds:g} s "
         "per cell, servers alternating cell by cell. Server CPU: user + system time of the server process, all "
         "threads (/proc/PID/stat), per successful request. `likeness@REV` is the service code of that commit on "
         f"{'the model that commit shipped' if args.baseline_model else 'the same model'}; `likeness (LABEL)` is this tree serving another model file (`--extra-model`), "
@@ -123,6 +126,10 @@ def render(results: dict, args: argparse.Namespace) -> str:
                         "errors"], rows),
         "",
     ])
+
+
+def _gallery_size(gallery: Path) -> int:
+    return len(json.loads((gallery / "manifest.json").read_text())["items"])
 
 
 def _shown(path: Path) -> str:
