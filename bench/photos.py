@@ -176,6 +176,7 @@ def unseen_colour_accuracy(model, saved, data_dir: Path, triplets: int = 3000, s
     import csv
 
     from contract import decode_image, prepare_image
+    from training.data.aspect_triplets import recoloured_triplets
     from training.data.demo_catalogue import CATEGORIES, product_photo
     from training.data.sources import load_raw
 
@@ -191,12 +192,7 @@ def unseen_colour_accuracy(model, saved, data_dir: Path, triplets: int = 3000, s
     embeddings, aspects = embed_all(torch_embedder(model), photos, 64)
     space = aspects[:, saved.aspects.index("category")] if aspects is not None else embeddings
     space = space / np.linalg.norm(space, axis=1, keepdims=True)
-    anchors = rng.integers(0, len(rows), triplets)
-    closes = np.array([rng.choice(np.flatnonzero((category == category[a]) & (np.arange(len(rows)) != a)))
-                       for a in anchors])
-    fars = np.array([rng.choice(np.flatnonzero(category != category[a])) for a in anchors])
-    x = rng.integers(0, len(colours), triplets)
-    y = (x + rng.integers(1, len(colours), triplets)) % len(colours)
+    anchors, closes, fars, x, y = recoloured_triplets(category, len(colours), triplets, rng)
     a, c, f = (space[colour * len(rows) + index] for colour, index in ((x, anchors), (y, closes), (x, fars)))
     return round(float(np.mean(np.einsum("nd,nd->n", a, c) > np.einsum("nd,nd->n", a, f))), 4)
 

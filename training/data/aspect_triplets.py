@@ -13,6 +13,21 @@ from training.data.aspect_images import AspectDataError, AspectImages
 from training.data.torch_data import Transform
 
 
+def recoloured_triplets(category: np.ndarray, colours: int, triplets: int, rng: np.random.Generator
+                        ) -> tuple[np.ndarray, ...]:
+    """Does a category follow colour? ``triplets`` rows of (anchor, same category, other category)
+    indices into ``category``, and per row the colour X of the anchor and the other category, and a
+    colour Y != X of the same-category item (indices into ``colours`` colours): a category that
+    follows colour puts the anchor nearer the other category."""
+    anchors = rng.integers(0, len(category), triplets)
+    closes = np.array([rng.choice(np.flatnonzero((category == category[a]) & (np.arange(len(category)) != a)))
+                       for a in anchors])
+    fars = np.array([rng.choice(np.flatnonzero(category != category[a])) for a in anchors])
+    x = rng.integers(0, colours, triplets)
+    y = (x + rng.integers(1, colours, triplets)) % colours
+    return anchors, closes, fars, x, y
+
+
 def confound(rows: np.ndarray, labels: dict[str, np.ndarray], aspect: str, by: str, share: float,
              rng: np.random.Generator) -> np.ndarray:
     """Redraw ``share`` of ``aspect``'s triplet rows against the aspect ``by``: the close item differs

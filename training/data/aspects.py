@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader
 from training.config import TrainConfig
 from training.data.arrays import LabeledImages, stratified_split
 from training.data.aspect_images import AspectDataError, AspectImages, read_aspects_csv
-from training.data.aspect_triplets import TripletDataset, grouped_order, sample_triplets, triplet_accuracy
+from training.data.aspect_triplets import (
+    TripletDataset,
+    grouped_order,
+    recoloured_triplets,
+    sample_triplets,
+    triplet_accuracy,
+)
 from training.data.fashion_aspects import (
     FASHION_ASPECTS,
     PALETTE,
@@ -213,13 +219,7 @@ class AspectTask:
             return {}
         rng = np.random.default_rng(self.config.seed + 19)
         gray = self.gray_test
-        category = gray.labels
-        anchors = rng.integers(0, len(gray), triplets)
-        closes = np.array([rng.choice(np.flatnonzero((category == category[a]) & (np.arange(len(gray)) != a)))
-                           for a in anchors])
-        fars = np.array([rng.choice(np.flatnonzero(category != category[a])) for a in anchors])
-        x = rng.integers(0, len(UNSEEN_COLOURS), triplets)
-        y = (x + rng.integers(1, len(UNSEEN_COLOURS), triplets)) % len(UNSEEN_COLOURS)
+        anchors, closes, fars, x, y = recoloured_triplets(gray.labels, len(UNSEEN_COLOURS), triplets, rng)
         images = framed_images(tint(gray.images[np.concatenate([anchors, closes, fars])], np.concatenate([x, y, x]),
                                     UNSEEN_COLOURS), self.config.data.fit)
         spaces = self._aspect_space(*embed_all(embed, images, self.config.eval.batch_size))
