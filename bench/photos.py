@@ -16,7 +16,7 @@ trained ones images per second through ONNX Runtime on one core (batch 32). Entr
   with one dynamic NSL block on the trunk's last feature map (``model.head_layer``);
 - `training/configs/photos-csn.toml` (a mask per aspect on the trunk, category and colour): also the
   share of category triplets (same category in another colour vs another category in the anchor's
-  colour) it ranks right.
+  colour) it ranks right, on the test garments photographed again in colours training never saw.
 
 Runs are kept in ``--work-dir`` and reused when finished. Writes docs/photos.md and
 docs/results/photos.json.
