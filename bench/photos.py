@@ -170,9 +170,9 @@ def run_entry(name: str, kind: str, overrides: tuple[str, ...], data_dir: Path, 
 
 def unseen_colour_accuracy(model, saved, data_dir: Path, triplets: int = 3000, seed: int = 0) -> float:
     """The demo shop's 600 test garments photographed again, as ``likeness demo-data`` makes its
-    photos, in colours training never saw (:data:`UNSEEN_SHOP_COLOURS`); for an anchor in colour X, a
-    same-category photo in colour Y and an other-category photo in X, the share of triplets where the
-    category aspect ranks the first nearer."""
+    photos (at its default 96 pixels), in colours training never saw (:data:`UNSEEN_SHOP_COLOURS`);
+    for an anchor in colour X, a same-category photo in colour Y and an other-category photo in X,
+    the share of triplets where the category aspect ranks the first nearer."""
     import csv
 
     from contract import decode_image, prepare_image
