@@ -37,7 +37,7 @@ RUNS: dict[str, list[str]] = {
                            "--note", "Issue 29: this tree against the service code before the same-image work (3275c6c), on the same model file."],
     # Issue 30: serving at photo size, float and int8, each with dynamic batching on and off.
     "serving-photo": ["--model", "models/photo.onnx", "--extra-model", f"int8={REPO / 'models' / 'photo-int8.onnx'}",
-                      "--unbatched", "--no-plain", "--gallery", "service/gallery-photos", "--seconds", "6",
+                      "--unbatched", "--no-plain", "--seconds", "6",
                       "--endpoints", "similarity", "search", "--output", "docs/serving-photo.md",
                       "--note", "Issue 30: serving at photo size, dynamic batching on and off."],
     "load": ["--rounds", "2"],

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import DOCS, REPO, make_parser, markdown_table, page_header, write_json
-from bench.load import GALLERY, measure, summarise
+from bench.load import measure, summarise
 from bench.server import ServerProcess
 
 ENDPOINTS = ("similarity", "search", "search_json")
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unbatched", action="store_true", help="each likeness server also runs with batching off "
                         "(LIKENESS_BATCHING=false), as 'likeness (unbatched)': what dynamic batching gains")
     parser.add_argument("--no-plain", action="store_true", help="leave out the plain and naive baselines")
-    parser.add_argument("--gallery", type=Path, default=GALLERY, help="the images the clients send (a folder with a "
-                        "manifest.json): service/gallery-photos for a photo model")
+    parser.add_argument("--gallery", type=Path, help="the images the clients send (a folder with a manifest.json; "
+                        "default: the gallery the service seeds for --model, service/gallery-photos for a photo model)")
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))
@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", default="", help="a sentence about the conditions, added to the page")
     parser.add_argument("--output", type=Path, default=DOCS / "serving-cpu.md")
     args = parser.parse_args(argv)
+    if args.gallery is None:
+        from bench.serving import load_spec
+        from service.gallery import shipped_gallery
+
+        args.gallery = shipped_gallery(load_spec(args.model).input)
     results = run(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(results, args))

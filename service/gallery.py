@@ -1,4 +1,5 @@
-"""The shipped demo gallery: a few hundred Fashion-MNIST test images, indexed into an empty index."""
+"""The shipped demo galleries (a few hundred Fashion-MNIST test images, or demo shop photos for a
+photo model), indexed into an empty index."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ import json
 import logging
 from pathlib import Path
 
+from contract import InputSpec
 from service.index_store import IndexStore
 from service.ingest import ingest_files
 from service.model_runner import ModelRunner
 from service.originals import Originals
+from service.settings import REPO_ROOT
 
 log = logging.getLogger("likeness.gallery")
 MANIFEST = "manifest.json"
+
+
+def shipped_gallery(spec: InputSpec) -> Path:
+    """The shipped gallery that suits a model's input: photos for an RGB model of 64 pixels or more,
+    Fashion-MNIST otherwise."""
+    photos = spec.channels == 3 and min(spec.height, spec.width) >= 64
+    return REPO_ROOT / "service" / ("gallery-photos" if photos else "gallery")
 
 
 def seed_gallery(store: IndexStore, runner: ModelRunner, gallery_dir: Path, originals: Originals | None = None) -> int:

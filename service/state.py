@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 
 from service.batching import DynamicBatcher
-from service.gallery import seed_gallery
+from service.gallery import seed_gallery, shipped_gallery
 from service.generations import BASE, Generation, GenerationError, Registry
 from service.index_store import IndexStore, StoreOptions, create_store, drop_location
 from service.index_store.faiss_index import IndexOptions
@@ -22,7 +22,7 @@ from service.inference import InferenceEngine
 from service.migration import Migration, MigrationError
 from service.model_runner import ModelLoadError, ModelRunner
 from service.originals import Originals
-from service.settings import REPO_ROOT, Settings
+from service.settings import Settings
 from service.store_calls import OffLoopStore
 
 log = logging.getLogger("likeness")
@@ -137,13 +137,10 @@ def load_state(settings: Settings) -> ServiceState:
 
 
 def gallery_for(settings: Settings, runner: ModelRunner) -> Path:
-    """LIKENESS_GALLERY_DIR, or the shipped gallery that suits the model: photos for an RGB model of
-    64 pixels or more, Fashion-MNIST otherwise."""
+    """LIKENESS_GALLERY_DIR, or the shipped gallery that suits the model (:func:`shipped_gallery`)."""
     if settings.gallery_dir is not None:
         return settings.gallery_dir
-    spec = runner.spec.input
-    photos = spec.channels == 3 and min(spec.height, spec.width) >= 64
-    return REPO_ROOT / "service" / ("gallery-photos" if photos else "gallery")
+    return shipped_gallery(runner.spec.input)
 
 
 def _open_other(state: ServiceState, generation: Generation) -> None:

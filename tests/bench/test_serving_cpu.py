@@ -92,10 +92,11 @@ def test_the_profiler_attaches_to_the_running_service_and_names_where_its_cpu_go
 
 def test_serving_cpu_measures_a_photo_model_with_batching_off_beside_it(tmp_path):
     """Issue #30's serving at photo size: the photo model, the clients sending the photo gallery's
-    images, each server also run with dynamic batching off; no plain baselines."""
+    images (the gallery the service seeds for that model, unasked), each server also run with
+    dynamic batching off; no plain baselines."""
     output = tmp_path / "serving-photo.md"
     serving_cpu.main(["--model", str(REPO / "models" / "photo.onnx"), "--unbatched", "--no-plain",
-                      "--gallery", str(REPO / "service" / "gallery-photos"), "--seconds", "1", "--clients", "2",
+                      "--seconds", "1", "--clients", "2",
                       "--endpoints", "similarity", "--start-timeout", "900", "--output", str(output)])
     results = json.loads((tmp_path / "results" / "serving-photo.json").read_text())["results"]
     assert set(results) == {"likeness similarity 2", "likeness (unbatched) similarity 2"}
