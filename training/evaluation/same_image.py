@@ -97,7 +97,7 @@ def nearest_others_of_split(images: np.ndarray, embeddings: np.ndarray, dims: tu
     of them above a 1% threshold, where the 1,000 edited originals put 10).
 
     The nearest other image of a larger gallery scores higher: on the photo model's 600 test photos,
-    the 1% point of the nearest-other scores was 0.879 (+/- 0.011 over 20 draws) among 240 of them
+    the 1% point of the nearest-other scores was 0.878 (+/- 0.013 over 20 draws) among 240 of them
     and 0.897 among all 600. A threshold fitted among the validation images alone therefore calls
     more look-alikes copies in any larger catalogue (6.8% of the test photos' nearest others, fitted
     among 240 for 1%). Fitted among every image training had, it holds for catalogues up to that size."""
