@@ -2,8 +2,10 @@
 embedding's cosine cannot? (issue #29 names the design; this measures it before anything ships it.)
 
     python -m bench pixel-check [--model models/default.onnx] [--originals 100] [--candidates 10]
+    python -m bench pixel-check --model models/photo.onnx --data-dir SHOP --output docs/pixel-check-photos.md
 
-For seeded originals of the Fashion-MNIST test set and each measured edit
+For seeded originals of the Fashion-MNIST test set (or of a photo folder's test split, prepared as
+the model's spec says; compared at CHECK_SIDE pixels at most) and each measured edit
 (training/evaluation/edits.py), the copy is prepared as the service prepares an upload and embedded;
 the model proposes its ``--candidates`` nearest gallery images. The check then aligns the copy onto
 each candidate: the copy, mirrored or not, is scaled (0.8x to 1.25x) and rotated (-6 to 6 degrees)
@@ -37,6 +39,9 @@ SCALES = np.linspace(0.8, 1.25, 10)
 ANGLES = (-6.0, -3.0, 0.0, 3.0, 6.0)
 SHIFT = 4
 FALSE_POSITIVES = 0.01
+# Photos are compared at this side at most (block means): 64 pixels keep a garment's shape and the
+# background's texture, and a 4-pixel shift then spans 6% of the frame.
+CHECK_SIDE = 64
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -77,7 +82,25 @@ def check_score(versions: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def grey(images: np.ndarray) -> np.ndarray:
-    return images[..., :3].mean(axis=-1).astype(np.float32) / 255.0
+    """float grey [N, h, w] in [0, 1], shrunk by whole block means to CHECK_SIDE pixels at most."""
+    out = images[..., :3].mean(axis=-1).astype(np.float32) / 255.0
+    factor = max(1, out.shape[1] // CHECK_SIDE)
+    if factor > 1:
+        n, height, width = out.shape
+        out = out[:, :height // factor * factor, :width // factor * factor]
+        out = out.reshape(n, height // factor, factor, width // factor, factor).mean(axis=(2, 4))
+    return out
+
+
+def test_images(spec: ModelSpec, data_dir: Path | None) -> tuple[np.ndarray, str]:
+    """The gallery: Fashion-MNIST's test split, or a photo folder's (its own test split), as the spec prepares them."""
+    if data_dir is None:
+        return load_raw("fashion-mnist", fit=spec.input.fit)[1].images, "Fashion-MNIST test"
+    from training.data.sources import load_splits
+
+    splits = load_splits("folder", str(data_dir), image_size=spec.input.height, channels=spec.input.channels,
+                         fit=spec.input.fit, pad_value=spec.input.pad_value, resample=spec.input.resample)
+    return splits.test.images, f"test photos of {data_dir.name}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "default.onnx")
     parser.add_argument("--originals", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=10)
+    parser.add_argument("--data-dir", type=Path, default=None, help="a photo folder (one sub-folder per class): "
+                        "its test split is the gallery, instead of Fashion-MNIST's")
     parser.add_argument("--output", type=Path, default=DOCS / "pixel-check.md")
     args = parser.parse_args(argv)
     if args.originals < 1 or args.candidates < 1:
@@ -93,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     import onnx
 
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(args.model)).metadata_props})
-    _, test = load_raw("fashion-mnist", fit=spec.input.fit)
-    gallery = test.images
+    gallery, described = test_images(spec, args.data_dir)
     embedder = onnx_embedder(args.model)
     embeddings, _ = embed_all(embedder, gallery, 1024)
     originals = query_sample(len(gallery), args.originals)
@@ -138,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
             for family, v in families.items()]
     lines = page_header("Retrieval, then a pixel check") + [
         f"Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}` "
-        f"({spec.name} {spec.version}); {len(originals)} seeded originals of the 10,000 Fashion-MNIST test "
-        f"images, each edit's copy against the model's {args.candidates} nearest candidates; "
+        f"({spec.name} {spec.version}); {len(originals)} seeded originals of the {len(gallery):,} {described} "
+        f"images, compared at {pixels.shape[1]} pixels, each edit's copy against the model's {args.candidates} nearest candidates; "
         f"{seconds / 60:.1f} min. What the check is: the top of `bench/pixel_check.py`.",
         "",
         f"The check's threshold: **{threshold:.4f}**, the score at which {FALSE_POSITIVES:.0%} of the originals' "

@@ -30,8 +30,10 @@ from contract.spec import (
     Decision,
     InputSpec,
     ModelSpec,
+    SizedThreshold,
     SpecError,
     same_image_scores,
+    threshold_for_items,
 )
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "ImageError",
     "InputSpec",
     "ModelSpec",
+    "SizedThreshold",
     "SpecError",
     "decode_image",
     "load_image",
@@ -53,4 +56,5 @@ __all__ = [
     "open_image",
     "prepare_image",
     "same_image_scores",
+    "threshold_for_items",
 ]

@@ -110,6 +110,9 @@ class SameImageDecision(_Record):
     threshold: float
     copies_accepted: float
     nearest_others_accepted: float
+    # The split's size: the threshold is the one the spec gives a catalogue of that many images
+    # (None: exported before thresholds by catalogue size; the spec's ``near_duplicate``).
+    catalogue_items: int | None = None
     copies_accepted_by_family: dict[str, float] = Field(default_factory=dict)
     copies_accepted_by_edit: dict[str, float] = Field(default_factory=dict)
     near_identical_left_out: int | None = None

@@ -52,6 +52,26 @@ class Decision(_Strict):
     rule: str = Field(description="how the threshold was chosen, e.g. 'EER on validation pairs'")
 
 
+class SizedThreshold(_Strict):
+    """The same-image threshold fitted for a catalogue of ``items`` images."""
+
+    items: int = Field(ge=2)
+    threshold: float = Field(ge=-1.0, le=1.0)
+
+
+def threshold_for_items(table: list[SizedThreshold], items: int) -> float:
+    """The threshold of ``table`` (sorted by items) for a catalogue of ``items`` images: linear in
+    log(items) between its points; its first below them (fewer images: a stricter threshold than
+    needed, never a looser one) and its last above them (the largest catalogue it was fitted for)."""
+    if items <= table[0].items:
+        return table[0].threshold
+    for low, high in zip(table, table[1:]):
+        if items <= high.items:
+            share = math.log(items / low.items) / math.log(high.items / low.items)
+            return round(low.threshold + share * (high.threshold - low.threshold), 6)
+    return table[-1].threshold
+
+
 class Calibration(_Strict):
     """Platt scaling of the cosine: probability = 1 / (1 + exp(-(a * cosine + b)))."""
 
@@ -91,6 +111,11 @@ class ModelSpec(_Strict):
     # trained to tell one image from its look-alikes (:func:`same_image_scores`). None: the whole
     # embedding (models before likeness-fmnist 4.0).
     near_duplicate_dims: tuple[int, int] | None = None
+    # The same decision for catalogues of other sizes (items in an index), fitted for the same rate:
+    # the more images a catalogue holds, the nearer each one's nearest other, so a larger one needs a
+    # higher threshold. ``near_duplicate`` is its last point (every image training had). Empty in
+    # models exported before it existed: they answer with ``near_duplicate`` at any size.
+    near_duplicate_by_items: list[SizedThreshold] = Field(default_factory=list)
     training: TrainingRecord = Field(default_factory=TrainingRecord, description="data, objective, backbone, command")
     metrics: MetricsRecord = Field(default_factory=MetricsRecord, description="evaluation results, by split")
 
@@ -102,6 +127,24 @@ class ModelSpec(_Strict):
                 raise ValueError(f"near_duplicate_dims {list(self.near_duplicate_dims)} is not a part of the "
                                  f"{self.embedding_dim}-d embedding")
         return self
+
+    @model_validator(mode="after")
+    def _by_items_sorted(self) -> ModelSpec:
+        sizes = [point.items for point in self.near_duplicate_by_items]
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"near_duplicate_by_items must grow in items, got {sizes}")
+        if sizes and self.near_duplicate is None:
+            raise ValueError("near_duplicate_by_items needs near_duplicate")
+        return self
+
+    def same_image_threshold(self, items: int | None = None) -> float | None:
+        """The same-image threshold for a catalogue of ``items`` images (None: ``near_duplicate``'s,
+        fitted among every image training had); None for a model without the decision."""
+        if self.near_duplicate is None:
+            return None
+        if items is None or not self.near_duplicate_by_items:
+            return self.near_duplicate.threshold
+        return threshold_for_items(self.near_duplicate_by_items, items)
 
     @model_validator(mode="after")
     def _aspects_consistent(self) -> ModelSpec:

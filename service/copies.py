@@ -2,7 +2,8 @@
 copies of each other (GET /duplicates).
 
 The score is the model's (contract.same_image_scores over the spec's ``near_duplicate_dims``) and
-the threshold the spec's ``near_duplicate``, fitted by export for a target false-positive rate.
+the threshold the spec's for a catalogue of the index's size (ModelSpec.same_image_threshold), fitted
+by export for a target false-positive rate: a larger catalogue holds nearer look-alikes.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ def same_image_score(spec: ModelSpec, a: np.ndarray, b: np.ndarray) -> float | N
     return float(same_image_scores(a, b, spec.near_duplicate_dims)[0])
 
 
-def copies_first(spec: ModelSpec, query: np.ndarray, hits: list[Hit]) -> list[tuple[Hit, float, bool]]:
-    """(hit, same-image score, is a copy) for hits carrying their vectors: the copies of the query
-    first (by their same-image score), then the other hits in their order. The embedding ranks
-    look-alikes by how alike they look; a copy is the answer to "is this image in my catalogue?"
+def copies_first(spec: ModelSpec, query: np.ndarray, hits: list[Hit], threshold: float) -> list[tuple[Hit, float, bool]]:
+    """(hit, same-image score, is a copy at ``threshold``) for hits carrying their vectors: the copies
+    of the query first (by their same-image score), then the other hits in their order. The embedding
+    ranks look-alikes by how alike they look; a copy is the answer to "is this image in my catalogue?"
     whatever a look-alike scores."""
     if not hits:
         return []
     scores = same_image_scores(np.stack([h.vector for h in hits]), query[None, :], spec.near_duplicate_dims)
-    threshold = spec.near_duplicate.threshold
     judged = [(hit, float(score), bool(score >= threshold)) for hit, score in zip(hits, scores)]
     copies = sorted((j for j in judged if j[2]), key=lambda j: -j[1])
     return copies + [j for j in judged if not j[2]]

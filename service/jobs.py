@@ -109,7 +109,7 @@ def duplicates(settings, output: Path | None, fmt: str, min_score: float | None)
         if spec.near_duplicate is None:
             raise NoSameImageDecision(f"the model {spec.name} {spec.version} has no same-image decision "
                                       "(near_duplicate); export it again with likeness export")
-        threshold = spec.near_duplicate.threshold if min_score is None else min_score
+        threshold = spec.same_image_threshold(store.count()) if min_score is None else min_score
         started = time.perf_counter()
         with tqdm(total=store.count(), desc="duplicates", unit="items") as bar:
             groups = duplicate_groups(store, spec, threshold, progress=bar.update)
@@ -178,7 +178,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, help="for `duplicates`: the file to write (default: standard output)")
     parser.add_argument("--format", choices=["csv", "json"], default="csv", help="for `duplicates` (default: csv)")
     parser.add_argument("--min-score", type=float, help="for `duplicates`: join items at this same-image score "
-                        "(default: the model's near_duplicate threshold)")
+                        "(default: the model's near_duplicate threshold for the index's size)")
     return parser
 
 

@@ -9,6 +9,7 @@ for a store lock or a disk.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,10 @@ from service.index_store import OVERALL, Dismissal, Hit, IndexStore, NewItem, St
 from service.migration import Migration
 from service.originals import Originals, write_items
 
+# How stale the item count may be when another process writes to a shared (Milvus) index: the
+# threshold moves by a few thousandths between catalogue sizes a factor of 3 apart.
+CATALOGUE_SIZE_TTL_S = 5.0
+
 
 class OffLoopStore:
     """An :class:`IndexStore` as routes see it: the same calls, awaited, each on a worker thread."""
@@ -30,6 +35,9 @@ class OffLoopStore:
         self.migration: Migration | None = None  # a generation being built: writes land in both
         # The last GET /duplicates answer, kept while the index has not changed (stores that can tell).
         self._groups: tuple[tuple, list[DuplicateGroup]] | None = None
+        # The item count the same-image threshold is chosen by: (monotonic time, count), re-read after
+        # this process writes and every CATALOGUE_SIZE_TTL_S (a Milvus count is a round trip).
+        self._size: tuple[float, int] | None = None
 
     async def upsert(self, items: list[NewItem], files: list[bytes] | None = None) -> list[str]:
         """Write items; with ``files``, keep each item's bytes (service/originals.py); while a
@@ -40,7 +48,10 @@ class OffLoopStore:
                 return write_items(self.store, self.originals, items, files)
             return migration.write(lambda: write_items(self.store, self.originals, items, files), items, files)
 
-        return await run_in_threadpool(write)
+        try:
+            return await run_in_threadpool(write)
+        finally:
+            self._size = None
 
     async def delete(self, item_id: str) -> bool:
         def delete_live() -> bool:
@@ -53,7 +64,10 @@ class OffLoopStore:
             migration = self.migration
             return delete_live() if migration is None else migration.delete(item_id, delete_live)
 
-        return await run_in_threadpool(delete)
+        try:
+            return await run_in_threadpool(delete)
+        finally:
+            self._size = None
 
     async def original(self, item_id: str) -> bytes | None:
         """The bytes an item was added with; KeyError when there is no such item, None when not kept."""
@@ -83,6 +97,14 @@ class OffLoopStore:
 
     async def count(self) -> int:
         return await run_in_threadpool(self.store.count)
+
+    async def catalogue_size(self) -> int:
+        """How many items the index holds, for the same-image threshold (ModelSpec.same_image_threshold):
+        exact after this process's own writes, at most CATALOGUE_SIZE_TTL_S old after other processes'."""
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] > CATALOGUE_SIZE_TTL_S:
+            self._size = (now, await self.count())
+        return self._size[1]
 
     async def stats(self) -> dict[str, Any]:
         def stats() -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contract import SizedThreshold
 from contract.records import NearDuplicateMetrics, OpenSetRecord, RetrievalMetrics, SameImageDecision
 from training.evaluation.near_duplicates import FAMILIES
 
@@ -50,12 +51,26 @@ def near_duplicate_section(near: NearDuplicateMetrics) -> list[str]:
     return lines + (_decision_lines(decision) if decision else [])
 
 
+def sized_threshold_lines(table: list[SizedThreshold]) -> list[str]:
+    """The spec's thresholds by catalogue size, as the card's table (none for older specs)."""
+    if not table:
+        return []
+    return ["- The same rate asks less of a smaller catalogue (its images' nearest others are further away): "
+            "the service takes the threshold for its index's size, linear in log(items) between these points, "
+            "the first below them and the last above them:", "",
+            "  | items in the index | " + " | ".join(f"{p.items:,}" for p in table) + " |",
+            "  |---|" + "---|" * len(table),
+            "  | threshold | " + " | ".join(f"{p.threshold:.4f}" for p in table) + " |", ""]
+
+
 def _decision_lines(decision: SameImageDecision) -> list[str]:
     if not decision.curve:  # a spec exported before the curve (likeness 3.x)
         return [f"\"The same image\" threshold (the spec's `near_duplicate`, fitted on validation): cosine >= "
                 f"{decision.threshold:.4f}. On test it accepts {decision.copies_accepted:.2%} of the edited "
                 f"copies and {decision.nearest_others_accepted:.2%} of each original's nearest other image.", ""]
-    lines = [f"\"The same image\" (the spec's `near_duplicate`, fitted on validation): same-image score >= "
+    which = (f"the threshold for a catalogue of {decision.catalogue_items:,} images, from the spec's "
+             "`near_duplicate_by_items`" if decision.catalogue_items else "the spec's `near_duplicate`")
+    lines = [f"\"The same image\" ({which}, fitted on validation): same-image score >= "
              f"{decision.threshold:.4f}. On test it calls {decision.copies_accepted:.2%} of the copies above "
              f"copies, and {decision.nearest_others_accepted:.2%} of the originals' nearest other images "
              f"(by the same score; {decision.near_identical_left_out} test images with a near-identical twin "

@@ -7,7 +7,7 @@ from typing import Any
 
 from contract import ModelSpec
 from contract.records import ExportCheck, MetricsRecord, PixelPca, Quantization, TrainingRecord
-from training.card_sections import ROWS, fmt, near_duplicate_section, open_set_section
+from training.card_sections import ROWS, fmt, near_duplicate_section, open_set_section, sized_threshold_lines
 from training.config import ModelConfig
 from training.data.sources import FASHION_MNIST_CREDIT
 from training.models.trunks import WEIGHT_SOURCES
@@ -78,8 +78,9 @@ def _decision_section(spec: ModelSpec) -> list[str]:
                 if spec.near_duplicate_dims else "the cosine")
         out.append(f"- The same image: {over} >= {spec.near_duplicate.threshold:.4f} ({spec.near_duplicate.rule}); "
                    "`/similarity` and `/search` answer it as `near_duplicate`, and `GET /duplicates` groups by it.")
+        out += sized_threshold_lines(spec.near_duplicate_by_items)
     out += [f"- Aspect `{name}`: threshold {d.threshold:.4f} ({d.rule})." for name, d in spec.aspect_decisions.items()]
-    return out + [""]
+    return out + ([""] if out[-1] else [])
 
 
 def _extra_sections(spec: ModelSpec) -> list[str]:

@@ -256,14 +256,14 @@ def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str,
     decision, calibration, aspect_decisions, aspect_calibrations = calibrate(val_embedded, task, config)
     dims = instance_dims(loaded.model)
     train_embeddings, _ = embed_all(embedder, task.splits.train.images, config.eval.batch_size)
-    near_duplicate = fit_near_duplicate(val_embedded[0], task, config, dims, train_embeddings)
-    metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate))
+    near_duplicate, by_items = fit_near_duplicate(val_embedded[0], task, config, dims, train_embeddings)
+    metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate, by_items))
     if loaded.open_set:
         pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None
         metrics["open_set_recipe"] = open_set_recipe_metrics(*loaded.open_set, options.data_dir, pixels)
     return {"decision": decision, "calibration": calibration, "aspect_decisions": aspect_decisions,
             "aspect_calibrations": aspect_calibrations, "near_duplicate": near_duplicate,
-            "near_duplicate_dims": dims}, metrics
+            "near_duplicate_dims": dims, "near_duplicate_by_items": by_items}, metrics
 
 
 def describe(loaded: Loaded, options: ExportOptions, decisions: dict[str, Any], metrics: dict[str, Any]) -> ModelSpec:

@@ -31,7 +31,7 @@ async def duplicates(
     limit: Annotated[int, Query(ge=1, le=1000, description="groups per page")] = 50,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="join items whose same-image score is at "
                                                                          "least this (default: the model's "
-                                                                         "near_duplicate_threshold)")] = None,
+                                                                         "near_duplicate_threshold for the index's size)")] = None,
     state: ServiceState = Depends(get_state),
 ) -> DuplicatePage:
     """Groups of indexed items that are the same image (copies, re-encodes, crops, borders...), best groups first,
@@ -41,7 +41,7 @@ async def duplicates(
     if spec.near_duplicate is None:
         raise ApiError(409, "no_same_image_decision", f"the model {spec.name} {spec.version} has no same-image "
                        "decision (near_duplicate); export it again with likeness export")
-    threshold = spec.near_duplicate.threshold if min_score is None else min_score
+    threshold = spec.same_image_threshold(await state.index.catalogue_size()) if min_score is None else min_score
     start = _cursor(after)
     groups = await state.index.duplicate_groups(spec, threshold)
     following = [g for g in groups if start is None or g.order > start]

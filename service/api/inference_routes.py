@@ -68,7 +68,7 @@ async def similarity(
     state = generation(state, model)
     aspect = resolve_aspect(aspect, state)
     prepared = await prepare(state, [("image_a", image_a), ("image_b", image_b)])
-    return answer(compare(state, await state.engine.embed([p.array for p in prepared]), aspect))
+    return answer(await compare(state, await state.engine.embed([p.array for p in prepared]), aspect))
 
 
 @json_router.post("/similarity", response_model=SimilarityResponse, include_in_schema=False)
@@ -78,7 +78,7 @@ async def similarity_json(request: Request, state: ServiceState = Depends(get_st
     aspect = resolve_aspect(body.aspect, state)
     uploads = [("image_a", decode_image(body.image_a, "image_a")), ("image_b", decode_image(body.image_b, "image_b"))]
     prepared = await prepare_bytes(state, uploads)
-    return answer(compare(state, await state.engine.embed([p.array for p in prepared]), aspect))
+    return answer(await compare(state, await state.engine.embed([p.array for p in prepared]), aspect))
 
 
 def answer(content: dict[str, Any]) -> JSONResponse:
@@ -88,26 +88,28 @@ def answer(content: dict[str, Any]) -> JSONResponse:
     return JSONResponse(content)
 
 
-def compare(state: ServiceState, out: Embeddings, aspect: str | None) -> dict[str, Any]:
-    """The answer for a pair of embeddings (rows 0 and 1 of ``out``), as a SimilarityResponse's fields."""
+async def compare(state: ServiceState, out: Embeddings, aspect: str | None) -> dict[str, Any]:
+    """The answer for a pair of embeddings (rows 0 and 1 of ``out``), as a SimilarityResponse's fields.
+    "The same image" is decided as /search decides it in this index, at the threshold for its size."""
     spec = state.runner.spec
     aspect_scores: dict[str, float] = {}
     if out.aspects is not None:
         per_aspect = np.einsum("ad,ad->a", out.aspects[0], out.aspects[1])
         aspect_scores = {name: round(float(s), 6) for name, s in zip(spec.aspects, per_aspect)}
-    same_image = None
+    same_image = copy_threshold = None
     if aspect is None:
         score, decision, calibration = float(out.embedding[0] @ out.embedding[1]), spec.decision, spec.calibration
         same_image = same_image_score(spec, out.embedding[0], out.embedding[1])
+        copy_threshold = await same_image_threshold(state) if same_image is not None else None
     else:
         score = aspect_scores[aspect]
         decision = spec.aspect_decisions.get(aspect, spec.decision)
         calibration = spec.aspect_calibrations.get(aspect, spec.calibration)
     return {"score": round(score, 6), "probability": round(calibration.probability(score), 6),
             "same": score >= decision.threshold, "threshold": decision.threshold,
-            "near_duplicate": None if same_image is None else same_image >= spec.near_duplicate.threshold,
+            "near_duplicate": None if same_image is None else same_image >= copy_threshold,
             "near_duplicate_score": None if same_image is None else round(same_image, 6),
-            "near_duplicate_threshold": None if same_image is None else spec.near_duplicate.threshold,
+            "near_duplicate_threshold": None if same_image is None else copy_threshold,
             "aspect": aspect, "aspects": aspect_scores, "model": state.model_ref}
 
 
@@ -135,7 +137,8 @@ async def search(
     where = parse_filter(filter, state)
     prepared = await prepare(state, [("image", image)])
     queries = embedded_queries(state, await state.engine.embed([prepared[0].array]), aspect)
-    return answer({"results": (await find(state, queries, k, aspect, where, min_score))[0], "aspect": aspect,
+    results, threshold = await find(state, queries, k, aspect, where, min_score)
+    return answer({"results": results[0], "near_duplicate_threshold": threshold, "aspect": aspect,
                    "model": state.model_ref})
 
 
@@ -160,7 +163,8 @@ async def search_json(request: Request, state: ServiceState = Depends(get_state)
     else:
         prepared = await prepare_bytes(state, [("image", decode_image(body.image, "image"))])
         query = embedded_queries(state, await state.engine.embed([prepared[0].array]), aspect)[0]
-    return answer({"results": (await find(state, [query], k, aspect, where, body.min_score))[0], "aspect": aspect,
+    results, threshold = await find(state, [query], k, aspect, where, body.min_score)
+    return answer({"results": results[0], "near_duplicate_threshold": threshold, "aspect": aspect,
                    "model": state.model_ref})
 
 
@@ -179,7 +183,8 @@ async def search_batch(request: Request, state: ServiceState = Depends(get_state
     uploads = [(f"images[{i}]", decode_image(text, f"images[{i}]")) for i, text in enumerate(body.images)]
     prepared = await prepare_bytes(state, uploads)
     queries = embedded_queries(state, await state.engine.embed([p.array for p in prepared]), aspect)
-    return answer({"results": await find(state, queries, k, aspect, where, body.min_score), "aspect": aspect,
+    results, threshold = await find(state, queries, k, aspect, where, body.min_score)
+    return answer({"results": results, "near_duplicate_threshold": threshold, "aspect": aspect,
                    "model": state.model_ref})
 
 
@@ -205,25 +210,34 @@ def normalised(vector: list[float], dim: int) -> np.ndarray:
     return (values / np.linalg.norm(values)).astype(np.float32)
 
 
-async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: str | None,
-               where: dict[str, Any] | None, min_score: float | None) -> list[list[dict[str, Any]]]:
-    """Each query's hits, as the response's dicts; all queries in one trip to a worker thread, so
-    the event loop never waits on a search, a lock or the network. Overall searches also say which
-    hits are the same image as the query, and put those first (service/copies.py)."""
+async def same_image_threshold(state: ServiceState) -> float | None:
+    """The same-image threshold for this index's size (None: a model without the decision)."""
     spec = state.runner.spec
-    judge = aspect is None and spec.near_duplicate is not None
-    found = await state.index.search(queries, k, aspect or OVERALL, where, with_vectors=judge)
+    if spec.near_duplicate is None:
+        return None
+    return spec.same_image_threshold(await state.index.catalogue_size() if spec.near_duplicate_by_items else None)
+
+
+async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: str | None,
+               where: dict[str, Any] | None, min_score: float | None) -> tuple[list[list[dict[str, Any]]], float | None]:
+    """Each query's hits, as the response's dicts, and the same-image threshold they were judged at;
+    all queries in one trip to a worker thread, so the event loop never waits on a search, a lock or
+    the network. Overall searches also say which hits are the same image as the query, and put those
+    first (service/copies.py)."""
+    spec = state.runner.spec
+    threshold = await same_image_threshold(state) if aspect is None else None
+    found = await state.index.search(queries, k, aspect or OVERALL, where, with_vectors=threshold is not None)
     answers = []
     for query, hits in zip(queries, found):
         hits = [h for h in hits if min_score is None or h.score >= min_score]
-        if judge:
+        if threshold is not None:
             answers.append([{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error,
                              "near_duplicate": copy, "near_duplicate_score": round(same, 6)}
-                            for h, same, copy in copies_first(spec, query, hits)])
+                            for h, same, copy in copies_first(spec, query, hits, threshold)])
         else:
             answers.append([{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata, "error": h.error}
                             for h in hits])
-    return answers
+    return answers, threshold
 
 
 # embed ---------------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ class ModelRef(BaseModel):
     version: str
 
 
+SAME_IMAGE_THRESHOLD = ("the same-image threshold the answer was decided at: the model's, for a catalogue of the "
+                        "index's size (a larger one holds nearer look-alikes), fitted for a 1% false-positive rate "
+                        "against each validation image's nearest other image; null when not decided")
+
+
 class SimilarityResponse(BaseModel):
     score: float = Field(description="cosine similarity in [-1, 1] (of the aspect's subspace when aspect is set)")
     probability: float = Field(description="calibrated P(same), fitted on validation pairs with equal priors")
@@ -30,9 +35,7 @@ class SimilarityResponse(BaseModel):
     near_duplicate_score: float | None = Field(
         default=None, description="the model's same-image score: the cosine of its instance subspace (the whole "
                                   "embedding for models before 4.0)")
-    near_duplicate_threshold: float | None = Field(
-        default=None, description="the model's same-image threshold, fitted on edited validation images for a 1% "
-                                  "false-positive rate against each image's nearest other image")
+    near_duplicate_threshold: float | None = Field(default=None, description=SAME_IMAGE_THRESHOLD)
     aspect: str | None = Field(default=None, description="the aspect this decision is about, or null for overall")
     aspects: dict[str, float] = Field(default_factory=dict, description="cosine per aspect, for models with aspects")
     model: ModelRef
@@ -55,12 +58,14 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchHit] = Field(description="best first")
+    near_duplicate_threshold: float | None = Field(default=None, description=SAME_IMAGE_THRESHOLD)
     aspect: str | None = None
     model: ModelRef
 
 
 class BatchSearchResponse(BaseModel):
     results: list[list[SearchHit]] = Field(description="one list per query image, in request order, each best first")
+    near_duplicate_threshold: float | None = Field(default=None, description=SAME_IMAGE_THRESHOLD)
     aspect: str | None = None
     model: ModelRef
 

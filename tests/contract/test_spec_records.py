@@ -69,3 +69,21 @@ def test_older_and_newer_files_load():
     written["metrics"]["test"]["items"] = "many"
     with pytest.raises(ValueError, match="items"):
         ModelSpec.model_validate(written)
+
+
+def test_the_same_image_threshold_follows_the_catalogue_size():
+    """near_duplicate_by_items: linear in log(items) between its points, its first below them and its
+    last above them; a model without the table answers with near_duplicate at any size."""
+    spec = ModelSpec.model_validate_json(_raw_spec("default.onnx"))
+    assert spec.same_image_threshold(10) == spec.same_image_threshold() == spec.near_duplicate.threshold
+    sized = spec.model_validate({**spec.model_dump(), "near_duplicate_by_items": [
+        {"items": 100, "threshold": 0.8}, {"items": 1000, "threshold": 0.9}, {"items": 10_000, "threshold": 0.95}]})
+    assert sized.same_image_threshold(5) == sized.same_image_threshold(100) == 0.8
+    assert sized.same_image_threshold(316) == pytest.approx(0.85, abs=1e-4)  # halfway in log(items)
+    assert sized.same_image_threshold(1000) == 0.9 and sized.same_image_threshold(3162) == pytest.approx(0.925, abs=1e-4)
+    assert sized.same_image_threshold(10**6) == 0.95
+    assert sized.same_image_threshold() == sized.near_duplicate.threshold  # no size: the spec's own
+    for table in ([{"items": 1000, "threshold": 0.9}, {"items": 100, "threshold": 0.8}],
+                  [{"items": 100, "threshold": 0.8}, {"items": 100, "threshold": 0.9}]):
+        with pytest.raises(ValueError, match="must grow in items"):
+            spec.model_validate({**spec.model_dump(), "near_duplicate_by_items": table})

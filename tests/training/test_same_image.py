@@ -16,9 +16,10 @@ from training.evaluation.near_duplicates import EDITS, FAMILIES, families_of
 from training.evaluation.same_image import (
     SameImageScores,
     dataset_near_duplicates,
+    fit_by_items,
     fit_same_image,
     nearest_other_scores,
-    nearest_others_of_split,
+    nearest_others_by_gallery_size,
     same_image_quality,
 )
 
@@ -133,8 +134,8 @@ def test_the_nearest_others_are_sought_among_the_training_images_too(fashion_tes
     train[5] = np.clip(val[0].astype(int) + 3, 0, 255).astype(np.uint8)  # a training twin of val[0]
     flat = np.concatenate([val, train]).reshape(600, -1).astype(np.float32)
     embeddings = flat / np.linalg.norm(flat, axis=1, keepdims=True)
-    alone = nearest_others_of_split(val, embeddings[:200], None)
-    among = nearest_others_of_split(val, embeddings[:200], None, (train, embeddings[200:]))
+    alone = nearest_others_by_gallery_size(val, embeddings[:200], None)[200]
+    among = nearest_others_by_gallery_size(val, embeddings[:200], None, (train, embeddings[200:]))[600]
     assert among.originals == alone.originals == 200 and among.near_identical == 1 and alone.near_identical == 0
     assert (among.others >= alone.others - 1e-6).all() and (among.others > alone.others + 1e-3).mean() > 0.5
     between = embeddings[:200] @ embeddings.T
@@ -145,3 +146,31 @@ def test_the_nearest_others_are_sought_among_the_training_images_too(fashion_tes
     fitted = fit_same_image(among, rate, "validation", " among the 600 validation and training images")
     assert (alone.others >= fitted.threshold).mean() <= rate  # stricter than the split alone asks
     assert fitted.rule.startswith("at most 2.0% of validation's originals have their nearest other image among the 600")
+
+
+def test_a_smaller_catalogue_gets_a_lower_threshold_that_holds_its_rate(fashion_test):
+    """Thresholds by catalogue size: fitted on 500 validation images among random galleries of 100
+    and 300 of the 2,000 images, and among all 2,000, they rise with the size; and each holds the
+    rate asked on images it never saw (500 other test images, among galleries of that size)."""
+    images = fashion_test.images[:4000]
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    flat -= flat.mean(axis=0)
+    embeddings = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    val, more = slice(0, 500), (images[500:2000], embeddings[500:2000])
+    by_size = nearest_others_by_gallery_size(images[val], embeddings[val], None, more, sizes=(100, 300, 5000))
+    assert sorted(by_size) == [100, 300, 2000]  # sizes above the gallery's are not drawn; the whole one is
+    assert len(by_size[100].others) == 500 * 10 and len(by_size[2000].others) == 500
+    table = fit_by_items(by_size, 0.02)
+    thresholds = [point.threshold for point in table]
+    assert [point.items for point in table] == [100, 300, 2000]
+    assert thresholds[0] < thresholds[1] < thresholds[2]  # raw pixels: a larger gallery, a nearer other
+    unseen = np.arange(2000, 4000)
+    for point in table[:2]:
+        rng = np.random.default_rng(point.items)
+        accepted = []
+        for _ in range(20):
+            gallery = rng.choice(unseen, point.items, replace=False)
+            accepted.append((nearest_other_scores(images[gallery], embeddings[gallery], None)[0] >= point.threshold).mean())
+        # Within the rate (draws are noisy), and not far below it: the whole gallery's threshold
+        # would be stricter than this catalogue needs, and miss copies for nothing.
+        assert 0.02 / 4 < np.mean(accepted) <= 0.02 * 1.6, (point, np.mean(accepted))

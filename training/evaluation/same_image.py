@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contract import Decision, InputSpec, same_image_scores
+from contract import Decision, InputSpec, SizedThreshold, same_image_scores
 from training.evaluation.embed import Embedder, embed_all
 from training.evaluation.near_duplicates import FAMILIES, QUERY_SEED, EditedCopies, embed_copies
 
@@ -30,6 +30,11 @@ from training.evaluation.near_duplicates import FAMILIES, QUERY_SEED, EditedCopi
 NEAR_IDENTICAL_RMS = 6.0
 # The false-positive rates the curve reports.
 CURVE_RATES = (0.001, 0.005, 0.01, 0.02, 0.05)
+# The catalogue sizes (items in an index) a threshold is fitted for, up to the gallery's own size;
+# the service interpolates between them for its index (contract.ModelSpec.same_image_threshold).
+GALLERY_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
+# Random galleries of a size drawn per image: enough that 240 validation photos set a 1% point.
+MAX_DRAWS = 10
 
 
 @dataclass
@@ -89,22 +94,44 @@ def nearest_other_scores(gallery: np.ndarray, embeddings: np.ndarray, dims: tupl
     return others, int(near.any(axis=1).sum())
 
 
-def nearest_others_of_split(images: np.ndarray, embeddings: np.ndarray, dims: tuple[int, int] | None,
-                            more: tuple[np.ndarray, np.ndarray] | None = None) -> SameImageScores:
-    """The negatives a threshold is fitted on: every image of a split (``embeddings`` its own) against
-    its nearest other image, among the split's images and ``more`` (images, embeddings: the training
-    split). No copies are needed for that, so the whole split counts (5,000 validation images put 50
-    of them above a 1% threshold, where the 1,000 edited originals put 10).
+def nearest_others_by_gallery_size(images: np.ndarray, embeddings: np.ndarray, dims: tuple[int, int] | None,
+                                   more: tuple[np.ndarray, np.ndarray] | None = None,
+                                   sizes: tuple[int, ...] = GALLERY_SIZES, seed: int = QUERY_SEED,
+                                   chunk: int = 1024) -> dict[int, SameImageScores]:
+    """The negatives a threshold is fitted on, for each catalogue size n (those of ``sizes`` below the
+    gallery's, and the whole gallery): every image of the split (``embeddings`` its own) against its
+    nearest other image among n images drawn at random from the split and ``more`` (images,
+    embeddings: the training split), several draws where n is small, pooled. No copies are needed
+    for that, so the whole split counts (5,000 validation images put 50 of them above a 1% threshold,
+    where the 1,000 edited originals put 10).
 
     The nearest other image of a larger gallery scores higher: on the photo model's 600 test photos,
-    the 1% point of the nearest-other scores was 0.878 (+/- 0.013 over 20 draws) among 240 of them
-    and 0.897 among all 600. A threshold fitted among the validation images alone therefore calls
-    more look-alikes copies in any larger catalogue (6.8% of the test photos' nearest others, fitted
-    among 240 for 1%). Fitted among every image training had, it holds for catalogues up to that size."""
+    the 1% point of the nearest-other scores was 0.843 (+/- 0.034 over 20 draws) among 100 of them,
+    0.882 among 300 and 0.897 among all 600. A threshold fitted in a small gallery calls more
+    look-alikes copies in a larger catalogue (6.8% of the test photos' nearest others, fitted among
+    240 for 1%), and one fitted in a large gallery misses copies in a small one: each size gets its own."""
     gallery = images if more is None else np.concatenate([images, more[0]])
     gallery_embeddings = embeddings if more is None else np.concatenate([embeddings, more[1]])
-    others, near_identical = nearest_other_scores(gallery, gallery_embeddings, dims, np.arange(len(images)))
-    return SameImageScores({}, others, near_identical, len(images))
+    total, rows = len(gallery), np.arange(len(images))
+    near = dataset_near_duplicates(gallery, rows)
+    part = _part(gallery_embeddings, dims)
+    drawn = [n for n in sizes if n < total - 1]
+    draws = {n: min(MAX_DRAWS, max(1, total // n)) for n in drawn}
+    rng = np.random.default_rng(seed)
+    pooled: dict[int, list[np.ndarray]] = {n: [] for n in [*drawn, total]}
+    for start in range(0, len(rows), chunk):
+        block = rows[start:start + chunk]
+        between = part[block] @ part.T
+        between[np.arange(len(block)), block] = -np.inf
+        between[near[start:start + chunk]] = -np.inf
+        pooled[total].append(between.max(axis=1))
+        for n in drawn:
+            for _ in range(draws[n]):
+                pooled[n].append(between[:, rng.choice(total, n, replace=False)].max(axis=1))
+    near_identical = int(near.any(axis=1).sum())
+    # A draw may hold no other image for a row (only itself or its twins): that row sits it out.
+    return {n: SameImageScores({}, (s := np.concatenate(parts))[np.isfinite(s)], near_identical, len(rows))
+            for n, parts in pooled.items()}
 
 
 def _part(embeddings: np.ndarray, dims: tuple[int, int] | None) -> np.ndarray:
@@ -132,6 +159,14 @@ def fit_same_image(scores: SameImageScores, false_positive_rate: float, source: 
     return Decision(threshold=threshold,
                     rule=f"at most {false_positive_rate:.1%} of {source}'s originals have their nearest other image{among} "
                          f"at or above it ({left_out})")
+
+
+def fit_by_items(by_size: dict[int, SameImageScores], false_positive_rate: float) -> list[SizedThreshold]:
+    """The threshold for each catalogue size (:func:`nearest_others_by_gallery_size`), never lower for a
+    larger catalogue than for a smaller one (draws are noisy; a nearest other only gets nearer)."""
+    sizes = sorted(by_size)
+    fitted = [fit_same_image(by_size[n], false_positive_rate, "validation").threshold for n in sizes]
+    return [SizedThreshold(items=n, threshold=float(t)) for n, t in zip(sizes, np.maximum.accumulate(fitted))]
 
 
 def same_image_quality(scores: SameImageScores, threshold: float) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import Calibration, Decision, InputSpec, ModelSpec
+from contract import Calibration, Decision, InputSpec, ModelSpec, SizedThreshold, threshold_for_items
 from training.config import DataConfig, EvalConfig, TrainConfig
 from training.data.arrays import LabeledImages
 from training.evaluation import (
@@ -33,8 +33,9 @@ from training.evaluation.fewshot import few_shot_accuracy
 from training.evaluation.near_duplicates import embed_copies, near_duplicate_metrics
 from training.evaluation.retrieval import map_at_r_by_class
 from training.evaluation.same_image import (
+    fit_by_items,
     fit_same_image,
-    nearest_others_of_split,
+    nearest_others_by_gallery_size,
     same_image_quality,
     score_same_image,
 )
@@ -74,15 +75,20 @@ def calibrate(embedded: tuple[np.ndarray, np.ndarray], task: Task, config: Train
 
 
 def fit_near_duplicate(embeddings: np.ndarray, task: Task, config: TrainConfig, dims: tuple[int, int] | None,
-                       train_embeddings: np.ndarray) -> Decision:
+                       train_embeddings: np.ndarray) -> tuple[Decision, list[SizedThreshold]]:
     """The "same image" threshold, fitted for the target false-positive rate against every validation
     image's nearest other image among the validation and training images (``embeddings``: the
-    validation images', ``train_embeddings`` the training images'; training.evaluation.same_image)."""
+    validation images', ``train_embeddings`` the training images'; training.evaluation.same_image),
+    and the same for catalogues of fewer images (the spec's ``near_duplicate_by_items``)."""
     train = task.splits.train.images
-    scores = nearest_others_of_split(task.splits.val.images, embeddings, dims, (train, train_embeddings))
-    gallery = len(embeddings) + len(train)
-    return fit_same_image(scores, config.eval.near_duplicate_false_positives, "validation",
-                          f" among the {gallery:,} validation and training images")
+    by_size = nearest_others_by_gallery_size(task.splits.val.images, embeddings, dims, (train, train_embeddings))
+    rate, gallery = config.eval.near_duplicate_false_positives, max(by_size)
+    by_items = fit_by_items(by_size, rate)
+    decision = fit_same_image(by_size[gallery], rate, "validation",
+                              f" among the {gallery:,} validation and training images")
+    # A smaller catalogue's noisy draw can ask more than the whole gallery: the table never falls,
+    # and the decision is its last point (still within the rate: a higher threshold admits fewer).
+    return decision.model_copy(update={"threshold": by_items[-1].threshold}), by_items
 
 
 def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calibration,
@@ -95,8 +101,9 @@ def calibration_quality(scores: np.ndarray, same: np.ndarray, calibration: Calib
     }
 
 
-# The "same image" decision a split is measured at: the instance part's dims and the fitted threshold.
-SameImage = tuple[tuple[int, int] | None, Decision]
+# The "same image" decision a split is measured at: the instance part's dims, the threshold fitted
+# among every image training had, and the thresholds for smaller catalogues (empty: that one at any size).
+SameImage = tuple[tuple[int, int] | None, Decision, list[SizedThreshold]]
 
 
 def evaluate_split(embedder: Embedder, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
@@ -122,10 +129,12 @@ def near_duplicate_split(embedder: Embedder, images: np.ndarray, embeddings: np.
     copies = embed_copies(embedder, images, input_spec, config.eval.near_duplicates, batch_size=batch)
     metrics = near_duplicate_metrics(embedder, images, input_spec, gallery_embeddings=embeddings, copies=copies)
     if same_image is not None:
-        dims, fitted = same_image
+        dims, fitted, by_items = same_image
         scores = score_same_image(embedder, images, input_spec, dims, config.eval.near_duplicates, batch,
                                   gallery_embeddings=embeddings, copies=copies)
-        metrics["decision"] = same_image_quality(scores, fitted.threshold)
+        # Measured as the service decides for a catalogue of this split's size.
+        threshold = threshold_for_items(by_items, len(images)) if by_items else fitted.threshold
+        metrics["decision"] = {"catalogue_items": len(images), **same_image_quality(scores, threshold)}
     return metrics
 
 
@@ -183,7 +192,8 @@ def evaluate_model(path: str | Path, *, dataset: str | None = None, data_dir: st
         data = DataConfig.model_validate(spec.training.data_config)
         embedder = onnx_embedder(path, run_on, fallback_to_cpu=device == "auto")
         decision, calibration = spec.decision, spec.calibration
-        same_image = (spec.near_duplicate_dims, spec.near_duplicate) if spec.near_duplicate else None
+        same_image = ((spec.near_duplicate_dims, spec.near_duplicate, spec.near_duplicate_by_items)
+                      if spec.near_duplicate else None)
         seed = spec.training.seed
         input_spec = spec.input
     else:
