@@ -126,7 +126,8 @@ def likeness_methods(images: list[Image.Image], model: Path) -> dict[str, Found]
         for start in range(0, len(images), 1000):
             store.upsert([NewItem(f"{i:06d}", vectors[i]) for i in range(start, min(start + 1000, len(images)))])
         started = time.perf_counter()
-        pairs = same_image_pairs(store, spec, spec.near_duplicate.threshold)
+        threshold = spec.same_image_threshold(store.count())  # as the service decides for this index
+        pairs = same_image_pairs(store, spec, threshold)
         grouped = time.perf_counter() - started
         store.close()
     own = {(int(a), int(b)) for a, b in pairs}
@@ -136,7 +137,7 @@ def likeness_methods(images: list[Image.Image], model: Path) -> dict[str, Found]
         similar = embeddings[start:start + 2048] @ embeddings.T
         edges += [(start + int(i), int(j)) for i, j in zip(*np.nonzero(similar >= CNN_COSINE)) if start + i < j]
     cosine_grouped = time.perf_counter() - started
-    return {f"likeness ({spec.name} {spec.version}, same-image threshold {spec.near_duplicate.threshold:.4f})":
+    return {f"likeness ({spec.name} {spec.version}, same-image threshold {threshold:.4f})":
             (own, embedded, grouped),
             f"CNN cosine >= {CNN_COSINE} ({spec.name} {spec.version} embedding)": (set(edges), embedded, cosine_grouped)}
 

@@ -25,6 +25,7 @@ docs/results/photos.json.
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -139,13 +140,20 @@ def images_per_second(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def run_folder(kind: str, overrides: tuple[str, ...]) -> str:
+    """An entry's run folder in the work dir, named by its config and overrides, so two entries of
+    one config never share a folder: photos, photos-model-head-layer-dynamic-diag."""
+    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(overrides).lower()).strip("-")
+    return f"{kind}-{slug}" if slug else kind
+
+
 def run_entry(name: str, kind: str, overrides: tuple[str, ...], data_dir: Path, work: Path) -> dict:
     if kind == "shop":
         config_path = work / "shop.toml"
         config_path.write_text(SHOP_TOML)
         config = load_config(config_path, [f'data.data_dir="{data_dir}"', f'output_dir="{work}/shop"', *overrides])
     else:
-        folder = f"{work}/{kind}-{len(overrides)}"
+        folder = f"{work}/{run_folder(kind, overrides)}"
         config = load_config(kind, [f'data.data_dir="{data_dir}"', f'output_dir="{folder}"', "optim.threads=2",
                                     *overrides])
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.photos import UNSEEN_SHOP_COLOURS, unseen_colour_accuracy
+from bench.photos import ENTRIES, UNSEEN_SHOP_COLOURS, run_folder, unseen_colour_accuracy
 from contract import InputSpec
 from training.data.demo_catalogue import COLOURS, write_demo_catalogue
 
@@ -36,6 +36,13 @@ def shop(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos") / "shop"
     write_demo_catalogue(folder, per_class=20, size=64, seed=0)  # 40 test photos, 4 per category
     return folder
+
+
+def test_each_entry_trains_in_its_own_folder():
+    """Entries of one config with as many overrides must not share (and so refuse) a run folder."""
+    assert len({run_folder(kind, overrides) for _, kind, overrides in ENTRIES}) == len(ENTRIES)
+    assert run_folder("photos", ("optim.epochs=4",)) != run_folder("photos", ("optim.epochs=8",))
+    assert run_folder("photos", ()) == "photos"
 
 
 def test_the_unseen_colours_are_not_the_shops():
