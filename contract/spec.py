@@ -34,8 +34,9 @@ class InputSpec(_Strict):
     channels: Literal[1, 3]
     # stretch: ignore aspect ratio; pad: keep it and fill with pad_value; crop: keep it, centre-crop;
     # content: frame the content first (contract.images.frame_content: borders, bars, padding and a
-    # plain background of one colour peeled off), then pad.
-    fit: Literal["stretch", "pad", "crop", "content"] = "pad"
+    # plain background of one colour peeled off), then pad; content-robust: the same, a line counting
+    # as one colour with a few pixels off it (photos: texture, JPEG ringing, a sharpened copy).
+    fit: Literal["stretch", "pad", "crop", "content", "content-robust"] = "pad"
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
     # Background grey level for padding and for compositing transparent pixels.
     pad_value: int = Field(default=0, ge=0, le=255)

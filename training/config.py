@@ -36,8 +36,8 @@ class DataConfig(_Section):
     # How a photo of another shape or size becomes the model's square input, in training and in the
     # service alike (stored in the model's spec): pad keeps the whole photo and fills the bars with
     # the grey level pad_value (also the background of transparent pixels); crop keeps the centre;
-    # stretch ignores the aspect ratio.
-    fit: Literal["pad", "crop", "stretch", "content"] = "pad"
+    # stretch ignores the aspect ratio; content and content-robust frame the content first.
+    fit: Literal["pad", "crop", "stretch", "content", "content-robust"] = "pad"
     pad_value: int = Field(default=0, ge=0, le=255, description="grey level of padding: 0 black, 255 white")
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
     # Conditional (CSN) data: aspect names and triplet counts.

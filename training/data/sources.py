@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from contract import InputSpec, load_image_file, prepare_image
+from contract.images import CONTENT_FITS
 from training.config import DataConfig
 from training.data.arrays import LabeledImages, stratified_split
 from training.data.formats import find_idx_pair, read_cifar_split, read_idx_split
@@ -67,17 +68,17 @@ def input_spec_for(images: np.ndarray, data: DataConfig | None = None) -> InputS
 
 def framed(data: LabeledImages, fit: str) -> LabeledImages:
     """A data set stored as arrays of the model's size, prepared as the service prepares an upload
-    of them: only ``fit = "content"`` changes them (contract.images.frame_content)."""
-    return data if fit != "content" else LabeledImages(framed_images(data.images, fit), data.labels, data.classes)
+    of them: only the content fits change them (contract.images.frame_content)."""
+    return data if fit not in CONTENT_FITS else LabeledImages(framed_images(data.images, fit), data.labels, data.classes)
 
 
 def framed_images(images: np.ndarray, fit: str) -> np.ndarray:
     """uint8 [N, H, W, C] images through :func:`contract.prepare_image` at their own size with ``fit``
-    (only "content" changes them)."""
-    if fit != "content":
+    (only the content fits change them)."""
+    if fit not in CONTENT_FITS:
         return images
     _, height, width, channels = images.shape
-    spec = InputSpec(height=height, width=width, channels=channels, fit="content")
+    spec = InputSpec(height=height, width=width, channels=channels, fit=fit)
     return np.stack([prepare_image(Image.fromarray(image[:, :, 0] if channels == 1 else image), spec)
                      for image in images])
 
