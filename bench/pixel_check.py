@@ -95,12 +95,13 @@ def grey(images: np.ndarray) -> np.ndarray:
 def test_images(spec: ModelSpec, data_dir: Path | None) -> tuple[np.ndarray, str]:
     """The gallery: Fashion-MNIST's test split, or a photo folder's (its own test split), as the spec prepares them."""
     if data_dir is None:
-        return load_raw("fashion-mnist", fit=spec.input.fit)[1].images, "Fashion-MNIST test"
+        images = load_raw("fashion-mnist", fit=spec.input.fit)[1].images
+        return images, f"{len(images):,} Fashion-MNIST test images"
     from training.data.sources import load_splits
 
     splits = load_splits("folder", str(data_dir), image_size=spec.input.height, channels=spec.input.channels,
                          fit=spec.input.fit, pad_value=spec.input.pad_value, resample=spec.input.resample)
-    return splits.test.images, f"test photos of {data_dir.name}"
+    return splits.test.images, f"{len(splits.test.images):,} test photos of {data_dir.name}/"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             for family, v in families.items()]
     lines = page_header("Retrieval, then a pixel check") + [
         f"Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}` "
-        f"({spec.name} {spec.version}); {len(originals)} seeded originals of the {len(gallery):,} {described} "
-        f"images, compared at {pixels.shape[1]} pixels, each edit's copy against the model's {args.candidates} nearest candidates; "
+        f"({spec.name} {spec.version}); {len(originals)} seeded originals of the {described}, compared at "
+        f"{pixels.shape[1]} pixels, each edit's copy against the model's {args.candidates} nearest candidates; "
         f"{seconds / 60:.1f} min. What the check is: the top of `bench/pixel_check.py`.",
         "",
         f"The check's threshold: **{threshold:.4f}**, the score at which {FALSE_POSITIVES:.0%} of the originals' "
