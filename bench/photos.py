@@ -226,8 +226,12 @@ def main(argv: list[str] | None = None) -> None:
 
         write_demo_catalogue(args.data_dir)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    spec = InputSpec(height=128, width=128, channels=3, fit="content", pad_value=255)
-    test = load_splits("folder", str(args.data_dir), image_size=128, channels=3, fit="content", pad_value=255).test
+    # The baselines see the test photos as the photo recipe prepares them.
+    recipe = load_config("photos").data
+    spec = InputSpec(height=recipe.image_size, width=recipe.image_size, channels=3, fit=recipe.fit,
+                     pad_value=recipe.pad_value)
+    test = load_splits("folder", str(args.data_dir), image_size=recipe.image_size, channels=3, fit=recipe.fit,
+                       pad_value=recipe.pad_value).test
     results = {"raw pixels (cosine)": {"kind": "baseline", **measure(pixel_embedder(), spec, test)},
                "frozen ImageNet trunk (EfficientNet-Lite0)": {"kind": "baseline",
                                                              **measure(frozen_trunk_embedder(), spec, test)}}

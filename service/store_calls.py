@@ -22,7 +22,7 @@ from service.migration import Migration
 from service.originals import Originals, write_items
 
 # How stale the item count may be when another process writes to a shared (Milvus) index: the
-# threshold moves by a few thousandths between catalogue sizes a factor of 3 apart.
+# threshold follows log(items), and what other writers add in 5 seconds barely moves it.
 CATALOGUE_SIZE_TTL_S = 5.0
 
 

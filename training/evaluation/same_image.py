@@ -106,8 +106,8 @@ def nearest_others_by_gallery_size(images: np.ndarray, embeddings: np.ndarray, d
     where the 1,000 edited originals put 10).
 
     The nearest other image of a larger gallery scores higher: on the photo model's 600 test photos,
-    the 1% point of the nearest-other scores was 0.843 (+/- 0.034 over 20 draws) among 100 of them,
-    0.882 among 300 and 0.897 among all 600. A threshold fitted in a small gallery calls more
+    the 1% point of the nearest-other scores was 0.849 (+/- 0.041 over 20 draws) among 100 of them,
+    0.887 among 300 and 0.897 among all 600 (docs/near-duplicates.md). A threshold fitted in a small gallery calls more
     look-alikes copies in a larger catalogue (6.8% of the test photos' nearest others, fitted among
     240 for 1%), and one fitted in a large gallery misses copies in a small one: each size gets its own."""
     gallery = images if more is None else np.concatenate([images, more[0]])
