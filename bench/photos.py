@@ -25,6 +25,7 @@ docs/results/photos.json.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tempfile
 import time
@@ -159,17 +160,13 @@ def run_entry(name: str, kind: str, overrides: tuple[str, ...], data_dir: Path, 
     started = time.perf_counter()
     run_dir = train_or_reuse(config, resume=True)
     minutes = (time.perf_counter() - started) / 60
-    from training.trainer import load_trained_model
-
-    model, saved = load_trained_model(run_dir / "best.pt")
-    test = load_splits("folder", str(data_dir), image_size=saved.input.height, channels=3, fit=saved.input.fit,
-                       pad_value=saved.input.pad_value).test
-    result = {"kind": kind, **measure(torch_embedder(model), saved.input, test),
-              "train_seconds": _train_seconds(run_dir), "wall_minutes_this_run": round(minutes, 1),
+    result = {"kind": kind, **measure_run(run_dir, data_dir), "wall_minutes_this_run": round(minutes, 1),
               "images_per_second_one_core": images_per_second(run_dir)}
     if kind == "photos-csn":
         from training.tasks import load_task
+        from training.trainer import load_trained_model
 
+        model, saved = load_trained_model(run_dir / "best.pt")
         task = load_task(config)
         result["aspects"] = task.test_metrics(torch_embedder(model))["aspects"]
         result["unseen_colour_category_accuracy"] = unseen_colour_accuracy(model, saved, data_dir)
@@ -205,9 +202,19 @@ def unseen_colour_accuracy(model, saved, data_dir: Path, triplets: int = 3000, s
     return round(float(np.mean(np.einsum("nd,nd->n", a, c) > np.einsum("nd,nd->n", a, f))), 4)
 
 
-def _train_seconds(run_dir: Path) -> float:
-    import json
+def measure_run(run_dir: Path, data_dir: Path) -> dict:
+    """A finished run's row of the page: P@1, MAP@R and copies found first per photo edit, with PyTorch,
+    on the folder's test photos prepared as the run's input spec says."""
+    from training.trainer import load_trained_model
 
+    model, saved = load_trained_model(run_dir / "best.pt")
+    test = load_splits("folder", str(data_dir), image_size=saved.input.height, channels=3, fit=saved.input.fit,
+                       pad_value=saved.input.pad_value).test
+    return {"run": str(run_dir), "fit": saved.input.fit, **measure(torch_embedder(model), saved.input, test),
+            "train_seconds": _train_seconds(run_dir)}
+
+
+def _train_seconds(run_dir: Path) -> float:
     history = json.loads((run_dir / "summary.json").read_text())["history"]
     return round(history[-1]["train_seconds"], 1)
 
@@ -220,7 +227,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", type=int, choices=range(len(ENTRIES)), metavar="N",
                         help="train and measure only these entries (0: the small CNN, 1: photos.toml, 2: with a "
                              "dynamic NSL block, 3: photos-csn.toml); the page says which were left out")
+    parser.add_argument("--measure-run", type=Path, metavar="RUN_DIR",
+                        help="only print the page's numbers for one finished run (its best.pt) as JSON: no training, "
+                             "no page")
     args = parser.parse_args(argv)
+    if args.measure_run is not None:
+        print(json.dumps(measure_run(args.measure_run, args.data_dir)))
+        return
     if not args.data_dir.is_dir():
         from training.data.demo_catalogue import write_demo_catalogue
 
