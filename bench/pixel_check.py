@@ -92,7 +92,7 @@ def grey(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_images(spec: ModelSpec, data_dir: Path | None) -> tuple[np.ndarray, str]:
+def gallery_images(spec: ModelSpec, data_dir: Path | None) -> tuple[np.ndarray, str]:
     """The gallery: Fashion-MNIST's test split, or a photo folder's (its own test split), as the spec prepares them."""
     if data_dir is None:
         images = load_raw("fashion-mnist", fit=spec.input.fit)[1].images
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     import onnx
 
     spec = ModelSpec.from_metadata({p.key: p.value for p in onnx.load(str(args.model)).metadata_props})
-    gallery, described = test_images(spec, args.data_dir)
+    gallery, described = gallery_images(spec, args.data_dir)
     embedder = onnx_embedder(args.model)
     embeddings, _ = embed_all(embedder, gallery, 1024)
     originals = query_sample(len(gallery), args.originals)

@@ -62,6 +62,9 @@ class AugmentConfig(_Section):
     edit_user: float = Field(default=0.0, ge=0, le=1, description="probability of the edits users make (borders, "
                              "rotations, a side cut off, overlays, blur and sharpening)")
     edit_blur: float = Field(default=0.0, ge=0, le=1, description="probability of a blur, sigma 0.3-1.2 x side/28 px")
+    view_from_anchor: bool = Field(default=False, description="class tasks: the copy view is the anchor view edited "
+                                   "(its crop, flip, colour and greyscale shared, a mirror added), so the instance "
+                                   "subspace is not trained to ignore the colours a copy keeps")
     # Photos: both views.
     crop_scale: float = Field(default=0.0, ge=0, lt=1, description="random resized crops of at least this share of "
                               "the area (0 = the padded crop of crop_padding instead)")

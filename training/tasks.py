@@ -55,7 +55,8 @@ class ClassTask:
         _, height, width, _ = self.splits.train.images.shape
         # The instance term needs a second, edited view of every image.
         view = make_edit_augment(config.augment, input_spec_for(self.splits.train.images, data)) if config.objective.instance_weight > 0 else None
-        self.dataset = ImageDataset(self.splits.train, make_augment(config.augment, height, width), view)
+        self.dataset = ImageDataset(self.splits.train, make_augment(config.augment, height, width), view,
+                                    view_from_anchor=config.augment.view_from_anchor)
 
     def train_loader(self, batch_kind: str, epoch: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         optim = self.config.optim

@@ -70,6 +70,34 @@ def test_the_views_blur_spans_the_measured_blur_at_any_size(side):
     assert "GaussianBlur" not in repr(make_edit_augment(AugmentConfig(), spec))
 
 
+def test_a_copy_view_made_from_the_anchor_keeps_its_colours():
+    """augment.view_from_anchor: the instance term's copy view is the anchor view edited, so it shares
+    the anchor's colour jitter and greyscale (a copy keeps its colours); made from the image, it draws
+    its own."""
+    import torch
+
+    from training.config import AugmentConfig
+    from training.data.arrays import LabeledImages
+    from training.data.torch_data import ImageDataset, make_augment, make_edit_augment
+
+    photo = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    photo[0, :, :16] = (200, 40, 40)
+    photo[0, :, 16:] = (40, 160, 60)
+    data = LabeledImages(photo, np.zeros(1, dtype=np.int64), ["x"])
+    spec = InputSpec(height=32, width=32, channels=3)
+    gaps = {}
+    for from_anchor in (False, True):
+        config = AugmentConfig(color_jitter=0.5, grayscale=0.3, hflip=False, crop_padding=0, edit_color=0.0,
+                               edit_zoom=0.0, edit_jpeg_min_quality=95, view_from_anchor=from_anchor)
+        dataset = ImageDataset(data, make_augment(config, 32, 32), make_edit_augment(config, spec),
+                               view_from_anchor=from_anchor)
+        torch.manual_seed(0)
+        items = [dataset[0] for _ in range(30)]
+        gaps[from_anchor] = np.mean([(item["images"].float().mean((0, 1)) - item["images_view"].float().mean((0, 1)))
+                                     .abs().max().item() for item in items])
+    assert gaps[True] < 4 and gaps[False] > 4 * gaps[True], gaps  # grey levels of the channel means
+
+
 def test_the_threshold_holds_the_false_positive_rate_it_was_fitted_for():
     rng = np.random.default_rng(3)
     scores = SameImageScores({"copy": rng.normal(0.97, 0.02, 2000)}, rng.normal(0.7, 0.08, 1000), near_identical=4,

@@ -95,6 +95,8 @@ class AspectTask:
         self.test_triplets = sample_triplets(self.test.labels, self.aspects, data.eval_triplets, config.seed + 13)
         _, height, width, _ = self.train.images.shape
         self.augment = make_augment(config.augment, height, width)
+        if config.augment.view_from_anchor:
+            raise ValueError("augment.view_from_anchor is for class tasks; aspect triplets make their views apart")
         self.view_augment = (make_edit_augment(config.augment, input_spec_for(self.train.images, data))
                              if config.objective.instance_weight > 0 else None)
 

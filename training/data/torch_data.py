@@ -110,7 +110,10 @@ def make_edit_augment(config: AugmentConfig, spec: InputSpec) -> Transform:
     the edits users make (``edit_user`` of the views), resolution changes, a small crop resized back,
     brightness and contrast, JPEG."""
     height, width = spec.height, spec.width
-    base = make_augment(config, height, width)
+    # From the anchor view (view_from_anchor), the crop, flip and colour are already there: a copy
+    # keeps its colours, and a mirror is one of its edits.
+    base = make_augment(config, height, width) if not config.view_from_anchor else (
+        v2.RandomHorizontalFlip() if config.hflip else None)
     steps: list[Transform] = [base] if base is not None else []
     if config.edit_user:
         steps.append(v2.RandomApply([UserEdit(spec)], p=config.edit_user))
@@ -130,14 +133,16 @@ class ImageDataset(Dataset):
     """Yields {"images": uint8 [H, W, C], "labels": int64}; augmentation works on CHW and converts back.
 
     With ``view_augment``, each item also has ``images_view``: a second, independently augmented
-    view of the same image (the positive of the instance term).
+    view of the same image (the positive of the instance term), or with ``view_from_anchor`` the
+    first view augmented again.
     """
 
     def __init__(self, data: LabeledImages, augment: Transform | None = None,
-                 view_augment: Transform | None = None) -> None:
+                 view_augment: Transform | None = None, view_from_anchor: bool = False) -> None:
         self.data = data
         self.augment = augment
         self.view_augment = view_augment
+        self.view_from_anchor = view_from_anchor
 
     def __len__(self) -> int:
         return len(self.data)
@@ -146,7 +151,7 @@ class ImageDataset(Dataset):
         image = torch.from_numpy(self.data.images[index])
         item = {"images": _apply(self.augment, image), "labels": torch.tensor(int(self.data.labels[index]))}
         if self.view_augment is not None:
-            item["images_view"] = _apply(self.view_augment, image)
+            item["images_view"] = _apply(self.view_augment, item["images"] if self.view_from_anchor else image)
         return item
 
 
