@@ -183,10 +183,10 @@ FRAME_TOLERANCE = 24
 # fit "content-robust" (photos): a line is background when all but this share of its pixels lie
 # within FRAME_TOLERANCE of the line's median colour. A photo's background is rarely flat to the
 # pixel: its texture, JPEG ringing or a sharpened copy's speckle put a few pixels out of tolerance,
-# so under the strict rule the frame of the same photo moved with the edit (on 200 of the demo shop's test
-# photos, by more than 5% of the side for 97% of sharpened copies, 66% of JPEG 30 ones and 23% of
-# blurred ones; with this rule 71%, 6% and 11%). A garment tip of a few pixels may be peeled off:
-# the same way in the original and in its copies.
+# so under the strict rule the frame of the same photo moved with the edit. On 200 of the demo
+# shop's test photos it moved by more than 5% of the side for 97% of sharpened copies, 66% of JPEG 30
+# ones and 23% of blurred ones; with this rule 71%, 6% and 11% (the script in docs/near-duplicates.md).
+# A garment tip of a few pixels may be peeled off: the same way in the original and in its copies.
 FRAME_OUTLIERS = 0.05
 CONTENT_FITS = ("content", "content-robust")
 # The lines are judged on the image reduced to at most this side (a box average): exact for the

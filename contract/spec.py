@@ -60,10 +60,13 @@ class SizedThreshold(_Strict):
     threshold: float = Field(ge=-1.0, le=1.0)
 
 
-def threshold_for_items(table: list[SizedThreshold], items: int) -> float:
+def threshold_for_items(table: list[SizedThreshold], items: int, fallback: float) -> float:
     """The threshold of ``table`` (sorted by items) for a catalogue of ``items`` images: linear in
     log(items) between its points; its first below them (fewer images: a stricter threshold than
-    needed, never a looser one) and its last above them (the largest catalogue it was fitted for)."""
+    needed, never a looser one) and its last above them (the largest catalogue it was fitted for).
+    ``fallback`` (the one threshold of a model without a table) when the table is empty."""
+    if not table:
+        return fallback
     if items <= table[0].items:
         return table[0].threshold
     for low, high in zip(table, table[1:]):
@@ -143,9 +146,9 @@ class ModelSpec(_Strict):
         fitted among every image training had); None for a model without the decision."""
         if self.near_duplicate is None:
             return None
-        if items is None or not self.near_duplicate_by_items:
+        if items is None:
             return self.near_duplicate.threshold
-        return threshold_for_items(self.near_duplicate_by_items, items)
+        return threshold_for_items(self.near_duplicate_by_items, items, self.near_duplicate.threshold)
 
     @model_validator(mode="after")
     def _aspects_consistent(self) -> ModelSpec:

@@ -98,9 +98,16 @@ class OffLoopStore:
     async def count(self) -> int:
         return await run_in_threadpool(self.store.count)
 
-    async def catalogue_size(self) -> int:
-        """How many items the index holds, for the same-image threshold (ModelSpec.same_image_threshold):
-        exact after this process's own writes, at most CATALOGUE_SIZE_TTL_S old after other processes'."""
+    async def same_image_threshold(self, spec: ModelSpec) -> float | None:
+        """``spec``'s same-image threshold for this index's size (None: a model without the decision);
+        the items are counted only for a model whose threshold depends on them."""
+        if spec.near_duplicate is None or not spec.near_duplicate_by_items:
+            return spec.same_image_threshold()
+        return spec.same_image_threshold(await self._catalogue_size())
+
+    async def _catalogue_size(self) -> int:
+        """How many items the index holds: exact after this process's own writes, at most
+        CATALOGUE_SIZE_TTL_S old after other processes'."""
         now = time.monotonic()
         if self._size is None or now - self._size[0] > CATALOGUE_SIZE_TTL_S:
             self._size = (now, await self.count())

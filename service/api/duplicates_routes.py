@@ -41,7 +41,7 @@ async def duplicates(
     if spec.near_duplicate is None:
         raise ApiError(409, "no_same_image_decision", f"the model {spec.name} {spec.version} has no same-image "
                        "decision (near_duplicate); export it again with likeness export")
-    threshold = spec.same_image_threshold(await state.index.catalogue_size()) if min_score is None else min_score
+    threshold = await state.index.same_image_threshold(spec) if min_score is None else min_score
     start = _cursor(after)
     groups = await state.index.duplicate_groups(spec, threshold)
     following = [g for g in groups if start is None or g.order > start]

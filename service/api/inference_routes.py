@@ -100,7 +100,7 @@ async def compare(state: ServiceState, out: Embeddings, aspect: str | None) -> d
     if aspect is None:
         score, decision, calibration = float(out.embedding[0] @ out.embedding[1]), spec.decision, spec.calibration
         same_image = same_image_score(spec, out.embedding[0], out.embedding[1])
-        copy_threshold = await same_image_threshold(state) if same_image is not None else None
+        copy_threshold = await state.index.same_image_threshold(spec)
     else:
         score = aspect_scores[aspect]
         decision = spec.aspect_decisions.get(aspect, spec.decision)
@@ -210,14 +210,6 @@ def normalised(vector: list[float], dim: int) -> np.ndarray:
     return (values / np.linalg.norm(values)).astype(np.float32)
 
 
-async def same_image_threshold(state: ServiceState) -> float | None:
-    """The same-image threshold for this index's size (None: a model without the decision)."""
-    spec = state.runner.spec
-    if spec.near_duplicate is None:
-        return None
-    return spec.same_image_threshold(await state.index.catalogue_size() if spec.near_duplicate_by_items else None)
-
-
 async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: str | None,
                where: dict[str, Any] | None, min_score: float | None) -> tuple[list[list[dict[str, Any]]], float | None]:
     """Each query's hits, as the response's dicts, and the same-image threshold they were judged at;
@@ -225,7 +217,7 @@ async def find(state: ServiceState, queries: list[np.ndarray], k: int, aspect: s
     the network. Overall searches also say which hits are the same image as the query, and put those
     first (service/copies.py)."""
     spec = state.runner.spec
-    threshold = await same_image_threshold(state) if aspect is None else None
+    threshold = await state.index.same_image_threshold(spec) if aspect is None else None
     found = await state.index.search(queries, k, aspect or OVERALL, where, with_vectors=threshold is not None)
     answers = []
     for query, hits in zip(queries, found):

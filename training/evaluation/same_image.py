@@ -83,15 +83,21 @@ def nearest_other_scores(gallery: np.ndarray, embeddings: np.ndarray, dims: tupl
     ``gallery`` (near-identical images left out), and how many of ``rows`` have a near-identical other."""
     rows = np.arange(len(gallery)) if rows is None else np.asarray(rows)
     near = dataset_near_duplicates(gallery, rows)
-    part = _part(embeddings, dims)
     others = np.empty(len(rows), dtype=np.float32)
+    for start, between in _scores_against_others(_part(embeddings, dims), rows, near, chunk):
+        others[start:start + len(between)] = between.max(axis=1)
+    return others, int(near.any(axis=1).sum())
+
+
+def _scores_against_others(part: np.ndarray, rows: np.ndarray, near: np.ndarray, chunk: int):
+    """(start, float [len(block), N]) for each block of ``rows``: their scores against every image of
+    ``part``, -inf against themselves and their near-identical twins (``near``, one row per row)."""
     for start in range(0, len(rows), chunk):
         block = rows[start:start + chunk]
         between = part[block] @ part.T
         between[np.arange(len(block)), block] = -np.inf
         between[near[start:start + chunk]] = -np.inf
-        others[start:start + chunk] = between.max(axis=1)
-    return others, int(near.any(axis=1).sum())
+        yield start, between
 
 
 def nearest_others_by_gallery_size(images: np.ndarray, embeddings: np.ndarray, dims: tuple[int, int] | None,
@@ -114,16 +120,11 @@ def nearest_others_by_gallery_size(images: np.ndarray, embeddings: np.ndarray, d
     gallery_embeddings = embeddings if more is None else np.concatenate([embeddings, more[1]])
     total, rows = len(gallery), np.arange(len(images))
     near = dataset_near_duplicates(gallery, rows)
-    part = _part(gallery_embeddings, dims)
     drawn = [n for n in sizes if n < total - 1]
     draws = {n: min(MAX_DRAWS, max(1, total // n)) for n in drawn}
     rng = np.random.default_rng(seed)
     pooled: dict[int, list[np.ndarray]] = {n: [] for n in [*drawn, total]}
-    for start in range(0, len(rows), chunk):
-        block = rows[start:start + chunk]
-        between = part[block] @ part.T
-        between[np.arange(len(block)), block] = -np.inf
-        between[near[start:start + chunk]] = -np.inf
+    for _, between in _scores_against_others(_part(gallery_embeddings, dims), rows, near, chunk):
         pooled[total].append(between.max(axis=1))
         for n in drawn:
             for _ in range(draws[n]):

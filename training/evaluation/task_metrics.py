@@ -133,8 +133,9 @@ def near_duplicate_split(embedder: Embedder, images: np.ndarray, embeddings: np.
         scores = score_same_image(embedder, images, input_spec, dims, config.eval.near_duplicates, batch,
                                   gallery_embeddings=embeddings, copies=copies)
         # Measured as the service decides for a catalogue of this split's size.
-        threshold = threshold_for_items(by_items, len(images)) if by_items else fitted.threshold
-        metrics["decision"] = {"catalogue_items": len(images), **same_image_quality(scores, threshold)}
+        threshold = threshold_for_items(by_items, len(images), fitted.threshold)
+        sized = {"catalogue_items": len(images)} if by_items else {}
+        metrics["decision"] = {**sized, **same_image_quality(scores, threshold)}
     return metrics
 
 
