@@ -83,8 +83,9 @@ def train_or_reuse(config, resume: bool = False) -> Path:
     so a long benchmark given ``--work-dir`` can be interrupted and rerun without retraining.
 
     A finished run of another configuration in that folder is an error, not a silent reuse (an
-    entry whose overrides changed keeps its folder name); only ``output_dir`` may differ, since a
-    work folder may have moved.
+    entry whose overrides changed keeps its folder name). Only ``output_dir`` (a work folder may
+    have moved) and ``optim.threads`` (it sets the speed, not the recipe; the run's own count stays
+    in its config.toml) may differ.
     """
     import tomllib
 
@@ -93,7 +94,8 @@ def train_or_reuse(config, resume: bool = False) -> Path:
 
     if (config.run_dir / "summary.json").is_file():
         saved = TrainConfig.model_validate(tomllib.loads((config.run_dir / "config.toml").read_text()))
-        if saved.model_dump(exclude={"output_dir"}) != config.model_dump(exclude={"output_dir"}):
+        ignored = {"output_dir": True, "optim": {"threads"}}
+        if saved.model_dump(exclude=ignored) != config.model_dump(exclude=ignored):
             raise SystemExit(f"{config.run_dir} holds a run of another configuration; "
                              "remove it or use another --work-dir")
         return config.run_dir

@@ -1,6 +1,7 @@
 """How many pixel dimensions, and how much of the served cosine, should the pixel subspace get?
 
     python -m bench pixel-share --checkpoint RUN/best.pt --open-set-checkpoint TWIN/best.pt ... [--dims 16 32 64]
+    python -m bench pixel-share --checkpoint runs/photos/best.pt --side 8 --split val --output docs/pixel-share-photos.md
 
 ``export --pixel-pca DIMS --pixel-share SHARE`` serves ``(1 - share) x learned cosine + share x
 pixel-PCA cosine`` (training/models/pixel_fusion.py), the PCA fitted on the run's training split.
@@ -8,7 +9,9 @@ No weight changes with the share, so every (dims, share) is measured from one pa
 for the shipped recipe's checkpoint, P@1, MAP@R and pair ROC-AUC on its test images and near-duplicate
 R@1 (mean and worst edit); for each open-set checkpoint (the recipe trained without some classes;
 give several seeds), MAP@R, P@1 and pair ROC-AUC on the unseen classes' test images beside raw pixels'.
-Writes docs/pixel-share.md and its JSON.
+``--side N`` takes the PCA of N x N block means (a colour layout, ``export --pixel-side``) instead of
+every pixel; ``--split val`` measures the recipe's rows on the validation split, so that the choice
+is not made on the test images. Writes docs/pixel-share.md (or ``--output``) and its JSON.
 """
 
 from __future__ import annotations
@@ -37,18 +40,18 @@ def _load(checkpoint: Path):
     return model, saved, load_task(saved.config)
 
 
-def _pca_embedders(train_images: np.ndarray, dims: list[int]) -> dict[int, object]:
+def _pca_embedders(train_images: np.ndarray, dims: list[int], side: int = 0) -> dict[int, object]:
     embedders = {}
     for d in dims:
-        mean, basis = fit_pixel_pca(train_images, d)
-        embedders[d] = pixel_embedder(basis, mean)
+        mean, basis = fit_pixel_pca(train_images, d, side=side)
+        embedders[d] = pixel_embedder(basis, mean, side)
     return embedders
 
 
 def recipe_rows(checkpoint: Path, dims: list[int], shares: list[float], queries: int, pairs: int,
-                limit: int = 0) -> tuple[dict, list[dict]]:
+                limit: int = 0, side: int = 0, split: str = "test") -> tuple[dict, list[dict]]:
     model, saved, task = _load(checkpoint)
-    test = task.splits.test
+    test = getattr(task.splits, split)
     images, labels = (test.images[:limit], test.labels[:limit]) if limit else (test.images, test.labels)
     learned = torch_embedder(model)
     originals = query_sample(len(images), queries)
@@ -57,7 +60,7 @@ def recipe_rows(checkpoint: Path, dims: list[int], shares: list[float], queries:
     gallery = embed_all(learned, images)[0]
     queried = {name: embed_all(learned, batch)[0] for name, batch in edited.items()}
     rows = []
-    for d, pca in _pca_embedders(task.splits.train.images, dims).items():
+    for d, pca in _pca_embedders(task.splits.train.images, dims, side).items():
         pixel_gallery = embed_all(pca, images)[0]
         pixel_queries = {name: embed_all(pca, batch)[0] for name, batch in edited.items()}
         for share in shares:
@@ -71,7 +74,8 @@ def recipe_rows(checkpoint: Path, dims: list[int], shares: list[float], queries:
                          "map_at_r": scores["map_at_r"], "roc_auc": scores["roc_auc"],
                          "near_duplicate_mean": float(np.mean(list(per_edit.values()))),
                          "near_duplicate_worst": per_edit[worst], "worst_edit": worst})
-    about = {**checkpoint_about(checkpoint, saved), "images": int(len(images)), "queries": int(len(originals)), "pairs": pairs}
+    about = {**checkpoint_about(checkpoint, saved), "images": int(len(images)), "queries": int(len(originals)),
+             "pairs": pairs, "side": side, "split": split}
     return about, rows
 
 
@@ -102,8 +106,10 @@ def render(recipe: tuple[dict, list[dict]] | None, open_sets: list[tuple[dict, l
               "(an open-set run never sees its held-out classes), as `export --pixel-pca` fits it.", ""]
     if recipe:
         about, rows = recipe
-        lines += [f"Shipped recipe: `{about['checkpoint']}` ({kept_checkpoint(about)}). "
-                  f"P@1, MAP@R: {about['images']:,} test images; pair ROC-AUC: {about['pairs']:,} seeded balanced "
+        layout = (f" The pixels are {about['side']}x{about['side']} block means (a colour layout)."
+                  if about.get("side") else "")
+        lines += [f"Shipped recipe: `{about['checkpoint']}` ({kept_checkpoint(about)}).{layout} "
+                  f"P@1, MAP@R: {about['images']:,} {about.get('split', 'test')} images; pair ROC-AUC: {about['pairs']:,} seeded balanced "
                   f"pairs; near-duplicate R@1: {about['queries']:,} seeded originals, each edit of "
                   "training/evaluation/near_duplicates.py, searched against all of them.", ""]
         lines.append(markdown_table(
@@ -136,11 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N test images (smoke runs)")
+    parser.add_argument("--side", type=int, default=0, help="PCA of side x side block means (export --pixel-side)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the recipe's rows on its test or its validation split")
     parser.add_argument("--output", type=Path, default=DOCS / "pixel-share.md")
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.open_set_checkpoint:
         parser.error("give --checkpoint, --open-set-checkpoint or both")
-    recipe = (recipe_rows(args.checkpoint, args.dims, args.shares, args.queries, args.pairs, args.limit)
+    recipe = (recipe_rows(args.checkpoint, args.dims, args.shares, args.queries, args.pairs, args.limit,
+                          args.side, args.split)
               if args.checkpoint else None)
     open_sets = [open_set_rows(path, args.dims, args.shares, args.pairs) for path in args.open_set_checkpoint]
     args.output.parent.mkdir(parents=True, exist_ok=True)

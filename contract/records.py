@@ -57,6 +57,8 @@ class PixelPca(_Record):
 
     dims: int
     share: float
+    # > 0: the components are of side x side block means (a colour layout), not of every pixel.
+    side: int = 0
     fitted_on: str
     images: int
 

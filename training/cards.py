@@ -249,11 +249,14 @@ def _served_share(training: TrainingRecord) -> str:
 def _pixel_pca_lines(pixel_pca: PixelPca | None) -> list[str]:
     if not pixel_pca:
         return []
-    dims, share = pixel_pca.dims, pixel_pca.share
-    return [f"- Pixel subspace (added at export): the last {dims} dimensions are the image's pixels projected on "
+    dims, share, side = pixel_pca.dims, pixel_pca.share, pixel_pca.side
+    pixels = f"{side}x{side} block means (a colour layout)" if side else "pixels"
+    why = ("A blurred copy keeps its colour layout, which the learned embedding gives less weight."
+           if side else "On kinds of thing it never saw, the pixels keep what a class-trained network discards.")
+    return [f"- Pixel subspace (added at export): the last {dims} dimensions are the image's {pixels} projected on "
             f"the first {dims} principal components of {pixel_pca.images} training images, "
             f"L2-normalised; cosine = {1 - share:.2f} x the learned embedding's + {share:.2f} x the pixel part's. "
-            "On kinds of thing it never saw, the pixels keep what a class-trained network discards."]
+            + why]
 
 
 def _split(backbone: ModelConfig) -> str:

@@ -124,6 +124,10 @@ def _export_parser(commands) -> None:
                                "(kinds of thing never trained on keep what pixels tell apart; models/default.md)")
     export_p.add_argument("--pixel-share", type=float, default=0.0, metavar="SHARE",
                           help="the pixel part's share of the served cosine, in (0, 1); with --pixel-pca")
+    export_p.add_argument("--pixel-side", type=int, default=0, metavar="BLOCKS",
+                          help="shrink the image to BLOCKS x BLOCKS block means before the PCA (a colour layout: "
+                               "blurred copies of photos keep it; docs/near-duplicates.md); it must divide the "
+                               "input side; with --pixel-pca")
     export_p.add_argument("--instance-share", type=float, default=None, metavar="SHARE",
                           help="serve a split model's instance half with this share of the cosine instead of the "
                                "one it was trained with (python -m bench instance-share measures each)")
@@ -231,6 +235,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                                    data_dir=args.data_dir, command=command,
                                    open_set_checkpoint=args.open_set_checkpoint, device=args.device,
                                    quantize=args.quantize, pixel_pca=args.pixel_pca, pixel_share=args.pixel_share,
+                                   pixel_side=args.pixel_side,
                                    instance_share=args.instance_share, notes=args.note)
         print(json.dumps(result, indent=2))
         return 0

@@ -45,7 +45,7 @@ from training.export_record import (
     training_record,
 )
 from training.layers import fold_static_layers
-from training.models.pixel_fusion import PCA_SAMPLE, with_pixel_pca
+from training.models.pixel_fusion import PCA_SAMPLE, check_side, with_pixel_pca
 from training.quantize import CALIBRATION_SEED, agreement, calibration_sample, quantize_int8
 from training.runtime import resolve_device
 from training.tasks import Task, load_task
@@ -122,6 +122,7 @@ class ExportOptions:
     quantize: str | None = None
     pixel_pca: int = 0
     pixel_share: float = 0.0
+    pixel_side: int = 0
     instance_share: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -133,6 +134,10 @@ class ExportOptions:
         if (self.pixel_pca or self.pixel_share) and not (self.pixel_pca > 0 and 0 < self.pixel_share < 1):
             raise ExportError(f"--pixel-pca {self.pixel_pca} --pixel-share {self.pixel_share}: the pixel subspace "
                               "needs both, dimensions > 0 and a share in (0, 1)")
+        if self.pixel_side and not self.pixel_pca:
+            raise ExportError(f"--pixel-side {self.pixel_side}: a pixel layout needs --pixel-pca and --pixel-share")
+        if self.pixel_side < 0:
+            raise ExportError(f"--pixel-side {self.pixel_side}: a side is a positive number of blocks")
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise ExportError(f"unknown quantization {self.quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
         if self.instance_share is not None and not 0 <= self.instance_share <= 1:
@@ -148,6 +153,7 @@ class ExportOptions:
                             ("--open-set-checkpoint", self.open_set_checkpoint),
                             ("--device", self.device if self.device != "auto" else None), ("--quantize", self.quantize),
                             ("--pixel-pca", self.pixel_pca), ("--pixel-share", self.pixel_share),
+                            ("--pixel-side", self.pixel_side),
                             ("--instance-share", self.instance_share)):
             if value or (flag == "--instance-share" and value is not None):
                 command += [flag, str(value)]
@@ -176,8 +182,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, **flags: Any) 
     calibration and evaluation run; the graph is traced and checked on the CPU whatever it is.
     ``quantize="int8"`` ships the graph quantized (training/quantize.py): thresholds and numbers are
     then fitted and measured on the int8 graph. ``pixel_pca`` > 0 appends that many principal
-    components of the pixels, fitted on the training split, with ``pixel_share`` of the cosine
-    (training/models/pixel_fusion.py); the open-set run gets its own, fitted on its seen classes.
+    components of the pixels (of side x side block means with ``pixel_side``), fitted on the training
+    split, with ``pixel_share`` of the cosine (training/models/pixel_fusion.py); the open-set run gets its own, fitted on its seen classes.
     ``instance_share`` serves a split model's two halves with another weight than it was trained with
     (bench instance-share measures each); the card says so. ``notes`` are the publisher's own lines
     for the card (why this backbone, what data), kept in the spec.
@@ -220,13 +226,18 @@ def load_for_export(options: ExportOptions) -> Loaded:
     if options.pairs:
         config.eval.pairs = options.pairs
     spec = saved.input
-    pixels = spec.height * spec.width * spec.channels
+    try:
+        check_side(spec.height, spec.width, options.pixel_side)
+    except ValueError as error:
+        raise ExportError(f"--pixel-side: {error}") from None
+    height, width = ((options.pixel_side,) * 2 if options.pixel_side else (spec.height, spec.width))
+    pixels = height * width * spec.channels
     if options.pixel_pca > pixels:
-        raise ExportError(f"--pixel-pca {options.pixel_pca}: the model's {spec.height}x{spec.width}x"
-                          f"{spec.channels} input has {pixels} pixel values")
+        raise ExportError(f"--pixel-pca {options.pixel_pca}: the model's {height}x{width}x"
+                          f"{spec.channels} {'layout' if options.pixel_side else 'input'} has {pixels} pixel values")
     task = load_task(config)
     if options.pixel_pca:
-        model = with_pixel_pca(model, task.splits.train.images, options.pixel_pca, options.pixel_share)
+        model = with_pixel_pca(model, task.splits.train.images, *pixel_subspace(options))
     return Loaded(model, saved, config, task, folded, trained_share, open_set)
 
 
@@ -259,7 +270,7 @@ def measure(embedder, loaded: Loaded, options: ExportOptions) -> tuple[dict[str,
     near_duplicate, by_items = fit_near_duplicate(val_embedded[0], task, config, dims, train_embeddings)
     metrics = evaluate_task(embedder, task, config, calibration, decision, spec, (dims, near_duplicate, by_items))
     if loaded.open_set:
-        pixels = (options.pixel_pca, options.pixel_share) if options.pixel_pca else None
+        pixels = pixel_subspace(options) if options.pixel_pca else None
         metrics["open_set_recipe"] = open_set_recipe_metrics(*loaded.open_set, options.data_dir, pixels)
     return {"decision": decision, "calibration": calibration, "aspect_decisions": aspect_decisions,
             "aspect_calibrations": aspect_calibrations, "near_duplicate": near_duplicate,
@@ -271,13 +282,19 @@ def describe(loaded: Loaded, options: ExportOptions, decisions: dict[str, Any], 
     config, task, spec = loaded.config, loaded.task, loaded.saved.input
     record = training_record(config, loaded.saved, options.checkpoint, options.command_line(),
                              data_summary(task, config, spec))
-    pixel_pca = ({"dims": options.pixel_pca, "share": options.pixel_share, "fitted_on": "train",
+    pixel_pca = ({"dims": options.pixel_pca, "share": options.pixel_share, "side": options.pixel_side,
+                  "fitted_on": "train",
                   "images": min(len(task.splits.train.images), PCA_SAMPLE)} if options.pixel_pca else None)
     return ModelSpec(name=options.name or config.name, version=options.version or config.version, input=spec,
                      embedding_dim=loaded.model.embedding_dim, aspects=list(loaded.saved.aspects), **decisions,
                      training={**record, "pixel_pca": pixel_pca, "instance_share_trained": loaded.trained_share,
                                "notes": options.notes},
                      metrics=metrics)
+
+
+def pixel_subspace(options: ExportOptions) -> tuple[int, float, int]:
+    """The pixel subspace asked for, as :func:`with_pixel_pca` takes it: dims, share, side."""
+    return options.pixel_pca, options.pixel_share, options.pixel_side
 
 
 def instance_dims(model: nn.Module) -> tuple[int, int] | None:

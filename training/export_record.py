@@ -60,9 +60,10 @@ def load_open_set_run(checkpoint: str | Path, recipe: TrainConfig) -> tuple[nn.M
 
 
 def open_set_recipe_metrics(model: nn.Module, saved: Checkpoint, config: TrainConfig,
-                            data_dir: str | None = None, pixel_pca: tuple[int, float] | None = None) -> dict[str, Any]:
+                            data_dir: str | None = None,
+                            pixel_pca: tuple[int, float, int] | None = None) -> dict[str, Any]:
     """The open-set run's seen- and unseen-class numbers, for the shipped model's card. With
-    ``pixel_pca`` (dims, share) the run is served as the shipped model is, its pixel subspace fitted
+    ``pixel_pca`` (dims, share, side) the run is served as the shipped model is, its pixel subspace fitted
     on the run's own training split (the seen classes), and the learned embedding alone is measured too."""
     from training.evaluation import embed_all, evaluate_embeddings
     from training.evaluation.embed import pixel_embedder

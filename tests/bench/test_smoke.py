@@ -132,6 +132,14 @@ def test_pixel_share_benchmark(tmp_path):
     assert twin["unseen_images"] == 600 and twin["holdout_classes"] == ["coat", "shirt", "sneaker", "ankle boot"]
     assert all(r["over_pixels"] == pytest.approx(r["unseen_map_at_r"] - twin["pixels_map_at_r"]) for r in unseen)
     assert "| PCA dims | share | unseen P@1 |" in output.read_text()
+    # A colour layout (7x7 block means of the 28-pixel images), chosen on the validation split.
+    layout = tmp_path / "pixel-share-layout.md"
+    pixel_share.main(["--checkpoint", str(runs["all"] / "best.pt"), "--dims", "8", "--shares", "0", "0.2",
+                      "--queries", "20", "--pairs", "500", "--side", "7", "--split", "val", "--output", str(layout)])
+    about, layout_rows = _written(layout)["recipe"]
+    assert (about["side"], about["split"], about["images"]) == (7, "val", 160)  # a fifth of 800, at most
+    assert layout_rows[1]["map_at_r"] != layout_rows[0]["map_at_r"]
+    assert "7x7 block means" in layout.read_text() and "160 val images" in layout.read_text()
 
 
 def test_similarity_ablation(tmp_path):

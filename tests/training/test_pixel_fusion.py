@@ -66,3 +66,44 @@ def test_the_pixel_share_benchmark_fuses_as_the_exported_graph_does():
     served = PixelFusion(learned, mean, basis, share=0.15)(torch.from_numpy(images)).numpy()
     parts = learned(torch.from_numpy(images)).numpy(), pixel_embedder(basis, mean)(images)[0]
     assert np.allclose(reweigh(parts, 0.15), served, atol=1e-5)
+
+
+def test_a_colour_layout_is_the_pca_of_block_means_in_the_graph_and_outside(tmp_path):
+    """``side`` > 0: block means first (a colour layout), in the ONNX graph as in NumPy."""
+    from contract import InputSpec
+    from training.evaluation.embed import onnx_embedder, pixel_embedder
+    from training.export import export_onnx
+    from training.models.pixel_fusion import check_side, pixel_values
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(60, 28, 28, 3), dtype=np.uint8)
+    # Block means: each of the 7x7 blocks of 4x4 pixels, per channel, in NHWC order.
+    layout = pixel_values(images, side=7)
+    assert layout.shape == (60, 7 * 7 * 3)
+    assert np.isclose(layout[5, 0], images[5, :4, :4, 0].mean() / 255.0)
+    assert np.isclose(layout[5, 3 * 2 + 1], images[5, :4, 8:12, 1].mean() / 255.0)
+    mean, basis = fit_pixel_pca(images, 20, side=7)
+    assert basis.shape == (147, 20)
+    with pytest.raises(ValueError, match="1 <= dims <= 60"):
+        fit_pixel_pca(images[:60], 61, side=7)
+    with pytest.raises(ValueError, match="side 5 needs whole blocks of the 28x28 input"):
+        check_side(28, 28, 5)
+
+    class _Colour(_Fixed):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.randn(28 * 28 * 3, 8, generator=torch.Generator().manual_seed(0))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            # flatten(1), not len(): the exporter keeps the batch axis dynamic
+            return F.normalize(images.flatten(1).float() @ self.proj, dim=-1)
+
+    learned = _Colour()
+    fused = PixelFusion(learned, mean, basis, share=0.25, side=7).eval()
+    served = fused(torch.from_numpy(images)).numpy()
+    alone = learned(torch.from_numpy(images)).numpy()
+    pixels = pixel_embedder(basis, mean, side=7)(images)[0]
+    assert np.allclose(served @ served.T, 0.75 * alone @ alone.T + 0.25 * pixels @ pixels.T, atol=1e-4)
+    # The traced graph pools as PyTorch does.
+    export_onnx(fused, InputSpec(height=28, width=28, channels=3), tmp_path / "layout.onnx", aspects=False)
+    assert np.abs(onnx_embedder(tmp_path / "layout.onnx")(images)[0] - served).max() < 1e-5

@@ -274,6 +274,13 @@ def test_the_card_reports_the_open_set_numbers_of_the_same_recipe(tiny_run, tmp_
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_pca=32)
     with pytest.raises(ExportError, match="has 784 pixel values"):
         export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_pca=1000, pixel_share=0.3)
+    # A colour layout (block means before the PCA) needs whole blocks, and has fewer values.
+    with pytest.raises(ExportError, match="side 5 needs whole blocks of the 28x28 input"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_pca=8, pixel_share=0.3, pixel_side=5)
+    with pytest.raises(ExportError, match="7x7x1 layout has 49 pixel values"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_pca=50, pixel_share=0.3, pixel_side=7)
+    with pytest.raises(ExportError, match="needs --pixel-pca"):
+        export_checkpoint(run_dir / "best.pt", tmp_path / "x.onnx", pixel_side=7)
 
     # A run of every class, or of another recipe, cannot stand in for the open-set run.
     with pytest.raises(ExportError, match="trained on every class"):

@@ -92,14 +92,16 @@ def embed_all(embedder: Embedder, images: np.ndarray, batch_size: int = 1024) ->
     return embeddings, (np.concatenate(aspect_chunks) if aspect_chunks else None)
 
 
-def pixel_embedder(basis: np.ndarray | None = None, mean: np.ndarray | None = None) -> Embedder:
+def pixel_embedder(basis: np.ndarray | None = None, mean: np.ndarray | None = None, side: int = 0) -> Embedder:
     """The baseline every learned model must beat: raw pixels in [0, 1] (or their projection on a
-    PCA ``basis`` after subtracting ``mean``), L2-normalised, compared by cosine."""
+    PCA ``basis`` after subtracting ``mean``; block means of side x side first when ``side`` > 0,
+    as training/models/pixel_fusion.py takes them), L2-normalised, compared by cosine."""
+    from training.models.pixel_fusion import pixel_values
 
     def run(images: np.ndarray) -> tuple[np.ndarray, None]:
-        x = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        x = pixel_values(images, side)
         if basis is not None:
             x = (x - mean) @ basis
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), None
+        return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32), None
 
     return run

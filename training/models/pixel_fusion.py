@@ -6,6 +6,11 @@ network throws away; the learned embedding alone ties with them there (docs/open
 trained kinds it is far ahead. Appended with a small share, the served cosine is
 (1 - share) x learned cosine + share x pixel-PCA cosine, and gains on both (models/default.md).
 The basis is fitted on the training split at export, so it never sees a test or held-out image.
+
+With ``side`` > 0 the image is first shrunk to side x side block means: a colour layout. On photos,
+a blurred copy keeps its colours and their layout while the learned embedding loses it (the miss is
+another photo of the same kind in another colour); the pooled pixels keep it, and they are cheap
+(8 x 8 x 3 values instead of 128 x 128 x 3, the basis a few kilobytes). docs/near-duplicates.md measures it.
 """
 
 from __future__ import annotations
@@ -23,16 +28,34 @@ PCA_SAMPLE = 12_000
 PCA_SEED = 0
 
 
+def check_side(height: int, width: int, side: int) -> None:
+    """A pooled layout needs whole blocks: ``side`` must divide the image's height and width."""
+    if side < 0 or (side and (height % side or width % side)):
+        raise ValueError(f"a pixel layout of side {side} needs whole blocks of the {height}x{width} input "
+                         "(a side that divides both)")
+
+
+def pixel_values(images: np.ndarray, side: int = 0) -> np.ndarray:
+    """uint8 [N, H, W, C] -> float64 [N, F] in [0, 1], flattened in NHWC order as the graph does; with
+    ``side`` > 0 each channel is first shrunk to side x side block means."""
+    x = images.astype(np.float64) / 255.0
+    if side:
+        n, height, width, channels = x.shape
+        check_side(height, width, side)
+        x = x.reshape(n, side, height // side, side, width // side, channels).mean(axis=(2, 4))
+    return x.reshape(len(x), -1)
+
+
 def fit_pixel_pca(images: np.ndarray, dims: int, sample: int = PCA_SAMPLE,
-                  seed: int = PCA_SEED) -> tuple[np.ndarray, np.ndarray]:
+                  seed: int = PCA_SEED, side: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The mean [F] and the leading ``dims`` principal directions [F, dims] of uint8 images
-    [N, H, W, C], scaled to [0, 1] and flattened as the graph flattens them (NHWC order)."""
-    flat = images.reshape(len(images), -1)
-    if dims < 1 or dims > min(flat.shape):
-        raise ValueError(f"pixel PCA needs 1 <= dims <= {min(flat.shape)} (images x pixels), not {dims}")
-    if len(flat) > sample:
-        flat = flat[np.sort(np.random.default_rng(seed).choice(len(flat), sample, replace=False))]
-    x = flat.astype(np.float64) / 255.0
+    [N, H, W, C] as :func:`pixel_values` gives them (block means first when ``side`` > 0)."""
+    most = min(len(images), pixel_values(images[:1], side).shape[1])  # checks the side as well
+    if dims < 1 or dims > most:
+        raise ValueError(f"pixel PCA needs 1 <= dims <= {most} (images x pixels), not {dims}")
+    if len(images) > sample:
+        images = images[np.sort(np.random.default_rng(seed).choice(len(images), sample, replace=False))]
+    x = pixel_values(images, side)
     mean = x.mean(axis=0)
     _, _, components = np.linalg.svd(x - mean, full_matrices=False)
     return mean.astype(np.float32), components[:dims].T.astype(np.float32)
@@ -43,11 +66,11 @@ class PixelFusion(nn.Module):
     projection, normalised and scaled by sqrt(share): a unit vector whose dot product is the
     weighted sum of the two cosines. Aspect embeddings (CSN) pass through unchanged."""
 
-    def __init__(self, model: nn.Module, mean: np.ndarray, basis: np.ndarray, share: float) -> None:
+    def __init__(self, model: nn.Module, mean: np.ndarray, basis: np.ndarray, share: float, side: int = 0) -> None:
         super().__init__()
         if not 0 < share < 1:
             raise ValueError(f"the pixel share must be in (0, 1), not {share}")
-        self.model, self.share = model, share
+        self.model, self.share, self.side = model, share, side
         self.register_buffer("pixel_mean", torch.from_numpy(mean).view(1, -1))
         self.register_buffer("basis", torch.from_numpy(basis))
 
@@ -62,13 +85,18 @@ class PixelFusion(nn.Module):
     def forward(self, images: torch.Tensor):
         out = self.model(images)
         learned, aspects = out if isinstance(out, tuple) else (out, None)
-        x = images.reshape(images.shape[0], -1).float() * (1.0 / 255.0)
+        x = images.float() * (1.0 / 255.0)
+        if self.side:  # block means, as pixel_values takes them (NHWC kept for the flattening order)
+            kernel = (x.shape[1] // self.side, x.shape[2] // self.side)
+            x = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel).permute(0, 2, 3, 1)
+        x = x.reshape(x.shape[0], -1)
         pixels = F.normalize((x - self.pixel_mean) @ self.basis, dim=-1)
         embedding = weigh(learned, pixels, self.share)
         return embedding if aspects is None else (embedding, aspects)
 
 
-def with_pixel_pca(model: nn.Module, train_images: np.ndarray, dims: int, share: float) -> PixelFusion:
+def with_pixel_pca(model: nn.Module, train_images: np.ndarray, dims: int, share: float,
+                   side: int = 0) -> PixelFusion:
     """``model`` with a pixel subspace fitted on ``train_images`` (its run's training split)."""
-    mean, basis = fit_pixel_pca(train_images, dims)
-    return PixelFusion(model, mean, basis, share).eval()
+    mean, basis = fit_pixel_pca(train_images, dims, side=side)
+    return PixelFusion(model, mean, basis, share, side).eval()
