@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in results.items():
         speed = r.get("images_per_second_one_core", {})
         rows.append([name, f"{r['precision_at_1']:.4f}", f"{r['map_at_r']:.4f}", f"{r['worst_copy_edit']:.4f}",
-                     f"{r['train_seconds'] / 60:.1f} ({r['train_threads']})" if "train_seconds" in r else "-",
+                     f"{r['train_seconds'] / 60:.1f} ({r['train_threads'] or 'default'})" if "train_seconds" in r else "-",
                      f"{speed['float']:.0f} / {speed['int8']:.0f}" if speed else "-"])
     edits = list(PHOTO_EDITS)
     copy_rows = [[name] + [f"{r['copies_found_first'][e]:.4f}" for e in edits] for name, r in results.items()]
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         f"The demo shop (`likeness demo-data`): 2,400 training photos and {len(test)} test photos of 10 categories. "
         "P@1 and MAP@R leave one test photo out at a time; copies found first: each test photo edited as below, "
         "prepared as an upload and searched among the test photos. Training minutes: the training loop on this "
-        "machine, with its thread count in brackets. Images/s: ONNX Runtime on one core, batch 32, float / int8.", "",
+        "machine, with its torch thread count in brackets (default: torch's own, one per core, 2 here). Images/s: ONNX Runtime on one core, batch 32, float / int8.", "",
         markdown_table(["entry", "P@1", "MAP@R", "worst copy edit", "training, min (threads)", "images/s, 1 core"], rows), "",
         "Copies found first, per edit:", "", markdown_table(["entry", *edits], copy_rows), ""]
     lines += [IMAGEDEDUP_SCALE, ""]
