@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         f"The demo shop (`likeness demo-data`): 2,400 training photos and {len(test)} test photos of 10 categories. "
         "P@1 and MAP@R leave one test photo out at a time; copies found first: each test photo edited as below, "
         "prepared as an upload and searched among the test photos. Training minutes: the training loop on this "
-        "machine, with its torch thread count in brackets (default: torch's own, one per core, 2 here). Images/s: ONNX Runtime on one core, batch 32, float / int8.", "",
+        "machine, with its torch thread count in brackets (default: torch's own, one per core, 2 here). "
+        "Images/s: ONNX Runtime on one core, batch 32, float / int8.", "",
         markdown_table(["entry", "P@1", "MAP@R", "worst copy edit", "training, min (threads)", "images/s, 1 core"], rows), "",
         "Copies found first, per edit:", "", markdown_table(["entry", *edits], copy_rows), ""]
     lines += [IMAGEDEDUP_SCALE, ""]

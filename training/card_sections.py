@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from contract import SizedThreshold
-from contract.records import NearDuplicateMetrics, OpenSetRecord, RetrievalMetrics, SameImageDecision
+from contract.records import NearDuplicateMetrics, OpenSetRecord, PixelPca, RetrievalMetrics, SameImageDecision
 from training.evaluation.near_duplicates import FAMILIES
 
 ROWS = [
@@ -123,3 +123,17 @@ def _pixel_baseline_lines(open_set: OpenSetRecord, pixels: RetrievalMetrics) -> 
                   *(f"| {name} | {value:.4f} | {theirs.get(name, float('nan')):.4f} |"
                     + (f" {alone.get(name, float('nan')):.4f} |" if alone else "") for name, value in ours.items())]
     return lines
+
+
+def pixel_pca_lines(pixel_pca: PixelPca | None) -> list[str]:
+    """The card's line for a pixel subspace added at export (none without one)."""
+    if not pixel_pca:
+        return []
+    dims, share, side = pixel_pca.dims, pixel_pca.share, pixel_pca.side
+    pixels = f"{side}x{side} block means (a colour layout)" if side else "pixels"
+    why = ("A blurred copy keeps its colour layout, which the learned embedding gives less weight."
+           if side else "On kinds of thing it never saw, the pixels keep what a class-trained network discards.")
+    return [f"- Pixel subspace (added at export): the last {dims} dimensions are the image's {pixels} projected on "
+            f"the first {dims} principal components of {pixel_pca.images} training images, "
+            f"L2-normalised; cosine = {1 - share:.2f} x the learned embedding's + {share:.2f} x the pixel part's. "
+            + why]

@@ -6,8 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from contract import ModelSpec
-from contract.records import ExportCheck, MetricsRecord, PixelPca, Quantization, TrainingRecord
-from training.card_sections import ROWS, fmt, near_duplicate_section, open_set_section, sized_threshold_lines
+from contract.records import ExportCheck, MetricsRecord, Quantization, TrainingRecord
+from training.card_sections import (
+    ROWS,
+    fmt,
+    near_duplicate_section,
+    open_set_section,
+    pixel_pca_lines,
+    sized_threshold_lines,
+)
 from training.config import ModelConfig
 from training.data.sources import FASHION_MNIST_CREDIT
 from training.models.trunks import WEIGHT_SOURCES
@@ -99,7 +106,7 @@ def _made_section(spec: ModelSpec, path: str) -> list[str]:
         "",
         f"- Data: {training.data}.",
         f"- Backbone: {_describe_backbone(ModelConfig.model_validate(training.backbone))}{_served_share(training)}.",
-        *_pixel_pca_lines(training.pixel_pca),
+        *pixel_pca_lines(training.pixel_pca),
         f"- Objective: {_describe(training.objective)}.",
         f"- Optimiser: {_describe(training.optim)}; augmentation: {_describe(training.augment)}.",
         f"- Checkpoint kept: epoch {training.epochs_trained} of the "
@@ -244,19 +251,6 @@ def _served_share(training: TrainingRecord) -> str:
     if trained is None or served is None or trained == served:
         return ""
     return f"; trained with share {trained:.2f}, served with {served:.2f} (set at export)"
-
-
-def _pixel_pca_lines(pixel_pca: PixelPca | None) -> list[str]:
-    if not pixel_pca:
-        return []
-    dims, share, side = pixel_pca.dims, pixel_pca.share, pixel_pca.side
-    pixels = f"{side}x{side} block means (a colour layout)" if side else "pixels"
-    why = ("A blurred copy keeps its colour layout, which the learned embedding gives less weight."
-           if side else "On kinds of thing it never saw, the pixels keep what a class-trained network discards.")
-    return [f"- Pixel subspace (added at export): the last {dims} dimensions are the image's {pixels} projected on "
-            f"the first {dims} principal components of {pixel_pca.images} training images, "
-            f"L2-normalised; cosine = {1 - share:.2f} x the learned embedding's + {share:.2f} x the pixel part's. "
-            + why]
 
 
 def _split(backbone: ModelConfig) -> str:

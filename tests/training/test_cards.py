@@ -29,3 +29,17 @@ def test_each_shipped_spec_renders_its_card(name):
     if spec.metrics.export.quantization:
         assert "- Quantized: int8 QDQ" in card
     assert ("## Task-specific results" in card) == bool(spec.metrics.task_results)
+
+
+def test_a_colour_layout_is_named_on_the_card():
+    """``export --pixel-side``: the card says the pixel part is a layout of block means, and why."""
+    from contract.records import PixelPca
+
+    meta = {p.key: p.value for p in onnx.load(str(MODELS / "photo.onnx"), load_external_data=False).metadata_props}
+    spec = ModelSpec.from_metadata(meta)
+    layout = PixelPca(dims=32, share=0.3, side=8, fitted_on="train", images=2400)
+    card = render_model_card(spec.model_copy(update={"training": spec.training.model_copy(update={"pixel_pca": layout})}),
+                             "models/photo.onnx")
+    assert ("the last 32 dimensions are the image's 8x8 block means (a colour layout) projected on the first 32 "
+            "principal components of 2400 training images") in card
+    assert "cosine = 0.70 x the learned embedding's + 0.30 x the pixel part's. A blurred copy keeps" in card
