@@ -46,7 +46,7 @@ from training.export_record import (
     training_record,
 )
 from training.layers import fold_static_layers
-from training.models.pixel_fusion import PCA_SAMPLE, check_side, with_pixel_pca
+from training.models.pixel_fusion import PCA_SAMPLE, layout_shape, with_pixel_pca
 from training.quantize import CALIBRATION_SEED, agreement, calibration_sample, quantize_int8
 from training.runtime import resolve_device
 from training.tasks import Task, load_task
@@ -171,14 +171,13 @@ def load_for_export(options: ExportOptions) -> Loaded:
         config.eval.pairs = options.pairs
     spec = saved.input
     try:
-        check_side(spec.height, spec.width, options.pixel_side)
+        shape = layout_shape(spec.height, spec.width, spec.channels, options.pixel_side)
     except ValueError as error:
         raise ExportError(f"--pixel-side: {error}") from None
-    height, width = ((options.pixel_side,) * 2 if options.pixel_side else (spec.height, spec.width))
-    pixels = height * width * spec.channels
+    pixels = int(np.prod(shape))
     if options.pixel_pca > pixels:
-        raise ExportError(f"--pixel-pca {options.pixel_pca}: the model's {height}x{width}x"
-                          f"{spec.channels} {'layout' if options.pixel_side else 'input'} has {pixels} pixel values")
+        raise ExportError(f"--pixel-pca {options.pixel_pca}: the model's {'x'.join(map(str, shape))} "
+                          f"{'layout' if options.pixel_side else 'input'} has {pixels} pixel values")
     task = load_task(config)
     if options.pixel_pca:
         model = with_pixel_pca(model, task.splits.train.images, *pixel_subspace(options))

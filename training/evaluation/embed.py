@@ -99,9 +99,9 @@ def pixel_embedder(basis: np.ndarray | None = None, mean: np.ndarray | None = No
     from training.models.pixel_fusion import pixel_values
 
     def run(images: np.ndarray) -> tuple[np.ndarray, None]:
-        x = pixel_values(images, side)
+        x = pixel_values(images, side, np.float32)
         if basis is not None:
             x = (x - mean) @ basis
-        return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32), None
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), None
 
     return run

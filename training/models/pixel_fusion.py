@@ -35,10 +35,17 @@ def check_side(height: int, width: int, side: int) -> None:
                          "(a side that divides both)")
 
 
-def pixel_values(images: np.ndarray, side: int = 0) -> np.ndarray:
-    """uint8 [N, H, W, C] -> float64 [N, F] in [0, 1], flattened in NHWC order as the graph does; with
+def layout_shape(height: int, width: int, channels: int, side: int = 0) -> tuple[int, int, int]:
+    """The shape of the values the PCA sees for an input of this shape: the input itself, or its
+    side x side block means (the side checked)."""
+    check_side(height, width, side)
+    return (side, side, channels) if side else (height, width, channels)
+
+
+def pixel_values(images: np.ndarray, side: int = 0, dtype: type = np.float64) -> np.ndarray:
+    """uint8 [N, H, W, C] -> [N, F] in [0, 1], flattened in NHWC order as the graph does; with
     ``side`` > 0 each channel is first shrunk to side x side block means."""
-    x = images.astype(np.float64) / 255.0
+    x = images.astype(dtype) / 255.0
     if side:
         n, height, width, channels = x.shape
         check_side(height, width, side)
@@ -50,7 +57,7 @@ def fit_pixel_pca(images: np.ndarray, dims: int, sample: int = PCA_SAMPLE,
                   seed: int = PCA_SEED, side: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The mean [F] and the leading ``dims`` principal directions [F, dims] of uint8 images
     [N, H, W, C] as :func:`pixel_values` gives them (block means first when ``side`` > 0)."""
-    most = min(len(images), pixel_values(images[:1], side).shape[1])  # checks the side as well
+    most = min(len(images), int(np.prod(layout_shape(*images.shape[1:], side))))
     if dims < 1 or dims > most:
         raise ValueError(f"pixel PCA needs 1 <= dims <= {most} (images x pixels), not {dims}")
     if len(images) > sample:
